@@ -1,0 +1,21 @@
+"""SOADS: Scalable Online Anomaly Detection System (paper 001, sections 3-4).
+
+Data flow (DESIGN.md), each box -> its module::
+
+    EPCIS XML / JSON-LD documents (files; Kafka in the streaming job)
+      -> Event Log Preprocessor        soads.epcis (pure parser), soads.preprocess (Spark)
+           bad input -> quarantine     (reason codes: soads.schema.REASONS)
+      -> EVENT LOG TABLE               soads.storage.event_log (Parquet | HBase)
+      -> Sequence Extractor            soads.sequences
+      -> Relational Dependency Updater soads.dependencies -> RELATIONAL DEPENDENCY TABLE
+      -> Frequent Subsequence Miner    soads.mining (modified PrefixSpan, paper Alg. 1)
+                                       -> PATTERN TABLE
+      -> Anomaly Evaluator             soads.scoring (Smith-Waterman) -> object scores,
+                                       ALIGNMENT SCORE TABLE (per-window mean)
+    Relational tables                  soads.storage.tables (SQLite | MySQL via SQLAlchemy)
+    Battery-plant simulator            soads.simulator (EPCIS + ground truth)
+    Detection quality                  soads.evaluate
+    Batch pipeline / demo              soads.pipeline; command line: soads.cli
+"""
+
+__version__ = "0.1.0"

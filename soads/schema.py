@@ -1,0 +1,152 @@
+"""Column names and Spark schemas of every SOADS table (DESIGN.md "Definitions").
+
+Every other module takes column names from here; none writes them as string literals.
+The SQL DDL in ``sql/`` must agree with :data:`TABLES` (``tests/test_schema.py`` checks).
+"""
+
+# -- flat event (Event Log Preprocessor output, EVENT LOG TABLE) --------------------------
+OID = "oid"
+"""The EPC URN of the object (one flat event per EPC)."""
+READ_POINT = "read_point"
+EVENT_TIME = "event_time"
+"""UTC. In the pure parser: an ISO-8601 string ``YYYY-MM-DDTHH:MM:SS.fffZ``; in Spark a timestamp."""
+ACTION = "action"
+BIZ_STEP = "biz_step"
+DISPOSITION = "disposition"
+BIZ_LOCATION = "biz_location"
+EVENT_TYPE = "event_type"
+SENSOR_REPORTS = "sensor_reports"
+"""JSON text of the event's sensorElementList (None when it has none)."""
+SOURCE = "source"
+"""Identity of the source record: ``file:line`` or ``topic/partition/offset``."""
+
+EVENT_COLUMNS = (
+    OID, READ_POINT, EVENT_TIME, ACTION, BIZ_STEP, DISPOSITION, BIZ_LOCATION, EVENT_TYPE,
+    SENSOR_REPORTS, SOURCE,
+)
+
+# -- quarantine -------------------------------------------------------------------------
+REASON = "reason"
+"""A reason code, one of :data:`REASONS`."""
+DETAIL = "detail"
+"""Human-readable detail (the parser's message), truncated."""
+QUARANTINE_COLUMNS = (SOURCE, REASON, DETAIL)
+
+REASONS = (
+    "malformed_xml",       # not well-formed XML (truncated, garbage)
+    "malformed_json",      # not valid JSON
+    "binary",              # undecodable bytes / not text
+    "unknown_format",      # neither an EPCIS XML nor an EPCIS JSON document
+    "wrong_namespace",     # XML root not in an EPCIS namespace
+    "unsupported_event",   # an event element that is not one of the five EPCIS event types
+    "missing_event_time",
+    "missing_read_point",
+    "missing_epc",         # an event without any instance-level EPC
+    "bad_timestamp",
+    "too_large",           # a document above the configured size limit
+    "unreadable",          # the file could not be read
+)
+
+# -- sequences --------------------------------------------------------------------------
+SEQUENCE = "sequence"
+FIRST_TIME = "first_time"
+LAST_TIME = "last_time"
+
+# -- RELATIONAL DEPENDENCY TABLE ----------------------------------------------------------
+A = "a"
+B = "b"
+FREQ = "freq"
+SUPPORT = "support"
+
+# -- PATTERN TABLE and mining runs --------------------------------------------------------
+RUN_ID = "run_id"
+PATTERN = "pattern"
+LENGTH = "length"
+MAXIMAL = "maximal"
+ALGORITHM = "algorithm"
+MINSUP = "minsup"
+MAX_LENGTH = "max_length"
+N_SEQUENCES = "n_sequences"
+N_PATTERNS = "n_patterns"
+SECONDS = "seconds"
+CREATED_AT = "created_at"
+
+# -- scores ------------------------------------------------------------------------------
+SCORE = "score"
+"""Normalised alignment score in [0, 1] (DESIGN.md "Alignment score")."""
+RAW = "raw"
+"""max_p SW(s, p): the paper's raw alignment score."""
+WINDOW_START = "window_start"
+WINDOW_END = "window_end"
+MEAN_SCORE = "mean_score"
+N_OBJECTS = "n_objects"
+
+# -- ground truth (simulator) ------------------------------------------------------------
+LABEL = "label"
+ANOMALY_TYPE = "anomaly_type"
+
+# -- relational tables: name -> ordered (column, portable type) --------------------------
+# Types: "text" (bounded key text), "int", "bigint", "float", "bool", "timestamp", "json".
+TABLES = {
+    "relational_dependency": ((A, "text"), (B, "text"), (FREQ, "bigint"), (SUPPORT, "bigint")),
+    "mining_run": (
+        (RUN_ID, "text"), (ALGORITHM, "text"), (MINSUP, "bigint"), (MAX_LENGTH, "int"),
+        (N_SEQUENCES, "bigint"), (N_PATTERNS, "bigint"), (SECONDS, "float"),
+        (CREATED_AT, "timestamp"),
+    ),
+    "pattern": (
+        (RUN_ID, "text"), (PATTERN, "json"), (SUPPORT, "bigint"), (LENGTH, "int"),
+        (MAXIMAL, "bool"),
+    ),
+    "object_score": (
+        (OID, "text"), (SCORE, "float"), (RAW, "float"), (PATTERN, "json"),
+        (LAST_TIME, "timestamp"), (RUN_ID, "text"),
+    ),
+    "alignment_score": (
+        (WINDOW_START, "timestamp"), (WINDOW_END, "timestamp"), (MEAN_SCORE, "float"),
+        (N_OBJECTS, "bigint"), (RUN_ID, "text"),
+    ),
+}
+"""Primary keys: relational_dependency (a, b); mining_run (run_id); pattern (run_id, pattern);
+object_score (oid); alignment_score (window_start, run_id)."""
+
+PRIMARY_KEYS = {
+    "relational_dependency": (A, B),
+    "mining_run": (RUN_ID,),
+    "pattern": (RUN_ID, PATTERN),
+    "object_score": (OID,),
+    "alignment_score": (WINDOW_START, RUN_ID),
+}
+
+
+def event_struct():
+    """Spark schema of the EVENT LOG TABLE (imports pyspark lazily so pure cores stay free of it)."""
+    from pyspark.sql import types as T
+
+    return T.StructType(
+        [T.StructField(OID, T.StringType(), False),
+         T.StructField(READ_POINT, T.StringType(), False),
+         T.StructField(EVENT_TIME, T.TimestampType(), False)]
+        + [T.StructField(c, T.StringType(), True)
+           for c in (ACTION, BIZ_STEP, DISPOSITION, BIZ_LOCATION, EVENT_TYPE, SENSOR_REPORTS)]
+        + [T.StructField(SOURCE, T.StringType(), False)]
+    )
+
+
+def quarantine_struct():
+    """Spark schema of the quarantine table: source, reason, detail."""
+    from pyspark.sql import types as T
+
+    return T.StructType([T.StructField(c, T.StringType(), False) for c in QUARANTINE_COLUMNS])
+
+
+def sequence_struct():
+    """Spark schema of extracted sequences: oid, sequence array<string>, first_time, last_time."""
+    from pyspark.sql import types as T
+
+    return T.StructType([
+        T.StructField(OID, T.StringType(), False),
+        T.StructField(SEQUENCE, T.ArrayType(T.StringType(), False), False),
+        T.StructField(FIRST_TIME, T.TimestampType(), True),
+        T.StructField(LAST_TIME, T.TimestampType(), True),
+    ])

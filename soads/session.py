@@ -1,0 +1,39 @@
+"""SparkSession from configuration."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from soads.config import SparkConf
+
+logger = logging.getLogger(__name__)
+
+
+def build(conf: SparkConf, master: str | None = None, extra: dict[str, str] | None = None):
+    """Create (or return the running) SparkSession for ``conf``.
+
+    Python workers must run the same interpreter as the driver (they need pyarrow, numpy,
+    Biopython); we pin ``spark.pyspark.python`` to it unless the environment already chose one.
+    """
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = (
+        SparkSession.builder.master(master or conf.master)
+        .appName(conf.app_name)
+        .config("spark.sql.shuffle.partitions", str(conf.shuffle_partitions))
+        .config("spark.driver.memory", conf.driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+    )
+    for k, v in (extra or {}).items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    logger.info("spark session %s on %s", spark.version, spark.sparkContext.master)
+    return spark
