@@ -41,10 +41,11 @@ REASONS = (
     "unsupported_event",   # an event element that is not one of the five EPCIS event types
     "missing_event_time",
     "missing_read_point",
-    "missing_epc",         # an event without any instance-level EPC
+    "missing_epc",         # an event whose EPC list holds an empty <epc> entry
     "bad_timestamp",
     "too_large",           # a document above the configured size limit
     "unreadable",          # the file could not be read
+    "no_instance_epc",     # a valid event with no instance-level EPC (quantities / parentID only)
 )
 
 # -- sequences --------------------------------------------------------------------------
