@@ -61,6 +61,8 @@ SUPPORT = "support"
 
 # -- PATTERN TABLE and mining runs --------------------------------------------------------
 RUN_ID = "run_id"
+PATTERN_ID = "pattern_id"
+"""Rank of a pattern within its mining run (support descending, then pattern)."""
 PATTERN = "pattern"
 LENGTH = "length"
 MAXIMAL = "maximal"
@@ -96,8 +98,8 @@ TABLES = {
         (CREATED_AT, "timestamp"),
     ),
     "pattern": (
-        (RUN_ID, "text"), (PATTERN, "json"), (SUPPORT, "bigint"), (LENGTH, "int"),
-        (MAXIMAL, "bool"),
+        (RUN_ID, "text"), (PATTERN_ID, "int"), (PATTERN, "json"), (SUPPORT, "bigint"),
+        (LENGTH, "int"), (MAXIMAL, "bool"),
     ),
     "object_score": (
         (OID, "text"), (SCORE, "float"), (RAW, "float"), (PATTERN, "json"),
@@ -108,13 +110,17 @@ TABLES = {
         (N_OBJECTS, "bigint"), (RUN_ID, "text"),
     ),
 }
-"""Primary keys: relational_dependency (a, b); mining_run (run_id); pattern (run_id, pattern);
-object_score (oid); alignment_score (window_start, run_id)."""
+
+SINK = "sink"
+BATCH_ID = "batch_id"
+# The batch ledger: a streaming sink records each batch id in the same transaction as its upsert.
+TABLES["sink_batch"] = ((SINK, "text"), (BATCH_ID, "bigint"), (CREATED_AT, "timestamp"))
 
 PRIMARY_KEYS = {
+    "sink_batch": (SINK, BATCH_ID),
     "relational_dependency": (A, B),
     "mining_run": (RUN_ID,),
-    "pattern": (RUN_ID, PATTERN),
+    "pattern": (RUN_ID, PATTERN_ID),
     "object_score": (OID,),
     "alignment_score": (WINDOW_START, RUN_ID),
 }

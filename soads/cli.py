@@ -1,0 +1,475 @@
+"""``soads``: the command line over the SOADS library (thin: parse arguments, call soads.*).
+
+Errors a user can fix (bad arguments, unreadable input, bad config) end with a one-line reason on
+stderr and exit status 2; nothing else is caught here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+from soads import schema as S
+
+logger = logging.getLogger("soads")
+
+DEFAULT_CONF = "conf/soads.toml"
+
+
+class UsageError(Exception):
+    """A problem the user can fix; reported as one line, exit 2."""
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+# -- shared options ------------------------------------------------------------------------
+
+def _add_conf(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf", action="append", default=None, metavar="TOML",
+                   help=f"configuration file(s), later ones win (default: {DEFAULT_CONF} if present)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one configuration value, e.g. --set scoring.gap_open=-3")
+
+
+def _config(args, **overrides):
+    from soads import config
+
+    paths = args.conf if args.conf else ([DEFAULT_CONF] if os.path.exists(DEFAULT_CONF) else [])
+    extra = [f"{k}={v}" for k, v in overrides.items() if v is not None]
+    try:
+        return config.load(paths, list(args.set) + extra)
+    except config.ConfigError as e:
+        raise UsageError(str(e)) from e
+
+
+def _spark(cfg, quiet: bool = True):
+    from soads.session import build
+
+    t0 = time.perf_counter()
+    spark = build(cfg.spark)
+    logger.info("spark %s up in %.1f s (%s)", spark.version, time.perf_counter() - t0,
+                spark.sparkContext.master)
+    return spark
+
+
+def _fraction(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}")
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1]: {value}")
+    return v
+
+
+def _positive_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {value}")
+    return v
+
+
+def _minsup(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}")
+    if not v > 0 or math.isinf(v) or (v > 1 and v != int(v)):
+        raise argparse.ArgumentTypeError(
+            f"minsup must be a fraction in (0, 1] or a whole count > 1: {value}")
+    return v
+
+
+def _expand(paths: list[str], suffixes=(".xml", ".json", ".jsonld")) -> list[str]:
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _, names in os.walk(p):
+                files += [os.path.join(root, n) for n in sorted(names) if n.endswith(suffixes)]
+        elif os.path.exists(p):
+            files.append(p)
+        else:
+            raise UsageError(f"no such file or directory: {p}")
+    return sorted(files)
+
+
+def _short(rp: str) -> str:
+    """Display form of a read point: the last segment of the URN."""
+    return rp.rsplit(".", 1)[-1] if rp.startswith("urn:") else rp
+
+
+def _progress(label: str):
+    state = {"t": 0.0}
+
+    def show(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - state["t"] >= 2.0 or done >= total:
+            state["t"] = now
+            _err(f"[soads] {label}: {done:,}/{total:,} ({100.0 * done / max(total, 1):.0f}%)")
+
+    return show
+
+
+# -- sub-commands ---------------------------------------------------------------------------
+
+def cmd_simulate(args) -> int:
+    from soads.simulator.generate import simulate
+
+    try:
+        stats = simulate(args.out, n_objects=args.objects, seed=args.seed,
+                         anomaly_rate=args.anomaly_rate, noise_rate=args.noise_rate,
+                         fmt=args.format, events_per_file=args.events_per_file,
+                         progress=_progress("simulate"))
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    except OSError as e:
+        raise UsageError(f"cannot write to {args.out}: {e.strerror or e}") from e
+    _out(json.dumps({k: v for k, v in stats.items()}, default=str))
+    return 0
+
+
+def cmd_parse(args) -> int:
+    from soads.epcis import parse_file
+
+    n_events = n_quarantined = 0
+    for path in _expand(args.paths):
+        try:
+            events, quarantine = parse_file(path, max_bytes=args.max_bytes)
+        except OSError as e:
+            raise UsageError(f"cannot read {path}: {e.strerror or e}") from e
+        for ev in events:
+            _out(json.dumps(ev, ensure_ascii=False))
+        for q in quarantine:
+            _err(f"quarantine {q[S.SOURCE]} {q[S.REASON]}: {q[S.DETAIL]}")
+        n_events += len(events)
+        n_quarantined += len(quarantine)
+    _err(f"[soads] parse: {n_events} events, {n_quarantined} quarantined")
+    return 0
+
+
+def _read_patterns_jsonl(path: str) -> list[dict]:
+    rows = []
+    try:
+        with open(path) as fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    r = json.loads(line)
+                    pattern = r[S.PATTERN]
+                    if not isinstance(pattern, list) or not all(isinstance(x, str) for x in pattern):
+                        raise TypeError
+                except (ValueError, KeyError, TypeError):
+                    raise UsageError(f"{path}:{i}: not a pattern line "
+                                     '(need {"pattern": [str, ...], "support": n, "maximal": bool})')
+                rows.append({S.PATTERN: pattern, S.SUPPORT: r.get(S.SUPPORT),
+                             S.MAXIMAL: bool(r.get(S.MAXIMAL, True))})
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from e
+    return rows
+
+
+def _check_readable(path: str) -> None:
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise UsageError(f"cannot read {path}: no such readable file")
+
+
+def cmd_mine(args) -> int:
+    from soads import pipeline
+
+    cfg = _config(args, **{"mining.minsup": args.minsup, "mining.max_length": args.max_length,
+                           "mining.algorithm": args.algorithm})
+    if cfg.mining.algorithm not in ("soads", "mllib", "no-relations"):
+        raise UsageError(f"unknown algorithm {cfg.mining.algorithm!r} (soads, mllib, no-relations)")
+    if args.input is None:
+        spark = _spark(cfg)
+        report = pipeline.Report()
+        seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
+        rows = pipeline.mine(spark, seqs, rel, cfg, report)
+        _out(f"mining run {report.run_id}: {len(rows)} patterns from {report.counts['objects']:,} "
+             f"objects in {report.seconds['mine']:.1f} s -> table pattern ({cfg.storage.db_url})")
+        return 0
+    if not args.out:
+        raise UsageError("--out PATTERNS.jsonl is required with --input")
+    _check_readable(args.input)
+    from soads.mining import mine_patterns
+    from soads.sequences import read_sequences_jsonl
+
+    spark = _spark(cfg)
+    try:
+        seqs = read_sequences_jsonl(spark, args.input).cache()
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    t0 = time.perf_counter()
+    patterns, info = mine_patterns(spark, seqs, None, cfg.mining.minsup, cfg.mining.max_length,
+                                   cfg.mining.algorithm)
+    rows = [r.asDict() for r in patterns.collect()]
+    rows.sort(key=lambda r: (-r[S.SUPPORT], -r[S.LENGTH], r[S.PATTERN]))
+    with open(args.out, "w") as fh:
+        for r in rows:
+            fh.write(json.dumps({S.PATTERN: list(r[S.PATTERN]), S.SUPPORT: int(r[S.SUPPORT]),
+                                 S.MAXIMAL: bool(r[S.MAXIMAL])}) + "\n")
+    _err(f"[soads] mine ({cfg.mining.algorithm}): {len(rows)} patterns, minsup count "
+         f"{info.get('minsup_count')}, {info.get('n_sequences')} sequences, "
+         f"{time.perf_counter() - t0:.2f} s -> {args.out}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from soads import pipeline
+
+    over = {"scoring.match": args.match, "scoring.mismatch": args.mismatch,
+            "scoring.gap_open": args.gap_open, "scoring.gap_extend": args.gap_extend}
+    if args.maximal_only:
+        over["scoring.maximal_only"] = "true"
+    cfg = _config(args, **over)
+    if args.input is None:
+        from soads.storage import tables
+
+        run = tables.latest_run(cfg.storage.db_url)
+        if run is None:
+            raise UsageError("no mining run in the PATTERN TABLE: run `soads mine` first")
+        rows = tables.read_table(cfg.storage.db_url, "pattern", {S.RUN_ID: run[S.RUN_ID]},
+                                 order_by=[S.PATTERN_ID])
+        spark = _spark(cfg)
+        report = pipeline.Report()
+        seqs, _ = pipeline.sequences_and_relations(spark, cfg, report)
+        pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
+        pipeline.score(spark, seqs, pats, run[S.RUN_ID], cfg, report)
+        _out(f"scored {report.counts['objects_scored']:,} objects against {len(pats)} patterns of "
+             f"run {run[S.RUN_ID]} in {report.seconds['score']:.1f} s; "
+             f"{report.counts['windows']} windows -> tables object_score, alignment_score")
+        return 0
+    if not args.patterns or not args.out:
+        raise UsageError("--patterns PATTERNS.jsonl and --out SCORES.jsonl are required with --input")
+    _check_readable(args.input)
+    rows = _read_patterns_jsonl(args.patterns)
+    pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
+    from soads import scoring
+    from soads.sequences import read_sequences_jsonl
+
+    spark = _spark(cfg)
+    try:
+        seqs = read_sequences_jsonl(spark, args.input)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    t0 = time.perf_counter()
+    scored = scoring.score_sequences(seqs, pats, cfg.scoring)
+    n = 0
+    with open(args.out, "w") as fh:
+        # streams one partition at a time to the driver: bounded memory whatever the input size
+        for r in scored.toLocalIterator():
+            fh.write(json.dumps({S.OID: r[S.OID], S.SCORE: r[S.SCORE], S.RAW: r[S.RAW],
+                                 S.PATTERN: list(r[S.PATTERN]) if r[S.PATTERN] is not None
+                                 else None}) + "\n")
+            n += 1
+    _err(f"[soads] score: {n} sequences x {len(pats)} patterns in "
+         f"{time.perf_counter() - t0:.2f} s -> {args.out}")
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from soads import pipeline
+
+    cfg = _config(args)
+    files = _expand(args.paths)
+    if not files:
+        raise UsageError("no EPCIS files (.xml, .json, .jsonld) under the given paths")
+    spark = _spark(cfg)
+    report = pipeline.Report()
+    pipeline.ingest(spark, files, cfg, report)
+    _out(json.dumps({"counts": report.counts, "quarantine": report.quarantine_by_reason,
+                     "seconds": report.seconds}))
+    return 0
+
+
+def format_report(report, n_show: int = 10) -> str:
+    """The demo's summary, as text."""
+    c = report.counts
+    lines = ["", "SOADS summary", "=" * 60,
+             f"records read          {c.get('records_read', 0):>12,}",
+             f"events stored         {c.get('events_stored', 0):>12,}",
+             f"events quarantined    {c.get('events_quarantined', 0):>12,}"]
+    for reason, n in report.quarantine_by_reason.items():
+        lines.append(f"  {reason:<20}{n:>12,}")
+    lines += [f"objects               {c.get('objects', 0):>12,}",
+              f"relations             {c.get('relations', 0):>12,}",
+              f"patterns              {c.get('patterns', 0):>12,}   "
+              f"(maximal {c.get('maximal_patterns', 0):,}; minsup count "
+              f"{report.mining.get('minsup_count')}; run {report.run_id})",
+              f"windows scored        {c.get('windows', 0):>12,}", "",
+              f"top patterns (support, length):"]
+    for r in report.top_patterns[:n_show]:
+        lines.append(f"  {r[S.SUPPORT]:>7,}  {r[S.LENGTH]:>2}  "
+                     + " > ".join(_short(x) for x in r[S.PATTERN]))
+    lines += ["", "seconds per stage:"]
+    lines += [f"  {k:<12}{v:>8.1f}" for k, v in report.seconds.items()]
+    if report.quality:
+        lines += ["", "detection quality vs ground truth (anomaly score = 1 - normalised score):",
+                  f"  {'anomaly type':<22}{'n':>7}{'ROC-AUC':>10}{'best F1':>10}"]
+        for q in report.quality:
+            lines.append(f"  {q['anomaly_type']:<22}{q['n_positive']:>7,}{q['roc_auc']:>10.4f}"
+                         f"{q['best_f1']:>10.4f}")
+    return "\n".join(lines)
+
+
+def cmd_demo(args) -> int:
+    from soads import pipeline
+    from soads.simulator.generate import simulate
+
+    cfg = _config(args)
+    objects = args.objects or cfg.simulator.objects
+    root = os.path.abspath(cfg.storage.root)
+    epcis_dir = os.path.join(root, "epcis")
+    t0 = time.perf_counter()
+    _err(f"[soads] demo: simulating a battery plant, {objects:,} objects (seed "
+         f"{cfg.simulator.seed}) -> {epcis_dir}")
+    import shutil
+    shutil.rmtree(epcis_dir, ignore_errors=True)
+    stats = simulate(epcis_dir, n_objects=objects, seed=cfg.simulator.seed,
+                     anomaly_rate=cfg.simulator.anomaly_rate, noise_rate=cfg.simulator.noise_rate,
+                     fmt=cfg.simulator.format, events_per_file=cfg.simulator.events_per_file,
+                     progress=_progress("simulate"))
+    report = pipeline.Report()
+    report.seconds["simulate"] = time.perf_counter() - t0
+    if os.path.exists(cfg.storage.db_url.replace("sqlite:///", "")) and \
+            cfg.storage.db_url.startswith("sqlite:///"):
+        os.remove(cfg.storage.db_url.replace("sqlite:///", ""))  # a demo starts from scratch
+    spark = _spark(cfg)
+    _err("[soads] demo: ingesting EPCIS -> event log (Parquet) + quarantine")
+    pipeline.ingest(spark, [epcis_dir], cfg, report)
+    _err("[soads] demo: sequences and the relational dependency table")
+    seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
+    _err(f"[soads] demo: mining ({cfg.mining.algorithm}, minsup {cfg.mining.minsup})")
+    rows = pipeline.mine(spark, seqs, rel, cfg, report)
+    pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
+    _err(f"[soads] demo: scoring {report.counts['objects']:,} objects against {len(pats)} patterns")
+    scored = pipeline.score(spark, seqs, pats, report.run_id, cfg, report)
+    pipeline.evaluate(spark, scored, os.path.join(epcis_dir, "truth.csv"), report)
+    report.seconds["total"] = time.perf_counter() - t0
+    _out(format_report(report))
+    _out(f"\ntables in {cfg.storage.db_url}; event log in {root}; simulated "
+         f"{stats.get('events', '?'):,} reads")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    if args.what == "parse":
+        from soads.benchmarks.parse import run
+        lines = run(n_objects=args.objects or 20000)
+    elif args.what == "mine":
+        from soads.benchmarks.mine import run
+        lines = []
+        for ev in (args.events or [1_000_000, 9_000_000]):
+            lines += run(events=ev, minsup=args.minsup)
+    elif args.what == "score":
+        from soads.benchmarks.score import run
+        lines = run()
+    elif args.what == "simulate":
+        from soads.benchmarks.simulate import run
+        lines = run(n_objects=args.objects or 500_000)
+    else:  # argparse restricts choices
+        raise UsageError(f"unknown benchmark {args.what}")
+    for line in lines:
+        _out(line)
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="soads", description="SOADS: Scalable Online Anomaly Detection System (batch path).")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("simulate", help="battery-plant EPCIS documents + truth.csv")
+    s.add_argument("--objects", type=_positive_int, required=True)
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--anomaly-rate", type=_fraction, default=0.04)
+    s.add_argument("--noise-rate", type=_fraction, default=0.05)
+    s.add_argument("--format", choices=("xml", "jsonld"), default="xml")
+    s.add_argument("--events-per-file", type=_positive_int, default=20000)
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("parse", help="EPCIS files -> one JSON flat event per line")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("--max-bytes", type=_positive_int, default=64 * 1024 * 1024)
+    s.set_defaults(func=cmd_parse)
+
+    s = sub.add_parser("ingest", help="EPCIS files -> EVENT LOG TABLE + quarantine")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    _add_conf(s)
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("mine", help="frequent contiguous patterns (modified PrefixSpan)")
+    s.add_argument("--input", metavar="SEQUENCES.jsonl",
+                   help='lines {"oid": ..., "sequence": [...]}; default: the stored event log')
+    s.add_argument("--out", metavar="PATTERNS.jsonl")
+    s.add_argument("--minsup", type=_minsup)
+    s.add_argument("--max-length", type=_positive_int)
+    s.add_argument("--algorithm", choices=("soads", "mllib", "no-relations"))
+    _add_conf(s)
+    s.set_defaults(func=cmd_mine)
+
+    s = sub.add_parser("score", help="Smith-Waterman alignment scores against mined patterns")
+    s.add_argument("--input", metavar="SEQUENCES.jsonl",
+                   help="default: the stored event log, scored against the latest mining run")
+    s.add_argument("--patterns", metavar="PATTERNS.jsonl")
+    s.add_argument("--out", metavar="SCORES.jsonl")
+    s.add_argument("--match", type=float)
+    s.add_argument("--mismatch", type=float)
+    s.add_argument("--gap-open", type=float)
+    s.add_argument("--gap-extend", type=float)
+    s.add_argument("--maximal-only", action="store_true")
+    _add_conf(s)
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("demo", help="simulate, ingest, mine, score and evaluate (embedded default)")
+    s.add_argument("--objects", type=_positive_int, help="default: [simulator] objects in conf")
+    _add_conf(s)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("bench", help="benchmarks that print figures")
+    s.add_argument("what", choices=("parse", "mine", "score", "simulate"))
+    s.add_argument("--objects", type=_positive_int)
+    s.add_argument("--events", type=_positive_int, action="append",
+                   help="mine: event-log sizes (repeatable; default 1,000,000 and 9,000,000)")
+    s.add_argument("--minsup", type=_minsup, default=0.01)
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="[%(name)s] %(message)s", stream=sys.stderr)
+    for noisy in ("py4j", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        _err(f"soads {args.command}: {e}")
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

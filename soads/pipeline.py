@@ -1,0 +1,202 @@
+"""The batch path of SOADS, stage by stage (DESIGN.md "Data flow"), used by ``soads demo``,
+``soads ingest|mine|score`` and the spark-submit jobs.
+
+ingest    EPCIS documents -> Event Log Preprocessor -> EVENT LOG TABLE + quarantine
+relations EVENT LOG -> Sequence Extractor -> RELATIONAL DEPENDENCY TABLE
+mine      sequences + RELATIONAL DEPENDENCY TABLE -> modified PrefixSpan -> PATTERN TABLE
+score     sequences x PATTERN TABLE -> Smith-Waterman -> object scores, ALIGNMENT SCORE TABLE
+evaluate  object scores vs the simulator's truth.csv -> ROC-AUC, best F1
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from soads import schema as S
+from soads.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """What a pipeline run did: counts, stage seconds, patterns, quality."""
+
+    seconds: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    quarantine_by_reason: dict = field(default_factory=dict)
+    top_patterns: list = field(default_factory=list)
+    mining: dict = field(default_factory=dict)
+    quality: list = field(default_factory=list)
+    run_id: str | None = None
+
+    def timed(self, stage: str):
+        report = self
+
+        class _T:
+            def __enter__(self):
+                logger.info("stage %s ...", stage)
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                report.seconds[stage] = time.perf_counter() - self.t0
+                logger.info("stage %s done in %.1f s", stage, report.seconds[stage])
+
+        return _T()
+
+
+def event_log_location(cfg: Config) -> str:
+    return os.path.abspath(cfg.storage.root)
+
+
+def ingest(spark, inputs: list[str], cfg: Config, report: Report) -> None:
+    """EPCIS files -> EVENT LOG TABLE (Parquet) and quarantine; counts into ``report``."""
+    from pyspark.sql import functions as F
+
+    from soads import preprocess
+    from soads.storage import event_log
+
+    with report.timed("ingest"):
+        docs = preprocess.read_documents(spark, inputs)
+        parsed = preprocess.parse_documents(docs, cfg.preprocess.max_document_bytes).cache()
+        events, quarantine = preprocess.split_parsed(parsed)
+        loc = event_log_location(cfg)
+        event_log.write_events(events, loc)
+        event_log.write_quarantine(quarantine, loc)
+        parsed.unpersist()
+        stored = event_log.read_events(spark, loc).count()
+        by_reason = {r[S.REASON]: r["n"] for r in event_log.read_quarantine(spark, loc)
+                     .groupBy(S.REASON).agg(F.count(F.lit(1)).alias("n")).collect()}
+    report.counts["events_stored"] = stored
+    report.counts["events_quarantined"] = sum(by_reason.values())
+    report.counts["records_read"] = stored + sum(by_reason.values())
+    report.quarantine_by_reason = dict(sorted(by_reason.items()))
+
+
+def sequences_and_relations(spark, cfg: Config, report: Report):
+    """EVENT LOG -> sequences (cached) and the RELATIONAL DEPENDENCY TABLE (written to the DB).
+
+    Returns
+    -------
+    (DataFrame, DataFrame)
+        sequences ``oid, sequence, first_time, last_time`` and relations ``a, b, freq, support``.
+    """
+    from soads import dependencies, sequences
+    from soads.storage import event_log, tables
+
+    with report.timed("sequences"):
+        events = event_log.read_events(spark, event_log_location(cfg))
+        seqs = sequences.extract_sequences(events, cfg.sequences.dwell_seconds).cache()
+        report.counts["objects"] = seqs.count()
+    with report.timed("relations"):
+        rel = dependencies.relation_table(seqs).cache()
+        report.counts["relations"] = rel.count()
+        eng = tables.engine(cfg.storage.db_url)
+        tables.create_tables(eng)
+        eng.dispose()
+        # A batch recomputation replaces the table: it is the truth the stream must equal.
+        tables.clear(cfg.storage.db_url, "relational_dependency")
+        tables.write_dataframe(rel, cfg.storage.db_url, "relational_dependency")
+    return seqs, rel
+
+
+def new_run_id(algorithm: str) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{algorithm}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def mine(spark, seqs, rel, cfg: Config, report: Report, top: int = 10) -> list[dict]:
+    """Mine the PATTERN TABLE; returns the patterns (small) ordered by support."""
+    from soads.mining import mine_patterns
+    from soads.storage import tables
+
+    algorithm = cfg.mining.algorithm
+    with report.timed("mine"):
+        patterns_df, info = mine_patterns(spark, seqs, rel, cfg.mining.minsup,
+                                          cfg.mining.max_length, algorithm)
+        rows = [r.asDict() for r in patterns_df.collect()]  # patterns are few; sequences stay put
+    rows.sort(key=lambda r: (-r[S.SUPPORT], -r[S.LENGTH], r[S.PATTERN]))
+    run_id = new_run_id(algorithm)
+    for i, r in enumerate(rows):
+        r[S.RUN_ID], r[S.PATTERN_ID] = run_id, i
+    eng = tables.engine(cfg.storage.db_url)
+    tables.create_tables(eng)
+    eng.dispose()
+    tables.write_rows(cfg.storage.db_url, "pattern", rows)
+    tables.write_rows(cfg.storage.db_url, "mining_run", [{
+        S.RUN_ID: run_id, S.ALGORITHM: algorithm, S.MINSUP: info.get("minsup_count"),
+        S.MAX_LENGTH: cfg.mining.max_length, S.N_SEQUENCES: info.get("n_sequences"),
+        S.N_PATTERNS: len(rows), S.SECONDS: report.seconds["mine"],
+        S.CREATED_AT: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+    }])
+    report.run_id = run_id
+    report.mining = info
+    report.counts["patterns"] = len(rows)
+    report.counts["maximal_patterns"] = sum(bool(r[S.MAXIMAL]) for r in rows)
+    report.top_patterns = rows[:top]
+    return rows
+
+
+def patterns_in_use(rows: list[dict], maximal_only: bool) -> list[list[str]]:
+    return [list(r[S.PATTERN]) for r in rows if r[S.MAXIMAL] or not maximal_only]
+
+
+def score(spark, seqs, patterns: list[list[str]], run_id: str, cfg: Config, report: Report):
+    """Score every object and every window; writes object_score and alignment_score.
+
+    Returns
+    -------
+    DataFrame
+        ``oid, score, raw, pattern, last_time`` (cached).
+    """
+    from pyspark.sql import functions as F
+
+    from soads import scoring
+    from soads.storage import tables
+
+    with report.timed("score"):
+        scored = scoring.score_sequences(seqs, patterns, cfg.scoring) \
+            .withColumn(S.RUN_ID, F.lit(run_id)).cache()
+        tables.write_dataframe(scored, cfg.storage.db_url, "object_score")
+        windows = scoring.window_scores(scored, cfg.scoring.window_seconds) \
+            .withColumn(S.RUN_ID, F.lit(run_id))
+        tables.write_dataframe(windows, cfg.storage.db_url, "alignment_score")
+        report.counts["windows"] = windows.count()
+        report.counts["objects_scored"] = scored.count()
+    return scored
+
+
+def read_truth(spark, path: str):
+    """The simulator's ``truth.csv``: oid, label, anomaly_type."""
+    from pyspark.sql import types as T
+
+    schema = T.StructType([T.StructField(S.OID, T.StringType()),
+                           T.StructField(S.LABEL, T.IntegerType()),
+                           T.StructField(S.ANOMALY_TYPE, T.StringType())])
+    with open(path, newline="") as fh:
+        header = next(csv.reader(fh))
+    if header != [S.OID, S.LABEL, S.ANOMALY_TYPE]:
+        raise ValueError(f"{path}: expected header oid,label,anomaly_type, got {','.join(header)}")
+    return spark.read.schema(schema).option("header", True).csv(path)
+
+
+def evaluate(spark, scored, truth_path: str, report: Report) -> None:
+    """Join object scores with the ground truth and compute detection quality."""
+    from pyspark.sql import functions as F
+
+    from soads.evaluate import detection_quality
+
+    with report.timed("evaluate"):
+        truth = read_truth(spark, truth_path)
+        # Objects the truth knows but the log lost (every read missed) score as fully anomalous.
+        joined = truth.join(scored.select(S.OID, S.SCORE), S.OID, "left").select(
+            S.LABEL, F.coalesce(S.ANOMALY_TYPE, F.lit("")).alias(S.ANOMALY_TYPE),
+            (1.0 - F.coalesce(S.SCORE, F.lit(0.0))).alias("anomaly_score"))
+        pdf = joined.toPandas()  # three small columns per object, not the event log
+        report.quality = detection_quality(pdf[S.LABEL].to_numpy(), pdf[S.ANOMALY_TYPE].to_numpy(),
+                                           pdf["anomaly_score"].to_numpy())

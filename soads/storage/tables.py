@@ -1,0 +1,185 @@
+"""Relational tables (RELATIONAL DEPENDENCY, PATTERN, mining runs, scores) through SQLAlchemy.
+
+One URL picks the backend: ``sqlite:///path.db`` (embedded default) or
+``mysql+pymysql://user:pass@127.0.0.1/soads`` (real MySQL/MariaDB). The table layout comes from
+:data:`soads.schema.TABLES`; ``sql/sqlite.sql`` and ``sql/mysql.sql`` are the same DDL for
+people who create the schema by hand (a test keeps the three in step).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Iterable, Sequence
+
+import sqlalchemy as sa
+
+from soads import schema as S
+
+logger = logging.getLogger(__name__)
+
+_KEY_TEXT = 255  # MySQL indexes need a bounded length; read point ids and oids are URNs
+
+_TYPES = {
+    "text": lambda: sa.String(_KEY_TEXT),
+    "int": sa.Integer,
+    "bigint": sa.BigInteger,
+    "float": sa.Double,
+    "bool": sa.Boolean,
+    "timestamp": lambda: sa.DateTime(timezone=False),
+    "json": sa.Text,
+}
+
+metadata = sa.MetaData()
+TABLE = {
+    name: sa.Table(
+        name, metadata,
+        *[sa.Column(col, _TYPES[kind](), primary_key=col in S.PRIMARY_KEYS[name],
+                    nullable=col not in S.PRIMARY_KEYS[name])
+          for col, kind in cols],
+    )
+    for name, cols in S.TABLES.items()
+}
+
+
+def engine(url: str) -> sa.Engine:
+    """An engine for ``url``; for SQLite the file's directory is created and writers wait for
+    each other (Spark partitions write concurrently) instead of failing with 'database is locked'.
+    """
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return sa.create_engine(url, connect_args={"timeout": 120})
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def create_tables(eng: sa.Engine) -> None:
+    """Create every SOADS table that does not exist yet."""
+    metadata.create_all(eng)
+
+
+def _insert(eng: sa.Engine, name: str):
+    if eng.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif eng.dialect.name in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert
+    else:
+        raise ValueError(f"unsupported database dialect {eng.dialect.name!r} (sqlite or mysql)")
+    return insert(TABLE[name])
+
+
+def upsert(conn: sa.Connection, name: str, rows: Sequence[dict]) -> int:
+    """Insert ``rows`` into table ``name``, replacing rows with the same primary key.
+
+    Idempotent: the same rows upserted twice leave the table as after once.
+    """
+    if not rows:
+        return 0
+    stmt = _insert(conn.engine, name)
+    keys = S.PRIMARY_KEYS[name]
+    values = [c for c, _ in S.TABLES[name] if c not in keys]
+    if conn.dialect.name == "sqlite":
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={c: stmt.excluded[c] for c in values})
+    else:
+        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in values})
+    conn.execute(stmt, list(rows))
+    return len(rows)
+
+
+def _json_cols(name: str) -> list[str]:
+    return [c for c, kind in S.TABLES[name] if kind == "json"]
+
+
+def _to_row(name: str, rec: dict) -> dict:
+    row = {}
+    for col, kind in S.TABLES[name]:
+        v = rec.get(col)
+        if kind == "json" and v is not None and not isinstance(v, str):
+            v = json.dumps(list(v) if not isinstance(v, (dict, list)) else v)
+        elif hasattr(v, "item"):  # numpy scalar
+            v = v.item()
+        if kind == "timestamp" and v is not None and getattr(v, "tzinfo", None) is not None:
+            v = v.replace(tzinfo=None)  # stored as naive UTC
+        if hasattr(v, "to_pydatetime"):
+            v = v.to_pydatetime()
+        row[col] = v
+    return row
+
+
+def write_rows(url: str, name: str, records: Iterable[dict], chunk: int = 5000) -> int:
+    """Upsert records (dicts with the table's columns) in chunks; returns the number written."""
+    eng = engine(url)
+    n = 0
+    try:
+        buf: list[dict] = []
+        with eng.begin() as conn:
+            for rec in records:
+                buf.append(_to_row(name, rec))
+                if len(buf) >= chunk:
+                    n += upsert(conn, name, buf)
+                    buf = []
+            n += upsert(conn, name, buf)
+    finally:
+        eng.dispose()
+    return n
+
+
+def write_dataframe(df, url: str, name: str, chunk: int = 5000) -> None:
+    """Upsert a Spark DataFrame into table ``name`` from the executors (no collect).
+
+    The DataFrame must have the table's columns; array columns of json kind become JSON text.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType
+
+    cols = [c for c, _ in S.TABLES[name]]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"DataFrame for table {name} lacks column(s) {missing}")
+    as_json = {c for c in _json_cols(name) if not isinstance(df.schema[c].dataType, StringType)}
+    sel = [F.to_json(F.col(c)).alias(c) if c in as_json else F.col(c) for c in cols]
+
+    def write_partition(rows):
+        write_rows(url, name, (r.asDict() for r in rows), chunk)
+
+    df.select(*sel).foreachPartition(write_partition)
+
+
+def clear(url: str, name: str, where: dict | None = None) -> None:
+    """Delete the rows of table ``name`` (those matching ``where`` column=value, if given)."""
+    eng = engine(url)
+    try:
+        with eng.begin() as conn:
+            stmt = TABLE[name].delete()
+            for k, v in (where or {}).items():
+                stmt = stmt.where(TABLE[name].c[k] == v)
+            conn.execute(stmt)
+    finally:
+        eng.dispose()
+
+
+def read_table(url: str, name: str, where: dict | None = None, order_by: Sequence[str] = ()) -> list[dict]:
+    """Rows of a (small) table as dicts, JSON columns decoded."""
+    eng = engine(url)
+    try:
+        stmt = sa.select(TABLE[name])
+        for k, v in (where or {}).items():
+            stmt = stmt.where(TABLE[name].c[k] == v)
+        stmt = stmt.order_by(*[TABLE[name].c[c] for c in order_by])
+        with eng.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    finally:
+        eng.dispose()
+    for r in rows:
+        for c in _json_cols(name):
+            if r.get(c) is not None:
+                r[c] = json.loads(r[c])
+    return rows
+
+
+def latest_run(url: str) -> dict | None:
+    """The newest mining run (by created_at), or None when nothing was mined yet."""
+    runs = read_table(url, "mining_run", order_by=[S.CREATED_AT])
+    return runs[-1] if runs else None

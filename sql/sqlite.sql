@@ -1,0 +1,58 @@
+-- SOADS tables (sqlite). Generated from soads/schema.py by `python -m soads.storage.ddl sqlite`;
+-- tests/test_storage.py checks this file is current.
+
+CREATE TABLE IF NOT EXISTS relational_dependency (
+	a VARCHAR(255) NOT NULL,
+	b VARCHAR(255) NOT NULL,
+	freq BIGINT,
+	support BIGINT,
+	PRIMARY KEY (a, b)
+);
+
+CREATE TABLE IF NOT EXISTS mining_run (
+	run_id VARCHAR(255) NOT NULL,
+	algorithm VARCHAR(255),
+	minsup BIGINT,
+	max_length INTEGER,
+	n_sequences BIGINT,
+	n_patterns BIGINT,
+	seconds DOUBLE,
+	created_at DATETIME,
+	PRIMARY KEY (run_id)
+);
+
+CREATE TABLE IF NOT EXISTS pattern (
+	run_id VARCHAR(255) NOT NULL,
+	pattern_id INTEGER NOT NULL,
+	pattern TEXT,
+	support BIGINT,
+	length INTEGER,
+	maximal BOOLEAN,
+	PRIMARY KEY (run_id, pattern_id)
+);
+
+CREATE TABLE IF NOT EXISTS object_score (
+	oid VARCHAR(255) NOT NULL,
+	score DOUBLE,
+	raw DOUBLE,
+	pattern TEXT,
+	last_time DATETIME,
+	run_id VARCHAR(255),
+	PRIMARY KEY (oid)
+);
+
+CREATE TABLE IF NOT EXISTS alignment_score (
+	window_start DATETIME NOT NULL,
+	window_end DATETIME,
+	mean_score DOUBLE,
+	n_objects BIGINT,
+	run_id VARCHAR(255) NOT NULL,
+	PRIMARY KEY (window_start, run_id)
+);
+
+CREATE TABLE IF NOT EXISTS sink_batch (
+	sink VARCHAR(255) NOT NULL,
+	batch_id BIGINT NOT NULL,
+	created_at DATETIME,
+	PRIMARY KEY (sink, batch_id)
+);

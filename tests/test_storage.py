@@ -1,0 +1,61 @@
+import datetime as dt
+import os
+import sqlite3
+
+import pytest
+
+from soads import schema as S
+from soads.storage import ddl, tables
+
+SQL = os.path.join(os.path.dirname(__file__), "..", "sql")
+
+
+@pytest.mark.parametrize("dialect", ["mysql", "sqlite"])
+def test_sql_files_are_the_ddl_the_code_writes(dialect):
+    with open(os.path.join(SQL, f"{dialect}.sql")) as fh:
+        assert fh.read() == ddl.ddl(dialect), f"regenerate: python -m soads.storage.ddl {dialect}"
+
+
+def test_sqlite_ddl_creates_exactly_the_schema_columns(tmp_path):
+    con = sqlite3.connect(tmp_path / "x.db")
+    with open(os.path.join(SQL, "sqlite.sql")) as fh:
+        con.executescript(fh.read())
+    for name, cols in S.TABLES.items():
+        info = con.execute(f"PRAGMA table_info({name})").fetchall()
+        assert [r[1] for r in info] == [c for c, _ in cols]
+        pk = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]]
+        assert tuple(pk) == S.PRIMARY_KEYS[name]
+
+
+def test_mysql_ddl_mentions_every_column_and_key():
+    text = open(os.path.join(SQL, "mysql.sql")).read()
+    for name, cols in S.TABLES.items():
+        block = text.split(f"CREATE TABLE IF NOT EXISTS {name} (")[1].split(";")[0]
+        assert [line.split()[0] for line in block.strip().splitlines()[:len(cols)]] == [c for c, _ in cols]
+        assert f"PRIMARY KEY ({', '.join(S.PRIMARY_KEYS[name])})" in block
+
+
+def test_upsert_is_idempotent(tmp_path):
+    url = f"sqlite:///{tmp_path}/t.db"
+    eng = tables.engine(url)
+    tables.create_tables(eng)
+    rows = [{S.A: "a", S.B: "b", S.FREQ: 3, S.SUPPORT: 2}, {S.A: "b", S.B: "c", S.FREQ: 1, S.SUPPORT: 1}]
+    tables.write_rows(url, "relational_dependency", rows)
+    tables.write_rows(url, "relational_dependency", rows)
+    tables.write_rows(url, "relational_dependency", [{S.A: "a", S.B: "b", S.FREQ: 4, S.SUPPORT: 2}])
+    got = tables.read_table(url, "relational_dependency", order_by=[S.A])
+    assert [(r[S.A], r[S.B], r[S.FREQ], r[S.SUPPORT]) for r in got] == [("a", "b", 4, 2), ("b", "c", 1, 1)]
+
+
+def test_write_dataframe_from_executors_and_read_back(spark, tmp_path):
+    url = f"sqlite:///{tmp_path}/t.db"
+    tables.create_tables(tables.engine(url))
+    t = dt.datetime(2024, 1, 1, 10)
+    df = spark.createDataFrame(
+        [("o1", 1.0, 36.0, ["A", "B"], t, "r1"), ("o2", 0.5, 10.0, None, t, "r1")],
+        "oid string, score double, raw double, pattern array<string>, last_time timestamp, run_id string",
+    ).repartition(2)
+    tables.write_dataframe(df, url, "object_score")
+    got = tables.read_table(url, "object_score", order_by=[S.OID])
+    assert [(r[S.OID], r[S.SCORE], r[S.PATTERN], r[S.LAST_TIME]) for r in got] == [
+        ("o1", 1.0, ["A", "B"], t), ("o2", 0.5, None, t)]
