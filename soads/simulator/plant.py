@@ -279,3 +279,38 @@ def unknown_read_points(n_lines: int = N_LINES) -> tuple[str, ...]:
     ids = [sgln(s.area, f"{s.code}-{s.n_facilities + k:02d}") for s in STAGES for k in (1, 2)]
     ids += [sgln(ASSEMBLY_AREA, f"CNV-L{n_lines + 1}-ASM"), sgln(FORMATION_AREA, "HHT-01")]
     return tuple(ids)
+
+
+def process_relations(plant: Plant) -> frozenset[tuple[str, str]]:
+    """Every relation (a, b) the process allows: the process model the anomalies break.
+
+    Normal flow on each line: the line's conveyor into a stage, optionally its stocker, any of the
+    stage's facilities, the conveyor into the next stage, ..., the finished-goods stocker; plus
+    the rework jumps of :data:`STAGES` through the stage's rework conveyor.
+
+    Examples
+    --------
+    >>> plant = build_plant(7)
+    >>> rel = process_relations(plant)
+    >>> (sgln(FORMATION_AREA, "RWK-IRT"), sgln(FORMATION_AREA, "HTA-02")) in rel
+    True
+    >>> (sgln(FORMATION_AREA, "RWK-INS"), sgln(ASSEMBLY_AREA, "WND-02")) in rel
+    False
+    """
+    rel = set()
+    last = len(STAGES) - 1
+    for line in range(plant.n_lines):
+        for k, spec in enumerate(STAGES):
+            into = [plant.conveyors[line][k]] + ([plant.stockers[k]] if spec.stocker else [])
+            if spec.stocker:
+                rel.add((plant.conveyors[line][k].urn, plant.stockers[k].urn))
+            after = plant.exit if k == last else plant.conveyors[line][k + 1]
+            for facility in plant.facilities[k]:
+                rel.update((rp.urn, facility.urn) for rp in into)
+                rel.add((facility.urn, after.urn))
+                if plant.rework[k] is not None:
+                    rel.add((facility.urn, plant.rework[k].urn))
+    for k, spec in enumerate(STAGES):
+        for code, _ in spec.rework:
+            rel.update((plant.rework[k].urn, f.urn) for f in plant.facilities[STAGE_INDEX[code]])
+    return frozenset(rel)

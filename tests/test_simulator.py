@@ -1,0 +1,260 @@
+"""Battery factory simulator: determinism, ground truth, paths, and the EPCIS documents."""
+import csv
+import hashlib
+import json
+import os
+from collections import Counter, defaultdict
+from datetime import datetime
+
+import pytest
+from lxml import etree
+
+from soads.schema import ANOMALY_TYPE, LABEL, OID
+from soads.simulator.generate import (
+    ANOMALY_TYPES, EPCIS_JSONLD_CONTEXT, EPCIS_XML_NS, NOISE_TYPES, iter_documents, iter_objects,
+    iter_sequences, simulate,
+)
+from soads.simulator.plant import (
+    REWORK, STAGES, build_plant, preferred_facility, process_relations, rework_targets,
+    unknown_read_points,
+)
+
+NS = {"epcis": EPCIS_XML_NS}
+
+
+def _digest(out_dir):
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(out_dir)):
+        h.update(name.encode())
+        with open(os.path.join(out_dir, name), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def _xml_events(data):
+    """(eventTime as datetime, [epc], read point) per ObjectEvent of one XML document."""
+    root = etree.fromstring(data)
+    assert root.tag == f"{{{EPCIS_XML_NS}}}EPCISDocument"
+    out = []
+    for ev in root.iterfind("EPCISBody/EventList/ObjectEvent"):
+        out.append((datetime.fromisoformat(ev.findtext("eventTime")),
+                    [e.text for e in ev.iterfind("epcList/epc")], ev.findtext("readPoint/id")))
+    return out
+
+
+def _relations(seq):
+    return list(zip(seq, seq[1:]))
+
+
+# -- the plant -----------------------------------------------------------------------------------
+
+
+def test_plant_facilities_and_routing():
+    plant = build_plant(7)
+    assert [len(f) for f in plant.facilities] == [20, 24, 8, 4, 6, 7, 7]
+    for line in range(plant.n_lines):
+        for k, spec in enumerate(STAGES):
+            probs = plant.facility_probabilities(line, k)
+            assert sum(probs.values()) == pytest.approx(1.0)
+            pref = plant.facilities[k][preferred_facility(line, spec.n_facilities)].urn
+            assert probs[pref] == pytest.approx(0.5)
+            # the others: weights 5-25 normalised to share the other 50%
+            others = [p for urn, p in probs.items() if urn != pref]
+            assert max(others) / min(others) <= 25 / 5 + 1e-9
+    assert build_plant(7).routing == plant.routing
+    assert build_plant(8).routing != plant.routing
+
+
+def test_rework_probabilities_are_the_papers():
+    def probs(code):
+        targets, cum = rework_targets([s.code for s in STAGES].index(code))
+        steps = [round(b - a, 10) for a, b in zip((0.0,) + cum[:-1], cum)]
+        return {STAGES[t].code: p for t, p in zip(targets, steps)}
+
+    assert probs("IRT") == {"RTA": 0.5, "HTA": 0.27, "IRT": 0.23}
+    assert probs("CDC") == {"RTA": 0.5, "HTA": 0.27, "CDC": 0.15, "IRT": 0.08}
+    assert probs("INS") == {"RTA": 0.32, "HTA": 0.21, "IRT": 0.12, "CDC": 0.35}
+    assert not set(unknown_read_points()) & set(build_plant(7).read_points)
+
+
+# -- arguments -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_objects": 0}, "n_objects"),
+    ({"anomaly_rate": 1.5}, "anomaly_rate"),
+    ({"noise_rate": -0.1}, "noise_rate"),
+    ({"fmt": "csv"}, "fmt"),
+    ({"events_per_file": 0}, "events_per_file"),
+])
+def test_bad_arguments_raise(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        simulate(str(tmp_path), **kwargs)
+    with pytest.raises(ValueError, match=message):
+        next(iter_documents(**kwargs))
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    simulate(str(tmp_path), n_objects=5)
+    with pytest.raises(ValueError, match="overwrite"):
+        simulate(str(tmp_path), n_objects=5)
+    stats = simulate(str(tmp_path), n_objects=5, fmt="jsonld", overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["events-00000.jsonld", "truth.csv"]
+    assert stats["objects"] == 5
+
+
+# -- determinism and ground truth ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["xml", "jsonld"])
+def test_same_seed_gives_identical_bytes(tmp_path, fmt):
+    a = simulate(str(tmp_path / "a"), n_objects=400, seed=11, fmt=fmt, events_per_file=2000)
+    b = simulate(str(tmp_path / "b"), n_objects=400, seed=11, fmt=fmt, events_per_file=2000)
+    c = simulate(str(tmp_path / "c"), n_objects=400, seed=12, fmt=fmt, events_per_file=2000)
+    assert a["documents"] > 1
+    assert _digest(a["out_dir"]) == _digest(b["out_dir"])
+    assert _digest(a["out_dir"]) != _digest(c["out_dir"])
+
+
+def test_truth_csv_format_and_counts(tmp_path):
+    stats = simulate(str(tmp_path), n_objects=2000, seed=7, anomaly_rate=0.2, noise_rate=0.1)
+    with open(tmp_path / "truth.csv", newline="") as f:
+        header = f.readline()
+        rows = list(csv.DictReader(f, fieldnames=header.strip().split(",")))
+    assert header == "oid,label,anomaly_type\n"
+    assert header.strip().split(",") == [OID, LABEL, ANOMALY_TYPE]
+    assert len(rows) == stats["objects"] == 2000
+    assert len({r[OID] for r in rows}) == 2000
+    assert {r[LABEL] for r in rows} == {"0", "1"}
+    assert all((r[LABEL] == "1") == (r[ANOMALY_TYPE] != "") for r in rows)
+    assert Counter(r[ANOMALY_TYPE] for r in rows if r[ANOMALY_TYPE]) == stats["anomalies"]
+    assert sum(stats["noise"].values()) > 0 and set(stats["noise"]) == set(NOISE_TYPES)
+    assert stats["epcis_events"] <= stats["events"]
+
+
+def test_anomaly_fraction_and_even_types():
+    objs = list(iter_objects(10000, seed=5, anomaly_rate=0.04, noise_rate=0.05))
+    counts = Counter(o.anomaly_type for o in objs if o.label)
+    assert 0.035 <= sum(counts.values()) / len(objs) <= 0.045
+    assert set(counts) == set(ANOMALY_TYPES)
+    assert max(counts.values()) - min(counts.values()) <= 1
+    noise = Counter(o.noise for o in objs if o.noise)
+    assert 0.04 <= sum(noise.values()) / len(objs) <= 0.06
+    assert max(noise.values()) - min(noise.values()) <= 1
+    assert all(o.label == 0 for o in iter_objects(300, seed=5, anomaly_rate=0.0))
+
+
+# -- paths -------------------------------------------------------------------------------------------
+
+
+def test_normal_sequences_have_15_to_20_reads():
+    plant = build_plant(7)
+    plain = [o for o in iter_objects(5000, seed=7) if not o.label
+             and not any(rp.kind == REWORK for _, rp, _ in o.reads)]
+    lengths = Counter(len(o.reads) for o in plain)
+    assert sum(n for k, n in lengths.items() if 15 <= k <= 20) / len(plain) >= 0.95
+    assert all(15 <= len(o.reads) <= 20 for o in plain if not o.noise)
+    assert {15, 20} <= set(lengths)
+    # every cell starts at its line's entry conveyor and ends in the finished-goods stocker
+    assert all(o.reads[0][1] == plant.conveyors[o.line][0] and o.reads[-1][1] == plant.exit
+               for o in plain if not o.noise)
+
+
+def test_process_model_holds_except_for_anomalies():
+    plant = build_plant(7)
+    allowed = process_relations(plant)
+    truth = {o.oid: o for o in iter_objects(6000, seed=7, anomaly_rate=0.1, noise_rate=0.2)}
+    seen_rework = False
+    for oid, seq in iter_sequences(6000, seed=7, anomaly_rate=0.1, noise_rate=0.2):
+        obj = truth[oid]
+        bad = [r for r in _relations(seq) if r not in allowed]
+        unknown = [rp for rp in seq if rp not in plant.read_points]
+        seen_rework |= any(rp == plant.rework[4].urn for rp in seq)
+        if obj.label:
+            # every anomaly breaks the process model
+            assert bad, (obj.anomaly_type, seq)
+            assert (len(unknown) == 1) == (obj.anomaly_type == "unknown_read_point")
+        elif obj.noise == "missed_read":
+            # at most the one relation bridging the missed conveyor read
+            assert len(bad) <= 1 and not unknown
+        else:
+            # repeated reads vanish in the dwell de-duplication
+            assert not bad and not unknown, (obj.noise, seq)
+    assert seen_rework
+
+
+def test_repeated_reads_fall_inside_the_dwell_window():
+    objs = [o for o in iter_objects(3000, seed=3, noise_rate=0.3) if o.noise == "repeated_read"]
+    assert objs
+    for o in objs:
+        pairs = [(a, b) for a, b in zip(o.reads, o.reads[1:]) if a[1] is b[1]]
+        assert len(pairs) == 1
+        (ta, _, _), (tb, _, _) = pairs[0]
+        assert 1000 < tb - ta <= 60_000
+
+
+# -- documents ------------------------------------------------------------------------------------
+
+
+def test_xml_documents_match_the_ground_truth():
+    plant = build_plant(9)
+    kwargs = dict(n_objects=1500, seed=9, anomaly_rate=0.2, noise_rate=0.2)
+    docs = list(iter_documents(fmt="xml", events_per_file=3000, **kwargs))
+    assert [name for name, _ in docs][:2] == ["events-00000.xml", "events-00001.xml"]
+    reads, times, sizes = defaultdict(list), [], Counter()
+    for name, data in docs:
+        events = _xml_events(data)
+        assert 0 < len(events) <= 3000
+        for when, epcs, rp in events:
+            assert when.utcoffset().total_seconds() == 9 * 3600
+            times.append(when)
+            sizes[len(epcs)] += 1
+            for epc in epcs:
+                reads[epc].append(rp)
+    # event times never decrease, within and across documents
+    assert times == sorted(times)
+    # one read cycle, one event: some events carry several EPCs
+    assert sizes[1] > 0 and sum(n for k, n in sizes.items() if k > 1) > 0
+    truth = {o.oid: o for o in iter_objects(**kwargs)}
+    raw = dict(iter_sequences(dwell_seconds=None, **kwargs))
+    assert reads == raw
+    for oid, seq in raw.items():
+        unknown = [rp for rp in seq if rp not in plant.read_points]
+        assert not unknown or truth[oid].anomaly_type == "unknown_read_point"
+
+
+def test_jsonld_documents(tmp_path):
+    stats = simulate(str(tmp_path), n_objects=200, seed=7, fmt="jsonld", events_per_file=1000)
+    names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".jsonld"))
+    assert len(names) == stats["documents"] >= 2
+    n_reads = 0
+    for name in names:
+        with open(tmp_path / name, "rb") as f:
+            doc = json.load(f)
+        assert doc["@context"] == EPCIS_JSONLD_CONTEXT and doc["type"] == "EPCISDocument"
+        for ev in doc["epcisBody"]["eventList"]:
+            assert ev["type"] == "ObjectEvent" and ev["action"] == "OBSERVE"
+            assert ev["eventTimeZoneOffset"] == "+09:00" and ev["eventTime"].endswith("+09:00")
+            assert ev["bizStep"].startswith("urn:epcglobal:cbv:bizstep:")
+            n_reads += len(ev["epcList"])
+    assert n_reads == stats["events"]
+
+
+def test_streams_documents_before_all_objects_enter():
+    entered, first_at = [], []
+    for _ in iter_documents(n_objects=5000, seed=7, events_per_file=500,
+                            on_object=entered.append):
+        first_at.append(len(entered))
+        break
+    assert first_at[0] < 1000
+
+
+def test_progress_reports_finished_objects(tmp_path):
+    calls = []
+    simulate(str(tmp_path), n_objects=25, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (25, 25)
+
+
+def test_single_object(tmp_path):
+    stats = simulate(str(tmp_path), n_objects=1, anomaly_rate=0.0, noise_rate=0.0)
+    assert stats["objects"] == 1 and 15 <= stats["events"] <= 20 and stats["documents"] == 1
