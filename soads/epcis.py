@@ -87,6 +87,10 @@ from datetime import datetime
 from lxml import etree
 
 from soads import schema
+from soads.schema import (
+    ACTION, BIZ_LOCATION, BIZ_STEP, DISPOSITION, EVENT_TIME, EVENT_TYPE, OID, READ_POINT,
+    SENSOR_REPORTS, SOURCE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -245,26 +249,17 @@ def _sensor_json(elements: list[dict]) -> str:
     return json.dumps(elements, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _flat(epcs, read_point, event_time, action, biz_step, disposition, biz_location, event_type,
-          sensors, source) -> list[dict]:
-    return [
-        {schema.OID: epc, schema.READ_POINT: read_point, schema.EVENT_TIME: event_time,
-         schema.ACTION: action, schema.BIZ_STEP: biz_step, schema.DISPOSITION: disposition,
-         schema.BIZ_LOCATION: biz_location, schema.EVENT_TYPE: event_type,
-         schema.SENSOR_REPORTS: sensors, schema.SOURCE: source}
-        for epc in epcs
-    ]
-
-
 def _finish(event_type, event_time, read_point, epcs, empty_epc, carried, action, biz_step,
             disposition, biz_location, sensors, source) -> list[dict]:
     """Shared validation of one event record (XML and JSON); raises :class:`_Reject`."""
     if not event_time:
         raise _Reject("missing_event_time", f"{event_type} without eventTime")
-    try:
-        event_time = utc_millis(event_time)
-    except (ValueError, OverflowError) as err:
-        raise _Reject("bad_timestamp", f"eventTime {event_time!r}: {err}") from None
+    utc = _time_cache.get(event_time)
+    if utc is None:
+        try:
+            utc = utc_millis(event_time)
+        except (ValueError, OverflowError) as err:
+            raise _Reject("bad_timestamp", f"eventTime {event_time!r}: {err}") from None
     if not read_point:
         raise _Reject("missing_read_point", f"{event_type} without readPoint id")
     if empty_epc:
@@ -274,8 +269,16 @@ def _finish(event_type, event_time, read_point, epcs, empty_epc, carried, action
         raise _Reject("no_instance_epc",
                       f"{event_type} has no instance-level EPC (it carries: {what}); "
                       "class-level quantities and parentID are not objects")
-    return _flat(epcs, read_point, event_time, action, cbv_urn(biz_step, "bizstep"),
-                 cbv_urn(disposition, "disp"), biz_location, event_type, sensors, source)
+    if biz_step is not None:
+        biz_step = _cbv_cache.get((biz_step, "bizstep")) or cbv_urn(biz_step, "bizstep")
+    if disposition is not None:
+        disposition = _cbv_cache.get((disposition, "disp")) or cbv_urn(disposition, "disp")
+    return [
+        {OID: epc, READ_POINT: read_point, EVENT_TIME: utc, ACTION: action, BIZ_STEP: biz_step,
+         DISPOSITION: disposition, BIZ_LOCATION: biz_location, EVENT_TYPE: event_type,
+         SENSOR_REPORTS: sensors, SOURCE: source}
+        for epc in epcs
+    ]
 
 
 # -- XML ------------------------------------------------------------------------------------
@@ -319,51 +322,67 @@ def _xml_sensors(elem) -> list[dict]:
 
 
 def _xml_event(elem, event_type: str, source: str) -> list[dict]:
-    """One XML event element -> its flat events; raises :class:`_Reject`."""
+    """One XML event element -> its flat events; raises :class:`_Reject`.
+
+    The hot path of the parser: one pass of tag dispatch over the direct children, text read
+    inline (EPCIS 1.2 ``extension`` / ``baseExtension`` children are appended and read too).
+    """
     event_time = read_point = action = biz_step = disposition = biz_location = sensors = None
     epcs: list[str] = []
     carried: list[str] = []
     empty_epc = False
-    items = list(elem)
-    i = 0
-    # tag dispatch over the direct children (1.2 extension points are appended and read too)
-    while i < len(items):
-        child = items[i]
-        i += 1
+    items = None
+    for child in elem:
         tag = child.tag
         if tag == "eventTime":
-            event_time = _text(child)
+            event_time = child.text
         elif tag in EPC_LISTS:
             for epc in child:
                 if epc.tag == "epc":
-                    value = _text(epc)
-                    if value is None:
-                        empty_epc = True
-                    else:
+                    value = epc.text
+                    value = value.strip() if value else None
+                    if value:
                         epcs.append(value)
+                    else:
+                        empty_epc = True
         elif tag == "readPoint":
             for part in child:
                 if part.tag == "id":
-                    read_point = _text(part)
+                    read_point = part.text
+                    read_point = read_point.strip() if read_point else None
         elif tag == "action":
-            action = _text(child)
+            action = child.text
         elif tag == "bizStep":
-            biz_step = _text(child)
+            biz_step = child.text
         elif tag == "disposition":
-            disposition = _text(child)
+            disposition = child.text
         elif tag == "bizLocation":
             for part in child:
                 if part.tag == "id":
-                    biz_location = _text(part)
+                    biz_location = part.text
+                    biz_location = biz_location.strip() if biz_location else None
         elif tag == "sensorElementList":
             sensors = _sensor_json(_xml_sensors(child))
-        elif tag in _WRAPPERS:
-            items.extend(child)
         elif tag in QUANTITY_LISTS:
             carried.append(f"{sum(1 for q in child if q.tag == 'quantityElement')} "
                            f"quantityElement(s) in {tag}")
         elif tag == "parentID":
             carried.append(f"parentID {_text(child)}")
+        elif tag in _WRAPPERS:
+            if items is None:
+                items = []
+            items.append(child)
+    # EPCIS 1.2 extension points (rare): quantity lists, errorDeclaration, nested extensions
+    while items:
+        for child in items.pop():
+            tag = child.tag
+            if tag in QUANTITY_LISTS:
+                carried.append(f"{sum(1 for q in child if q.tag == 'quantityElement')} "
+                               f"quantityElement(s) in {tag}")
+            elif tag in _WRAPPERS:
+                items.append(child)
+    if action is not None:
+        action = action.strip() or None
     if not epcs and sensors is not None:
         carried.append("sensorElementList")
     return _finish(event_type, event_time, read_point, epcs, empty_epc, carried, action,
@@ -374,18 +393,6 @@ def _local(tag) -> str | None:
     if not isinstance(tag, str):
         return None  # comment or processing instruction
     return tag.rsplit("}", 1)[-1]
-
-
-def _in_event_list(elem) -> bool:
-    parent = elem.getparent()
-    if parent is None:
-        return False
-    if parent.tag == "EventList":
-        return True
-    if parent.tag == "extension":
-        grand = parent.getparent()
-        return grand is not None and grand.tag == "EventList"
-    return False
 
 
 def _leftovers(container, source: str, quarantine: list, current=None) -> bool:
@@ -434,21 +441,30 @@ def _parse_xml(data: bytes, source: str) -> tuple[list[dict], list[dict]]:
     quarantine: list[dict] = []
     it = etree.iterparse(
         io.BytesIO(data), events=("end",), tag=EVENT_TYPES, resolve_entities=False,
-        no_network=True, load_dtd=False, huge_tree=True)
+        no_network=True, load_dtd=False, huge_tree=True, remove_blank_text=True)
     checked = False
     try:
         for _, elem in it:
+            parent = elem.getparent()
             if not checked:
                 checked = True
                 problem = _root_problem(elem.getroottree().getroot())
                 if problem:
                     return [], [_quarantine(source, *problem)]
-            if not _in_event_list(elem):
-                continue  # an event-named element elsewhere (e.g. in a vendor extension)
-            parent = elem.getparent()
-            event_list = parent if parent.tag == "EventList" else parent.getparent()
-            if len(event_list) > 1 or len(parent) > 1:
+            if parent is None:
+                continue
+            if parent.tag == "EventList":
+                event_list = parent
+                # normally the only sibling before elem is the previous event, already read
+                before = parent.index(elem)
+                if before > 1 or (before == 1 and parent[0].tag != _DONE):
+                    _leftovers(event_list, source, quarantine, elem)
+            elif parent.tag == "extension" and parent.getparent() is not None and (
+                    parent.getparent().tag == "EventList"):
+                event_list = parent.getparent()  # EPCIS 1.2: EventList/extension/Transformation
                 _leftovers(event_list, source, quarantine, elem)
+            else:
+                continue  # an event-named element elsewhere (e.g. in a vendor extension)
             try:
                 events.extend(_xml_event(elem, elem.tag, source))
             except _Reject as rej:
