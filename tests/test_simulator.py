@@ -144,7 +144,7 @@ def test_anomaly_fraction_and_even_types():
     assert all(o.label == 0 for o in iter_objects(300, seed=5, anomaly_rate=0.0))
 
 
-# -- paths -------------------------------------------------------------------------------------------
+# -- paths ---------------------------------------------------------------------------------------
 
 
 def test_normal_sequences_have_15_to_20_reads():

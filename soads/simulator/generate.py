@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import numbers
 import os
 import random
 import re
@@ -100,7 +101,7 @@ class SimObject(NamedTuple):
 
 def _check(n_objects, anomaly_rate, noise_rate, reader_cycle_seconds, fmt="xml",
            events_per_file=1) -> None:
-    if not isinstance(n_objects, int) or isinstance(n_objects, bool) or n_objects < 1:
+    if not isinstance(n_objects, numbers.Integral) or isinstance(n_objects, bool) or n_objects < 1:
         raise ValueError(f"n_objects must be an integer >= 1, got {n_objects!r}")
     for name, rate in (("anomaly_rate", anomaly_rate), ("noise_rate", noise_rate)):
         if not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
@@ -155,7 +156,7 @@ def _pick(rng: random.Random, items: list):
     return items[int(rng.random() * len(items))]
 
 
-def _skipped_stage(rng, plant, line, steps):
+def _skipped_stage(rng, plant, line, steps, unknown):
     # a stage visited once (so never a rework target); drop its facility and the transfer out
     visits = Counter(s[2] for s in steps if s[3] == FACILITY)
     i = _pick(rng, [i for i, s in enumerate(steps) if s[3] == FACILITY and visits[s[2]] == 1])
@@ -166,7 +167,7 @@ def _skipped_stage(rng, plant, line, steps):
     return steps
 
 
-def _swapped_stages(rng, plant, line, steps):
+def _swapped_stages(rng, plant, line, steps, unknown):
     facilities = [i for i, s in enumerate(steps) if s[3] == FACILITY]
     pairs = [(i, j) for i, j in zip(facilities, facilities[1:])
              if steps[j][2] == steps[i][2] + 1 and steps[i + 1][3] != REWORK]
@@ -176,7 +177,7 @@ def _swapped_stages(rng, plant, line, steps):
     return steps
 
 
-def _illegal_rework(rng, plant, line, steps):
+def _illegal_rework(rng, plant, line, steps, unknown):
     # a passed formation stage sends the cell back where the process never reworks to
     candidates = [i for i, s in enumerate(steps)
                   if s[3] == FACILITY and s[2] >= STAGE_INDEX["RTA"] and steps[i + 1][3] != REWORK]
@@ -187,7 +188,7 @@ def _illegal_rework(rng, plant, line, steps):
     return steps[:i + 1] + back + _route(rng, plant, line, target, fail=False)
 
 
-def _unknown_read_point(rng, plant, line, steps, unknown=None):
+def _unknown_read_point(rng, plant, line, steps, unknown):
     rp = _pick(rng, unknown)
     i = 1 + int(rng.random() * (len(steps) - 1))
     steps.insert(i, (rp, IN_PROGRESS, -1, UNKNOWN))
@@ -208,6 +209,7 @@ def _missed_read(rng, steps):
     return steps
 
 
+# anomaly type -> step (rng, plant, line, steps, unknown read points) -> steps
 _ANOMALIES = dict(zip(ANOMALY_TYPES,
                       (_skipped_stage, _swapped_stages, _illegal_rework, _unknown_read_point)))
 
@@ -269,10 +271,7 @@ def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.
         if rng.random() < anomaly_rate:
             anomaly = ANOMALY_TYPES[n_anomalies % len(ANOMALY_TYPES)]
             n_anomalies += 1
-            if anomaly == "unknown_read_point":
-                steps = _unknown_read_point(rng, plant, line, steps, unknown)
-            else:
-                steps = _ANOMALIES[anomaly](rng, plant, line, steps)
+            steps = _ANOMALIES[anomaly](rng, plant, line, steps, unknown)
         if rng.random() < noise_rate:
             noise = NOISE_TYPES[n_noise % len(NOISE_TYPES)]
             n_noise += 1
