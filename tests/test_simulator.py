@@ -94,12 +94,14 @@ def test_bad_arguments_raise(tmp_path, kwargs, message):
         next(iter_documents(**kwargs))
 
 
-def test_existing_output_needs_overwrite(tmp_path):
-    simulate(str(tmp_path), n_objects=5)
+def test_earlier_output_is_replaced_not_mixed(tmp_path):
+    (tmp_path / "notes.txt").write_text("kept")
+    simulate(str(tmp_path), n_objects=50, events_per_file=100)
+    assert "events-00001.xml" in os.listdir(tmp_path)
     with pytest.raises(ValueError, match="overwrite"):
-        simulate(str(tmp_path), n_objects=5)
-    stats = simulate(str(tmp_path), n_objects=5, fmt="jsonld", overwrite=True)
-    assert sorted(os.listdir(tmp_path)) == ["events-00000.jsonld", "truth.csv"]
+        simulate(str(tmp_path), n_objects=5, overwrite=False)
+    stats = simulate(str(tmp_path), n_objects=5, fmt="jsonld")
+    assert sorted(os.listdir(tmp_path)) == ["events-00000.jsonld", "notes.txt", "truth.csv"]
     assert stats["objects"] == 5
 
 

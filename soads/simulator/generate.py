@@ -497,13 +497,14 @@ def iter_documents(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
 def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.04,
              noise_rate: float = 0.05, fmt: str = "xml", events_per_file: int = 20000,
              progress: Callable[[int, int], None] | None = None, *,
-             reader_cycle_seconds: float = 1.0, overwrite: bool = False) -> dict:
+             reader_cycle_seconds: float = 1.0, overwrite: bool = True) -> dict:
     """Write EPCIS documents and ``truth.csv`` for ``n_objects`` cells into ``out_dir``.
 
     ``truth.csv`` has the header ``oid,label,anomaly_type`` and one row per cell in entry order
     (label 1 for a process anomaly; anomaly_type empty for label 0). Documents are written as they
-    fill, so memory stays bounded. Existing simulator output in ``out_dir`` is an error unless
-    ``overwrite``, which deletes it first.
+    fill, so memory stays bounded. Earlier simulator output in ``out_dir`` (``events-*`` documents
+    and ``truth.csv``, nothing else) is deleted first with ``overwrite`` (the default), so runs
+    never mix; with ``overwrite=False`` it is an error.
 
     Returns
     -------
@@ -526,6 +527,8 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
     if old and not overwrite:
         raise ValueError(f"{out_dir} already holds simulator output ({len(old)} files, e.g. "
                          f"{sorted(old)[0]}); pass overwrite=True or choose an empty directory")
+    if old:
+        logger.info("removing %d files of an earlier simulation from %s", len(old), out_dir)
     for f in old:
         os.remove(os.path.join(out_dir, f))
     stats = {"objects": 0, "events": 0, "epcis_events": 0, "documents": 0,
