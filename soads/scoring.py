@@ -170,9 +170,14 @@ def _sw_kernel(
         w = eq.shape[1]
         H, Hn, M, Mn = H0[:, :w], H1[:, :w], M0[:, :w], M1[:, :w]
         E, En, F, T = E0[:, :w], E1[:, :w], F0[:, :w], T0[:, :w]
-        # F from the row above: extend F, or open from M or E
-        np.maximum(M, E, out=T)
-        np.add(T, go, out=T)
+        # F from the row above: extend F, or open from M or E. When go <= ge, opening from H
+        # (which adds F itself and 0) changes nothing that counts: reopening a gap is never
+        # better than extending it, and a gap from 0 stays <= 0, below the floor of H.
+        if go <= ge:
+            np.add(H[1:], go, out=T)
+        else:
+            np.maximum(M, E, out=T)
+            np.add(T, go, out=T)
         np.add(F, ge, out=F)
         np.maximum(F, T, out=F)
         # M: diagonal step (match - mismatch is exact in integers; floats pick the score as is)
