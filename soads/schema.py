@@ -48,6 +48,14 @@ REASONS = (
     "no_instance_epc",     # a valid event with no instance-level EPC (quantities / parentID only)
 )
 
+# -- raw documents and parsed rows (soads.preprocess) --------------------------------------
+CONTENT = "content"
+"""Raw bytes of one EPCIS document (with its ``source``)."""
+KIND = "kind"
+"""Row kind of the parser's combined output: :data:`KIND_EVENT` or :data:`KIND_QUARANTINE`."""
+KIND_EVENT = "event"
+KIND_QUARANTINE = "quarantine"
+
 # -- sequences --------------------------------------------------------------------------
 SEQUENCE = "sequence"
 FIRST_TIME = "first_time"
