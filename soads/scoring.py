@@ -1,4 +1,4 @@
-"""Anomaly Evaluator (paper §3.3): Smith-Waterman alignment score of each object against the patterns.
+"""Anomaly Evaluator (paper §3.3): Smith-Waterman alignment score of objects against patterns.
 
 ``SW(s, p)`` is the local-alignment score (Biopython ``PairwiseAligner``, mode local, affine gaps)
 of an object's sequence ``s`` against a pattern ``p``. Per object (DESIGN.md "Alignment score"):
@@ -114,18 +114,27 @@ def score_one(
 
 
 def _numbers(params: ScoringConf, n: int, m: int):
-    """dtype, scores cast to it, and the "minus infinity" of the gap states.
+    """dtype, scores cast to it, and the "minus infinity" of the gap states, for n x m cells.
 
-    Integer scores run in int16 (int32 for long inputs) and are exact; any other scores run in
-    float64 with the same additions in the same order as Biopython's.
+    Integer scores run in the smallest integer type that holds every intermediate value (int8
+    for the paper's lengths: half the memory traffic of int16) and are exact; any other scores
+    run in float64 with the same additions in the same order as Biopython's.
+
+    Bounds (gaps <= 0, A = max(|match|, |mismatch|)): a local-alignment score is at most
+    A * min(n, m); the prefix scan of :func:`_sw_kernel` shifts by at most |ge| * n; every real
+    M, E, F value is >= -(A + |go| + |ge| * n); the sentinel lies below that and only ever gets
+    go and ge added once more before a max discards it.
     """
     vals = (params.match, params.mismatch, params.gap_open, params.gap_extend)
     if all(float(v).is_integer() for v in vals):
-        # |any cell| <= bound, also after the prefix-scan shift by gap_extend * column
-        bound = int(sum(abs(v) for v in vals)) * (n + m + 2) + 1
-        for dtype in (np.int16, np.int32):
-            if 4 * bound < np.iinfo(dtype).max:
-                return dtype, tuple(dtype(v) for v in vals), dtype(-2 * bound)
+        a = int(max(abs(params.match), abs(params.mismatch)))
+        go, ge = int(abs(params.gap_open)), int(abs(params.gap_extend))
+        hi = a * min(n, m) + ge * (n + 1) + 2 * a
+        lo = a + go + ge * (n + 1) + 1
+        for dtype in (np.int8, np.int16, np.int32):
+            info = np.iinfo(dtype)
+            if hi <= info.max and lo + go + ge <= -info.min - 1:
+                return dtype, tuple(dtype(v) for v in vals), dtype(-lo)
     return np.float64, tuple(float(v) for v in vals), -np.inf
 
 
@@ -150,7 +159,7 @@ def _sw_kernel(
         H[i,j] = max(0, M[i,j], E[i,j], F[i,j])
     """
     dtype, (match, mismatch, go, ge), neg = _numbers(params, n, m)
-    zero = dtype(0)
+    zeros = np.zeros((n, batch), dtype)  # an array: numpy's maximum with a scalar is not SIMD
     # Row i-1 and row i of each state; column 0 is the empty prefix (H = 0, no M/E/F there).
     H0, H1 = np.zeros((n + 1, batch), dtype), np.zeros((n + 1, batch), dtype)
     M0, M1 = np.full((n, batch), neg, dtype), np.empty((n, batch), dtype)
@@ -206,7 +215,7 @@ def _sw_kernel(
         # H = max(0, M, E, F)
         np.maximum(Mn, En, out=Hn[1:])
         np.maximum(Hn[1:], F, out=Hn[1:])
-        np.maximum(Hn[1:], zero, out=Hn[1:])
+        np.maximum(Hn[1:], zeros[:, :w], out=Hn[1:])
         np.maximum(colmax[:, :w], Mn, out=colmax[:, :w])  # a local alignment ends in a pair
         H0, H1, M0, M1, E0, E1 = H1, H0, M1, M0, E1, E0
     return colmax
@@ -319,11 +328,11 @@ def score_batch(
         self_tab = np.concatenate([[0.0], np.cumsum(np.full(top, float(params.match)))])
         self_s = self_tab[lengths]
     else:
+        # every symbol its own code here: two unknown symbols must not match each other
         full: dict[str, int] = {}
-        self_s = _self_scores(
-            [np.fromiter((full.setdefault(r, len(full)) for r in s), np.int32, len(s)) for s in seqs],
-            params,
-        )
+        encoded = [np.fromiter((full.setdefault(r, len(full)) for r in s), np.int32, len(s))
+                   for s in seqs]
+        self_s = _self_scores(encoded, params)
 
     # Patterns longest first, side by side on the batch axis (pattern-major): a pattern that has
     # ended leaves the right end of the batch, so no cell is computed past its end.

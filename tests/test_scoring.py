@@ -23,6 +23,8 @@ PARAMS = [
     ScoringConf(match=1.0, mismatch=0.0, gap_open=0.0, gap_extend=0.0),
     ScoringConf(match=1.5, mismatch=-0.75, gap_open=-1.25, gap_extend=-0.5),  # non-integer
     ScoringConf(match=0.3, mismatch=-0.7, gap_open=-1.1, gap_extend=-0.2),  # not even dyadic
+    # mismatch above match: SW(s, s) is no longer match * len(s), the kernel computes it
+    ScoringConf(match=1.0, mismatch=2.0, gap_open=-1.0, gap_extend=0.0),
 ]
 
 
@@ -59,6 +61,14 @@ def test_no_patterns_and_no_sequences():
     assert scores.shape == raws.shape == best.shape == (0,)
 
 
+def test_empty_pattern_scores_zero():
+    pats = [[], ["a"]]
+    seqs = [["a"], ["b"]]
+    assert _fast(seqs, pats, DEFAULT) == [score_one(s, pats, DEFAULT) for s in seqs] == [
+        (1.0, 2.0, ("a",)), (0.0, 0.0, ()),
+    ]
+
+
 def test_biopython_gap_scores_are_set_explicitly():
     # Biopython >= 1.86 changed the default gaps; ours: open -2 then extend -1 per extra step
     assert biopython_score(list("abcd"), list("abxxcd"), DEFAULT) == 5.0  # 4 - 3 + 4
@@ -81,7 +91,9 @@ def test_positive_gap_scores_are_refused():
 # -- oracle: Biopython -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("params", PARAMS, ids=lambda p: f"{p.match}/{p.mismatch}/{p.gap_open}/{p.gap_extend}")
+@pytest.mark.parametrize(
+    "params", PARAMS, ids=lambda p: f"{p.match}/{p.mismatch}/{p.gap_open}/{p.gap_extend}"
+)
 def test_fast_scorer_equals_biopython(params):
     rng = random.Random(11)
     n_checked = 0
@@ -107,6 +119,19 @@ def test_fast_scorer_equals_biopython_on_long_sequences():
     seqs = [[rng.choice(alphabet + ["z"]) for _ in range(rng.randint(0, 400))] for _ in range(40)]
     params = ScoringConf(match=200.0, mismatch=-100.0, gap_open=-150.0, gap_extend=-50.0)
     assert _fast(seqs, pats, params) == [score_one(s, pats, params) for s in seqs]
+
+
+def test_fast_scorer_at_the_edge_of_int8_cells():
+    # int8 holds the default scores up to about 40 x 40 cells: exact copies reach the top score,
+    # gap-heavy variants the bottom; lengths step across the switch to int16
+    rng = random.Random(5)
+    alphabet = [f"rp{i}" for i in range(6)]
+    for length in range(36, 46):
+        pats = [[rng.choice(alphabet) for _ in range(length)]]
+        p = pats[0]
+        seqs = [list(p), p[: length // 2] + ["zz"] * 7 + p[length // 2:], p[::2], p[1:-1] + p[:3],
+                [rng.choice(alphabet) for _ in range(length)]]
+        assert _fast(seqs, pats, DEFAULT) == [score_one(s, pats, DEFAULT) for s in seqs], length
 
 
 # -- Spark ----------------------------------------------------------------------------------

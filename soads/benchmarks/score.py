@@ -117,7 +117,8 @@ def run(n_sequences: int = 10_000, n_patterns: int = 11, big: int = 1_000_000, s
     sub_s, sub_cpu, bio_raw = _best_of(1, lambda: [[aligner.score(s, p) for p in pats]
                                                    for s in seqs[:n_sub]])
     bio_s = sub_s * n_sequences / n_sub
-    lines.append(f"  Biopython, str lists {bio_s:8.3f} s  (cpu {sub_cpu * n_sequences / n_sub:.3f} s)"
+    bio_cpu = sub_cpu * n_sequences / n_sub
+    lines.append(f"  Biopython, str lists {bio_s:8.3f} s  (cpu {bio_cpu:.3f} s)"
                  f"  {pairs / bio_s:>12,.0f} alignments/s   [SW(s,p) only; EXTRAPOLATED from "
                  f"{n_sub * n_patterns:,} pairs in {sub_s:.3f} s]")
     index = {a: i for i, a in enumerate(alphabet)}
@@ -140,7 +141,8 @@ def run(n_sequences: int = 10_000, n_patterns: int = 11, big: int = 1_000_000, s
             for a, r, k in zip(scores, raws, best)]
     n_same = sum(f == o for f, o in zip(fast, oracle))
     lines.append(f"  identical to Biopython: raw {'yes' if same_raw else 'NO'}; (score, raw, "
-                 f"pattern) {n_same:,}/{n_sequences:,} objects (oracle score_one: {oracle_s:.1f} s)")
+                 f"pattern) {n_same:,}/{n_sequences:,} objects "
+                 f"(oracle score_one: {oracle_s:.1f} s)")
     if not same_raw or n_same != n_sequences:
         logger.error("fast scorer differs from Biopython on %d objects", n_sequences - n_same)
 
