@@ -382,3 +382,85 @@ def test_doctests():
     import doctest
 
     assert doctest.testmod(epcis).failed == 0
+
+
+def test_namespaced_event_list_is_not_silently_empty():
+    doc = (f'<EPCISDocument xmlns="{NS2}"><EPCISBody><EventList>'
+           + object_event() + object_event() + "</EventList></EPCISBody></EPCISDocument>")
+    events, quarantine = parse_document(doc.encode(), "n.xml")
+    assert events == []
+    assert reasons(quarantine) == Counter({"wrong_namespace": 1})
+    assert "2 child element(s)" in quarantine[0][schema.DETAIL]
+
+
+# -- the regex fast path equals the lxml reference -----------------------------------------
+
+def simulated_xml(n_events: int, seed: int, *, offset="+09:00", newline="\n",
+                  extra: str = "") -> bytes:
+    """A machine-written EPCIS document like the simulator's (plain ObjectEvents)."""
+    rnd = random.Random(seed)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+             f'<epcis:EPCISDocument xmlns:epcis="{NS2}" schemaVersion="2.0" '
+             'creationDate="2024-03-04T09:36:12.614+09:00">', "<EPCISBody>", "<EventList>"]
+    t0 = datetime(2024, 3, 4, 8, tzinfo=timezone(timedelta(hours=9)))
+    for i in range(n_events):
+        when = (t0 + timedelta(milliseconds=rnd.randrange(10 ** 9))).astimezone(
+            timezone(timedelta(hours=int(offset[:3]), minutes=int(offset[4:]))))
+        epcs = "".join(f"<epc>urn:epc:id:sgtin:8801234.012345.{rnd.randrange(10 ** 6)}</epc>"
+                       for _ in range(rnd.choice([1, 1, 1, 2, 4])))
+        disposition = rnd.choice(["", "<disposition>in_progress</disposition>"])
+        lines.append(
+            f"<ObjectEvent><eventTime>{when.isoformat(timespec='milliseconds')}</eventTime>"
+            f"<eventTimeZoneOffset>{offset}</eventTimeZoneOffset><epcList>{epcs}</epcList>"
+            f"<action>OBSERVE</action><bizStep>urn:epcglobal:cbv:bizstep:assembling</bizStep>"
+            f"{disposition}<readPoint><id>urn:epc:id:sgln:8801234.00001.{rnd.randrange(80)}"
+            f"</id></readPoint><bizLocation><id>urn:epc:id:sgln:8801234.00001.0</id>"
+            f"</bizLocation></ObjectEvent>")
+        if i == n_events // 2 and extra:
+            lines.append(extra)
+    lines += ["</EventList>", "</EPCISBody>", "</epcis:EPCISDocument>", ""]
+    return newline.join(lines).encode()
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"offset": "-06:00"}, {"offset": "+05:30"},
+                                    {"offset": "+00:00", "newline": "\r\n"}])
+def test_fast_path_equals_lxml(kwargs):
+    doc = simulated_xml(500, seed=11, **kwargs)
+    fast = epcis._parse_xml_fast(doc, "s.xml")
+    assert fast is not None  # these documents take the fast path
+    assert fast == epcis._parse_xml(doc, "s.xml")
+    assert len(fast[0]) > 500 and fast[1] == []
+
+
+@pytest.mark.parametrize("extra, reason", [
+    (object_event(time=None).strip(), "missing_event_time"),
+    (object_event(read_point=None).strip(), "missing_read_point"),
+    (object_event(time="2024-02-30T00:00:00.000+09:00").strip(), "bad_timestamp"),
+    (object_event(epcs=("a", "")).strip(), "missing_epc"),
+])
+def test_fast_path_quarantines_like_lxml(extra, reason):
+    doc = simulated_xml(50, seed=5, extra=extra)
+    fast = epcis._parse_xml_fast(doc, "s.xml")
+    assert fast is not None
+    assert fast == epcis._parse_xml(doc, "s.xml")
+    assert reasons(fast[1]) == Counter({reason: 1})
+
+
+@pytest.mark.parametrize("extra", [
+    "<!-- a comment -->", object_event(tag="AggregationEvent"), "<ObjectEvent>&amp;</ObjectEvent>",
+    '<ObjectEvent a="1"></ObjectEvent>', "<epcis:ObjectEvent/>",
+])
+def test_fast_path_declines_anything_else(extra):
+    doc = simulated_xml(20, seed=5, extra=extra)
+    assert epcis._parse_xml_fast(doc, "s.xml") is None
+    assert parse_document(doc, "s.xml") == epcis._parse_xml(doc, "s.xml")
+
+
+def test_fast_path_declines_truncated_and_foreign_documents():
+    doc = simulated_xml(20, seed=5)
+    assert epcis._parse_xml_fast(doc[:-40], "s.xml") is None
+    assert epcis._parse_xml_fast(doc.replace(NS2.encode(), b"urn:x"), "s.xml") is None
+    assert epcis._parse_xml_fast(doc.replace(b'xmlns:epcis=', b'xmlns="urn:x" xmlns:epcis='),
+                                 "s.xml") is None
+    events, quarantine = parse_document(doc[:-40], "s.xml")
+    assert len(events) > 0 and reasons(quarantine) == Counter({"malformed_xml": 1})
