@@ -229,17 +229,24 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _alive(pid: int | None, main_class: str) -> bool:
-    """True when ``pid`` runs and is a java process for ``main_class`` (guards pid reuse)."""
+    """True when ``pid`` runs and is a java process for ``main_class`` (guards pid reuse).
+
+    An empty command line (a process caught in ``exec``, e.g. the java launcher re-executing
+    itself) counts as alive: only a gone or zombie process, or one running something else, is not.
+    """
     if not pid:
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
     except OSError:
         return False
-    stat = Path(f"/proc/{pid}/stat").read_text(errors="replace") if Path(f"/proc/{pid}/stat").exists() else ""
-    if ") Z " in stat:  # zombie
+    if stat[stat.rfind(")") + 2:].startswith(("Z", "X")):  # zombie / dead
         return False
-    return main_class.encode() in cmdline
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return not cmdline or main_class.encode() in cmdline.split(b"\0")
 
 
 def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -250,14 +257,20 @@ def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _spawn(cmd: list[str], out: Path, pid_file: Path, cwd: Path) -> int:
-    with open(out, "ab") as fh:
-        fh.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
-        fh.flush()
+def _spawn(cmd: list[str], out: Path, pid_file: Path, cwd: Path) -> subprocess.Popen:
+    """Start ``cmd`` in its own session, stdout/stderr to ``out`` (truncated: the JVM's own
+    messages, e.g. a crash; HBase logs to ``*.log``), the command line to ``*.cmd``."""
+    out.with_suffix(".cmd").write_text(" ".join(cmd) + "\n")
+    with open(out, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=cwd, start_new_session=True)
     pid_file.write_text(f"{proc.pid}\n")
-    return proc.pid
+    return proc
+
+
+def _liveness(proc: subprocess.Popen):
+    """Is-alive check of a process this Python started (its exit status, not /proc)."""
+    return lambda: proc.poll() is None
 
 
 def tail(path: Path, n: int = 30) -> str:
@@ -336,15 +349,17 @@ def status(conf: dict | None = None) -> dict:
 
 
 # -- up / down ----------------------------------------------------------------------------
-def _wait(predicate, timeout: float, what: str, s: dict, pid_checks=()) -> float:
+def _wait(predicate, timeout: float, what: str, s: dict, checks=()) -> float:
+    """Poll ``predicate`` each second; fail when one of ``checks`` (name, is-alive callable)
+    reports its process gone, or after ``timeout`` seconds."""
     t0 = time.monotonic()
     while True:
         if predicate():
             return time.monotonic() - t0
-        for pid, cls in pid_checks:
-            if not _alive(pid, cls):
+        for name, is_alive in checks:
+            if not is_alive():
                 _print_logs(s)
-                raise RuntimeError(f"{cls.rsplit('.', 1)[-1]} (pid {pid}) exited while waiting for {what}")
+                raise RuntimeError(f"{name} exited while waiting for {what}")
         if time.monotonic() - t0 > timeout:
             _print_logs(s)
             raise TimeoutError(f"HBase: {what} not reached within {timeout:.0f} s")
@@ -355,12 +370,24 @@ def up(conf: dict | None = None) -> dict:
     """Resolve jars if needed, start HMaster (standalone) and the Thrift server, wait until healthy.
 
     Returns timings: ``{"install": {...}, "already_running": bool, "master_seconds",
-    "healthy_seconds" (start to healthy), "location"}``.
+    "healthy_seconds" (start to healthy), "location"}``. On a failure the last 30 lines of the
+    logs are printed and the processes this call started are stopped again.
     """
     s = settings(conf)
     p = _paths(s)
     result: dict = {"install": install(s_conf(s)), "location": location(s_conf(s))}
     render_conf(s)
+    started: list[tuple[int, str, Path]] = []
+    try:
+        return _up(s, p, result, started)
+    except BaseException:
+        for pid, cls, pid_file in reversed(started):
+            _stop(pid, cls, grace=30.0)
+            pid_file.unlink(missing_ok=True)
+        raise
+
+
+def _up(s: dict, p: dict, result: dict, started: list) -> dict:
     t0 = time.monotonic()
     mpid, tpid = _read_pid(p["master_pid"]), _read_pid(p["thrift_pid"])
     master_up, thrift_up = _alive(mpid, MASTER_CLASS), _alive(tpid, THRIFT_CLASS)
@@ -378,12 +405,17 @@ def up(conf: dict | None = None) -> dict:
         if busy:
             raise RuntimeError(f"ports of {busy} are in use by another process: not starting HBase")
         cmd = java_command(s, MASTER_CLASS, ["start"], s["master_heap"], p["master_log"])
-        mpid = _spawn(cmd, p["master_out"], p["master_pid"], p["home"])
+        proc = _spawn(cmd, p["master_out"], p["master_pid"], p["home"])
+        started.append((proc.pid, MASTER_CLASS, p["master_pid"]))
+        master_alive = _liveness(proc)
+    else:
+        master_alive = lambda: _alive(mpid, MASTER_CLASS)  # noqa: E731
     # The region server port opens once the region server has registered; the master then
     # assigns hbase:meta. Wait for both ports, then start Thrift.
     _wait(lambda: all(_port_open(s["host"], int(s[f"{n}_port"]))
                       for n in ("zookeeper", "master", "regionserver")),
-          s["timeout"], "master, region server and ZooKeeper ports", s, [(mpid, MASTER_CLASS)])
+          s["timeout"], "master, region server and ZooKeeper ports", s,
+          [("HMaster", master_alive)])
     result["master_seconds"] = round(time.monotonic() - t0, 2)
 
     if not thrift_up:
@@ -393,7 +425,11 @@ def up(conf: dict | None = None) -> dict:
         args = ["-threadpool", "-p", str(s["thrift_port"]), "-b", s["host"],
                 "--infoport", "-1", "start"]
         cmd = java_command(s, THRIFT_CLASS, args, s["thrift_heap"], p["thrift_log"])
-        tpid = _spawn(cmd, p["thrift_out"], p["thrift_pid"], p["home"])
+        proc = _spawn(cmd, p["thrift_out"], p["thrift_pid"], p["home"])
+        started.append((proc.pid, THRIFT_CLASS, p["thrift_pid"]))
+        thrift_alive = _liveness(proc)
+    else:
+        thrift_alive = lambda: _alive(tpid, THRIFT_CLASS)  # noqa: E731
 
     state = {"detail": ""}
 
@@ -404,7 +440,7 @@ def up(conf: dict | None = None) -> dict:
     remaining = max(30.0, s["timeout"] - (time.monotonic() - t0))
     try:
         _wait(healthy, remaining, "a healthy Thrift connection", s,
-              [(mpid, MASTER_CLASS), (tpid, THRIFT_CLASS)])
+              [("HMaster", master_alive), ("ThriftServer", thrift_alive)])
     except TimeoutError:
         print(f"last health check: {state['detail']}", file=sys.stderr)
         raise
