@@ -608,6 +608,12 @@ def _check_names(names: Iterable[str] | None) -> list[str]:
     return names
 
 
+def check(name: str, conf: ServicesConf) -> None:
+    """Run the health check of ``name`` once against the configured address, whoever started
+    the service; raises (:class:`ServiceError`, or the client library's error) when it fails."""
+    _PROBE[_check_names([name])[0]](conf)()
+
+
 def status(names: Sequence[str] | None, conf: ServicesConf) -> dict[str, dict]:
     """State of each service (all when ``names`` is empty).
 
