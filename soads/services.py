@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("soads.services" if __name__ == "__main__" else __name__)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONF = REPO / "conf" / "services.toml"
@@ -99,7 +99,7 @@ ENV_OVERRIDES = {
 
 
 def load_conf(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> ServicesConf:
-    """Read ``conf/services.toml`` (or ``path``) and apply the :data:`ENV_OVERRIDES` found in ``env``.
+    """Read ``conf/services.toml`` (or ``path``), then apply the :data:`ENV_OVERRIDES` in ``env``.
 
     Unknown sections or keys raise :class:`ServiceError`.
 
@@ -214,7 +214,8 @@ def _running_pid(name: str, conf: ServicesConf) -> int | None:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
-    if _alive(pid) and _MARKER[name] in _cmdline(pid) and str(service_dir(name, conf)) in _cmdline(pid):
+    cmd = _cmdline(pid) if _alive(pid) else ""
+    if _MARKER[name] in cmd and str(service_dir(name, conf)) in cmd:
         return pid
     logger.info("%s: removing stale pid file %s (pid %s)", name, pid_file, pid)
     pid_file.unlink(missing_ok=True)
@@ -337,7 +338,8 @@ def spark_kafka_jars(conf: ServicesConf) -> list[str]:
     kafka-clients, commons-pool2, the token provider), fetched once."""
     v = conf.kafka.spark_connector_version
     out = Path(os.path.expanduser(conf.jars)) / "kafka" / f"spark-{v}"
-    return sorted(str(p) for p in _resolve_jars("spark", {"spark.kafka.version": v}, out).glob("*.jar"))
+    jars = _resolve_jars("spark", {"spark.kafka.version": v}, out)
+    return sorted(str(p) for p in jars.glob("*.jar"))
 
 
 def _kafka_properties(conf: ServicesConf) -> str:
@@ -444,7 +446,8 @@ def _kafka_up(conf: ServicesConf) -> None:
                          "format", "-t", cluster_id, "-c", str(props)), "format Kafka storage")
     pid = _spawn("kafka", _kafka_argv(conf, jars, "kafka.Kafka", str(props)), conf)
     secs = _wait_healthy("kafka", pid, _kafka_probe(conf), conf)
-    logger.info("kafka %s healthy on %s after %.1fs", conf.kafka.version, kafka_bootstrap(conf), secs)
+    logger.info("kafka %s healthy on %s after %.1fs",
+                conf.kafka.version, kafka_bootstrap(conf), secs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,7 +463,8 @@ def install_mariadb() -> str:
     if found:
         return found
     if os.geteuid() != 0:
-        raise ServiceError("mariadbd not found; install it with: sudo apt-get install -y mariadb-server")
+        raise ServiceError("mariadbd not found; install it with: "
+                           "sudo apt-get install -y mariadb-server")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     argv = ["apt-get", "install", "-y", "-q", "mariadb-server"]
     try:
@@ -566,8 +570,9 @@ def _mariadb_up(conf: ServicesConf) -> None:
         install_db = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
         if install_db is None:
             raise ServiceError("mariadb-install-db is missing (package mariadb-server)")
-        _run([install_db, "--no-defaults", f"--user={user}", f"--datadir={p['data']}", "--skip-test-db",
-              "--auth-root-authentication-method=socket"], "initialise MariaDB data dir")
+        _run([install_db, "--no-defaults", f"--user={user}", f"--datadir={p['data']}",
+              "--skip-test-db", "--auth-root-authentication-method=socket"],
+             "initialise MariaDB data dir")
     argv = [mariadbd, "--no-defaults", f"--user={user}", f"--datadir={p['data']}",
             f"--socket={p['socket']}", f"--port={conf.mariadb.port}",
             f"--bind-address={conf.mariadb.host}", f"--pid-file={p['pid']}",
@@ -596,8 +601,10 @@ def _mariadb_up(conf: ServicesConf) -> None:
 
 _UP = {"kafka": _kafka_up, "mariadb": _mariadb_up}
 _PROBE = {"kafka": _kafka_probe, "mariadb": _mariadb_probe}
-_PORTS = {"kafka": lambda c: [(c.kafka.host, c.kafka.port), (c.kafka.host, c.kafka.controller_port)],
-          "mariadb": lambda c: [(c.mariadb.host, c.mariadb.port)]}
+_PORTS = {
+    "kafka": lambda c: [(c.kafka.host, c.kafka.port), (c.kafka.host, c.kafka.controller_port)],
+    "mariadb": lambda c: [(c.mariadb.host, c.mariadb.port)],
+}
 
 
 def _check_names(names: Iterable[str] | None) -> list[str]:
@@ -684,12 +691,15 @@ def down(names: Sequence[str] | None, conf: ServicesConf) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m soads.services up|down|status [name ...] [--conf PATH]``."""
-    ap = argparse.ArgumentParser(prog="python -m soads.services", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m soads.services",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("action", choices=["up", "down", "status"])
-    ap.add_argument("names", nargs="*", metavar="name", help=f"any of {', '.join(NAMES)} (default all)")
+    ap.add_argument("names", nargs="*", metavar="name",
+                    help=f"any of {', '.join(NAMES)} (default all)")
     ap.add_argument("--conf", default=str(DEFAULT_CONF), help="services TOML (%(default)s)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     conf = load_conf(args.conf, os.environ)
     try:
         if args.action == "down":

@@ -21,7 +21,8 @@ TEN_MB = 10 * 1024 * 1024
 
 def test_load_conf_reads_the_committed_file_and_env_overrides():
     conf = services.load_conf(env={"SOADS_DB_PASSWORD": "x'y", "SOADS_SERVICES_ROOT": "/tmp/r"})
-    assert (conf.kafka.host, conf.kafka.port, conf.kafka.controller_port) == ("127.0.0.1", 9092, 9093)
+    kafka = conf.kafka
+    assert (kafka.host, kafka.port, kafka.controller_port) == ("127.0.0.1", 9092, 9093)
     assert conf.kafka.message_max_bytes >= TEN_MB
     assert (conf.mariadb.host, conf.mariadb.port, conf.mariadb.user) == ("127.0.0.1", 3306, "soads")
     assert conf.mariadb.password == "x'y"
@@ -66,7 +67,7 @@ def _require(name, conf):
     try:
         services.check(name, conf)
     except Exception as e:  # noqa: BLE001 - turned into a failure (CI) or a skip with the reason
-        msg = (f"{name} is not reachable ({e!r}); start it with: python -m soads.services up {name}")
+        msg = f"{name} is not reachable ({e!r}); start it: python -m soads.services up {name}"
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
@@ -268,3 +269,38 @@ def test_mysql_sql_creates_the_columns_of_schema_tables(fresh_db, conf):
         with conn2.cursor() as cur:
             cur.execute(f"DROP DATABASE `{other}`")
         conn2.close()
+
+
+def test_a_service_that_dies_at_start_reports_its_log(tmp_path):
+    conf = services.ServicesConf(root=str(tmp_path), start_timeout=20)
+    services.service_dir("kafka", conf).mkdir(parents=True)
+    pid = services._spawn("kafka", ["sh", "-c", "echo 'bind failed: port busy'; exit 3"], conf)
+    with pytest.raises(services.ServiceError, match="(?s)exited during start-up.*port busy"):
+        services._wait_healthy("kafka", pid, lambda: 1 / 0, conf)
+
+
+def test_a_service_that_never_answers_times_out_and_is_stopped(tmp_path):
+    conf = services.ServicesConf(root=str(tmp_path), start_timeout=1.5)
+    services.service_dir("mariadb", conf).mkdir(parents=True)
+    pid = services._spawn("mariadb", ["sh", "-c", "echo still starting; exec sleep 60"], conf)
+
+    def probe():
+        raise ConnectionRefusedError("nobody home")
+
+    with pytest.raises(services.ServiceError, match="(?s)did not answer within 2s.*still starting"):
+        services._wait_healthy("mariadb", pid, probe, conf)
+    assert not services._alive(pid)
+    assert not services._pid_file("mariadb", conf).exists()
+
+
+def test_up_refuses_a_port_held_by_another_process(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        conf = services.ServicesConf(root=str(tmp_path),
+                                     mariadb=services.MariaDBConf(port=port))
+        with pytest.raises(services.ServiceError, match=f"127.0.0.1:{port} already in use"):
+            services.up(["mariadb"], conf)
