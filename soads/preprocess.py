@@ -29,18 +29,17 @@ DOCUMENT_SUFFIXES = (".xml", ".json", ".jsonld")
 _BINARY_FILE_PATH = "path"
 _BINARY_FILE_CONTENT = "content"
 _ROWS_PER_BATCH = 20_000
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# the parser's UTC text (soads.epcis.utc_millis); the zone letter makes it session-zone proof
+_SPARK_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSX"
 
 
 def parsed_struct():
-    """Spark schema of :func:`parse_documents`: kind, the event columns, reason, detail."""
+    """Spark schema of :func:`parse_documents`: kind, the event columns, reason, detail (strings)."""
     from pyspark.sql import types as T
 
-    event_fields = {f.name: f for f in schema.event_struct().fields}
     return T.StructType(
         [T.StructField(KIND, T.StringType(), False)]
-        + [T.StructField(c, event_fields[c].dataType, c != SOURCE)
-           for c in EVENT_COLUMNS]
+        + [T.StructField(c, T.StringType(), c != SOURCE) for c in EVENT_COLUMNS]
         + [T.StructField(REASON, T.StringType(), True), T.StructField(DETAIL, T.StringType(), True)]
     )
 
@@ -103,17 +102,17 @@ def _parse_batches(batches, max_bytes: int):
     """pandas batches of (source, content) -> pandas batches of :func:`parsed_struct` rows."""
     import pandas as pd
 
-    columns = [KIND, *EVENT_COLUMNS, REASON, DETAIL]
-
     def frame(rows_event, rows_quarantine):
-        # every column is built as object dtype (None for missing): an all-NaN float column
-        # would not convert to an Arrow string
-        rows = [{KIND: KIND_EVENT, **e} for e in rows_event]
-        rows += [{KIND: KIND_QUARANTINE, **q} for q in rows_quarantine]
-        out = pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=object)
-                            for c in columns})
-        out[EVENT_TIME] = pd.to_datetime(out[EVENT_TIME], format=_TIME_FORMAT, utc=True)
-        return out
+        # column lists straight from the dicts; object dtype everywhere (an all-None column
+        # must stay a string column for Arrow); event_time stays text until split_parsed
+        n_ev, n_qu = len(rows_event), len(rows_quarantine)
+        data = {KIND: [KIND_EVENT] * n_ev + [KIND_QUARANTINE] * n_qu}
+        for c in EVENT_COLUMNS:
+            tail = [q[SOURCE] for q in rows_quarantine] if c == SOURCE else [None] * n_qu
+            data[c] = [e[c] for e in rows_event] + tail
+        for c in (REASON, DETAIL):
+            data[c] = [None] * n_ev + [q[c] for q in rows_quarantine]
+        return pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in data.items()})
 
     for batch in batches:
         events, quarantine = [], []
@@ -142,7 +141,7 @@ def parse_documents(documents, max_bytes: int = epcis.DEFAULT_MAX_BYTES):
     -------
     DataFrame
         ``kind`` (``event`` | ``quarantine``), ``oid``, ``read_point``, ``event_time``
-        (timestamp, UTC), ``action``, ``biz_step``, ``disposition``, ``biz_location``,
+        (text, UTC ``YYYY-MM-DDTHH:MM:SS.fffZ``), ``action``, ``biz_step``, ``disposition``, ``biz_location``,
         ``event_type``, ``sensor_reports``, ``source``, ``reason``, ``detail``: a flat event per
         ``event`` row (reason, detail null), a quarantine record per ``quarantine`` row (only
         source, reason, detail set). Cache it before :func:`split_parsed`.
@@ -185,6 +184,8 @@ def split_parsed(parsed):
             columns.append(column.alias(f.name))
         return df.select(*columns)
 
-    events = exact(parsed.filter(F.col(KIND) == KIND_EVENT), schema.event_struct())
+    events = parsed.filter(F.col(KIND) == KIND_EVENT).withColumn(
+        EVENT_TIME, F.to_timestamp(F.col(EVENT_TIME), _SPARK_TIME_FORMAT))
+    events = exact(events, schema.event_struct())
     quarantine = exact(parsed.filter(F.col(KIND) == KIND_QUARANTINE), schema.quarantine_struct())
     return events, quarantine
