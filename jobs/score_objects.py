@@ -25,8 +25,8 @@ def main(argv=None) -> int:
     rows = tables.read_table(cfg.storage.db_url, "pattern", {S.RUN_ID: run[S.RUN_ID]})
     spark = session.build(cfg.spark)
     report = pipeline.Report()
-    seqs, _ = pipeline.sequences_and_relations(spark, cfg, report)
-    pipeline.score(spark, seqs, pipeline.patterns_in_use(rows, cfg.scoring.maximal_only),
+    seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
+    pipeline.score(spark, seqs, rel, pipeline.patterns_in_use(rows, cfg.scoring.maximal_only),
                    run[S.RUN_ID], cfg, report)
     sys.stdout.write(f"scored {report.counts['objects_scored']} objects, "
                      f"{report.counts['windows']} windows (run {run[S.RUN_ID]})\n")

@@ -247,9 +247,9 @@ def cmd_score(args) -> int:
                                  order_by=[S.PATTERN_ID])
         spark = _spark(cfg)
         report = pipeline.Report()
-        seqs, _ = pipeline.sequences_and_relations(spark, cfg, report)
+        seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
         pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
-        pipeline.score(spark, seqs, pats, run[S.RUN_ID], cfg, report)
+        pipeline.score(spark, seqs, rel, pats, run[S.RUN_ID], cfg, report)
         _out(f"scored {report.counts['objects_scored']:,} objects against {len(pats)} patterns of "
              f"run {run[S.RUN_ID]} in {report.seconds['score']:.1f} s; "
              f"{report.counts['windows']} windows -> tables object_score, alignment_score")
@@ -319,11 +319,15 @@ def format_report(report, n_show: int = 10) -> str:
     lines += ["", "seconds per stage:"]
     lines += [f"  {k:<12}{v:>8.1f}" for k, v in report.seconds.items()]
     if report.quality:
-        lines += ["", "detection quality vs ground truth (anomaly score = 1 - normalised score):",
-                  f"  {'anomaly type':<22}{'n':>7}{'ROC-AUC':>10}{'best F1':>10}"]
-        for q in report.quality:
-            lines.append(f"  {q['anomaly_type']:<22}{q['n_positive']:>7,}{q['roc_auc']:>10.4f}"
-                         f"{q['best_f1']:>10.4f}")
+        names = list(report.quality)
+        lines += ["", "detection quality vs the simulator's ground truth (ROC-AUC / best F1):",
+                  "  alignment = 1 - normalised Smith-Waterman score (the paper's evaluator);",
+                  "  surprisal = max -log P(b|a) over the object's relations (soads.conformance)",
+                  f"  {'anomaly type':<22}{'n':>7}" + "".join(f"{n:>22}" for n in names)]
+        for i, q in enumerate(report.quality[names[0]]):
+            cells = "".join(f"{report.quality[n][i]['roc_auc']:>12.4f} /{report.quality[n][i]['best_f1']:>7.4f}"
+                            for n in names)
+            lines.append(f"  {q['anomaly_type']:<22}{q['n_positive']:>7,}{cells}")
     return "\n".join(lines)
 
 
@@ -358,7 +362,7 @@ def cmd_demo(args) -> int:
     rows = pipeline.mine(spark, seqs, rel, cfg, report)
     pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
     _err(f"[soads] demo: scoring {report.counts['objects']:,} objects against {len(pats)} patterns")
-    scored = pipeline.score(spark, seqs, pats, report.run_id, cfg, report)
+    scored = pipeline.score(spark, seqs, rel, pats, report.run_id, cfg, report)
     pipeline.evaluate(spark, scored, os.path.join(epcis_dir, "truth.csv"), report)
     report.seconds["total"] = time.perf_counter() - t0
     _out(format_report(report))

@@ -32,7 +32,8 @@ class Report:
     quarantine_by_reason: dict = field(default_factory=dict)
     top_patterns: list = field(default_factory=list)
     mining: dict = field(default_factory=dict)
-    quality: list = field(default_factory=list)
+    quality: dict = field(default_factory=dict)
+    """detector name -> rows of :func:`soads.evaluate.detection_quality`"""
     run_id: str | None = None
 
     def timed(self, stage: str):
@@ -146,21 +147,27 @@ def patterns_in_use(rows: list[dict], maximal_only: bool) -> list[list[str]]:
     return [list(r[S.PATTERN]) for r in rows if r[S.MAXIMAL] or not maximal_only]
 
 
-def score(spark, seqs, patterns: list[list[str]], run_id: str, cfg: Config, report: Report):
+def score(spark, seqs, rel, patterns: list[list[str]], run_id: str, cfg: Config, report: Report):
     """Score every object and every window; writes object_score and alignment_score.
+
+    ``rel`` is the RELATIONAL DEPENDENCY TABLE (``a, b, freq, support``), used by the relation
+    surprisal detector that runs beside the alignment score (soads.conformance).
 
     Returns
     -------
     DataFrame
-        ``oid, score, raw, pattern, last_time`` (cached).
+        ``oid, score, raw, pattern, last_time, surprisal, run_id`` (cached).
     """
     from pyspark.sql import functions as F
 
-    from soads import scoring
+    from soads import conformance, scoring
     from soads.storage import tables
 
     with report.timed("score"):
+        rel_rows = [(r[S.A], r[S.B], r[S.FREQ]) for r in rel.select(S.A, S.B, S.FREQ).collect()]
+        surprise = conformance.surprisal_scores(seqs, rel_rows)
         scored = scoring.score_sequences(seqs, patterns, cfg.scoring) \
+            .join(surprise, S.OID, "left") \
             .withColumn(S.RUN_ID, F.lit(run_id)).cache()
         tables.write_dataframe(scored, cfg.storage.db_url, "object_score")
         windows = scoring.window_scores(scored, cfg.scoring.window_seconds) \
@@ -193,10 +200,12 @@ def evaluate(spark, scored, truth_path: str, report: Report) -> None:
 
     with report.timed("evaluate"):
         truth = read_truth(spark, truth_path)
-        # Objects the truth knows but the log lost (every read missed) score as fully anomalous.
-        joined = truth.join(scored.select(S.OID, S.SCORE), S.OID, "left").select(
+        # Objects the truth knows but the log lost (every read missed) count as undetected.
+        joined = truth.join(scored.select(S.OID, S.SCORE, S.SURPRISAL), S.OID, "left").select(
             S.LABEL, F.coalesce(S.ANOMALY_TYPE, F.lit("")).alias(S.ANOMALY_TYPE),
-            (1.0 - F.coalesce(S.SCORE, F.lit(0.0))).alias("anomaly_score"))
-        pdf = joined.toPandas()  # three small columns per object, not the event log
-        report.quality = detection_quality(pdf[S.LABEL].to_numpy(), pdf[S.ANOMALY_TYPE].to_numpy(),
-                                           pdf["anomaly_score"].to_numpy())
+            (1.0 - F.coalesce(S.SCORE, F.lit(1.0))).alias("alignment"),
+            F.coalesce(S.SURPRISAL, F.lit(0.0)).alias(S.SURPRISAL))
+        pdf = joined.toPandas()  # a few small columns per object, not the event log
+        for detector in ("alignment", S.SURPRISAL):
+            report.quality[detector] = detection_quality(
+                pdf[S.LABEL].to_numpy(), pdf[S.ANOMALY_TYPE].to_numpy(), pdf[detector].to_numpy())

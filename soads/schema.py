@@ -87,6 +87,8 @@ SCORE = "score"
 """Normalised alignment score in [0, 1] (DESIGN.md "Alignment score")."""
 RAW = "raw"
 """max_p SW(s, p): the paper's raw alignment score."""
+SURPRISAL = "surprisal"
+"""Relation surprisal (soads.conformance): max -log P(b | a) over an object's relations."""
 WINDOW_START = "window_start"
 WINDOW_END = "window_end"
 MEAN_SCORE = "mean_score"
@@ -111,7 +113,7 @@ TABLES = {
     ),
     "object_score": (
         (OID, "text"), (SCORE, "float"), (RAW, "float"), (PATTERN, "json"),
-        (LAST_TIME, "timestamp"), (RUN_ID, "text"),
+        (SURPRISAL, "float"), (LAST_TIME, "timestamp"), (RUN_ID, "text"),
     ),
     "alignment_score": (
         (WINDOW_START, "timestamp"), (WINDOW_END, "timestamp"), (MEAN_SCORE, "float"),

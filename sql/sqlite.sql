@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS object_score (
 	score DOUBLE,
 	raw DOUBLE,
 	pattern TEXT,
+	surprisal DOUBLE,
 	last_time DATETIME,
 	run_id VARCHAR(255),
 	PRIMARY KEY (oid)

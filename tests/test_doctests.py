@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["soads.config", "soads.sequences", "soads.dependencies", "soads.evaluate"]
+MODULES = ["soads.config", "soads.sequences", "soads.dependencies", "soads.evaluate",
+           "soads.conformance"]
 
 
 @pytest.mark.parametrize("name", MODULES)
