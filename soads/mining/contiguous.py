@@ -396,6 +396,41 @@ def _encoded_partition(batches, symbols: list[str]):
     return codes, offsets
 
 
+def _blob_struct():
+    from pyspark.sql import types as T
+
+    return T.StructType([
+        T.StructField(S.N_SEQUENCES, T.LongType(), False),
+        T.StructField(S.SEQUENCE, T.BinaryType(), False),
+    ])
+
+
+def _blob_batch(codes: np.ndarray, offsets: np.ndarray):
+    """Encoded sequences -> one row ``n_sequences, sequence`` (int32: n, offsets, codes)."""
+    import pyarrow as pa
+
+    n = len(offsets) - 1
+    blob = np.concatenate([[n], offsets, codes]).astype("<i4").tobytes()
+    return pa.RecordBatch.from_arrays([pa.array([n], pa.int64()), pa.array([blob], pa.binary())],
+                                      [S.N_SEQUENCES, S.SEQUENCE])
+
+
+def _from_blobs(batches):
+    """Arrow batches of blobs (one partition) -> (int64 codes, offsets) of the whole partition."""
+    codes, offsets, base = [], [np.zeros(1, dtype=np.int64)], 0
+    for batch in batches:
+        for blob in batch.column(1).to_pylist():
+            arr = np.frombuffer(blob, dtype="<i4").astype(np.int64)
+            n = int(arr[0])
+            off, c = arr[1:n + 2], arr[n + 2:]
+            codes.append(c)
+            offsets.append(off[1:] + base)
+            base += len(c)
+    if len(offsets) == 1:
+        return None
+    return np.concatenate(codes), np.concatenate(offsets)
+
+
 def _patterns_batch(mats: list[np.ndarray], counts: list[np.ndarray]):
     """Pattern matrices (codes) and counts -> one arrow batch ``pattern binary, support long``."""
     import pyarrow as pa
@@ -449,22 +484,37 @@ def mine(spark, sequences, relations, minsup: float, max_length: int = 25,
 
     t = time.perf_counter()
     seq_col = sequences.select(S.SEQUENCE)
-    n = seq_col.count()
-    m = minsup_count(minsup, n)
-    t = lap("count", t)
-
-    # paper Alg. 1, lines 2-4: length-2 patterns straight from the relation table, no log scan
+    # the dictionary of read points: from the relation table (paper Alg. 1: no log scan), or,
+    # without relations, from a distinct over the log
     if use_relations:
         if relations is None:
             raise ValueError("use_relations=True needs the relation table")
-        rows = relations.filter(F.col(S.SUPPORT) >= m).select(S.A, S.B, S.SUPPORT).collect()
-        frequent_pairs = {(r[S.A], r[S.B]): int(r[S.SUPPORT]) for r in rows}
-        symbols = sorted({x for p in frequent_pairs for x in p})
+        rel_rows = relations.select(S.A, S.B, S.SUPPORT).collect()
+        symbols = sorted({r[S.A] for r in rel_rows} | {r[S.B] for r in rel_rows})
     else:
-        frequent_pairs = None
         rows = seq_col.select(F.explode(S.SEQUENCE).alias(S.READ_POINT)).distinct().collect()
         symbols = sorted(r[S.READ_POINT] for r in rows if r[S.READ_POINT] is not None)
     t = lap("relations" if use_relations else "dictionary", t)
+
+    # encode once, cache the int codes (4 bytes per read point) for both passes; counting the
+    # sequences materialises the cache
+    def encode(batches):
+        for batch in batches:
+            enc = _encoded_partition([batch], symbols)
+            if enc is not None:
+                yield _blob_batch(*enc)
+
+    encoded = seq_col.mapInArrow(encode, _blob_struct()).persist()
+    # n_sequences, sequence (one row per arrow batch: its sequences as a binary blob of int32)
+    n = sum(r[S.N_SEQUENCES] for r in encoded.select(S.N_SEQUENCES).collect())
+    m = minsup_count(minsup, n)
+    t = lap("encode_count", t)
+    if use_relations:
+        # paper Alg. 1, lines 2-4: length-2 patterns straight from the relation table
+        frequent_pairs = {(r[S.A], r[S.B]): int(r[S.SUPPORT]) for r in rel_rows
+                          if r[S.SUPPORT] >= m}
+    else:
+        frequent_pairs = None
     index = {x: i for i, x in enumerate(symbols)}
     r = len(symbols)
     pairs_ok, level2 = _pairs(frequent_pairs, index, r)
@@ -475,13 +525,13 @@ def mine(spark, sequences, relations, minsup: float, max_length: int = 25,
     if r and n and max_length >= (3 if use_relations else 2) and (level2.size or not use_relations):
         # pass 1: locally frequent patterns per partition (SON); only patterns reach the driver
         def pass1(batches):
-            enc = _encoded_partition(batches, symbols)
+            enc = _from_blobs(batches)
             if enc is None:
                 return
             mats = local_candidates(enc[0], enc[1], r, max_length, pairs_ok, m, n, min_len)
             yield _patterns_batch(mats, [np.zeros(len(x), dtype=np.int64) for x in mats])
 
-        cand_rows = seq_col.mapInArrow(pass1, _pattern_bytes_struct()).select(S.PATTERN) \
+        cand_rows = encoded.mapInArrow(pass1, _pattern_bytes_struct()).select(S.PATTERN) \
             .distinct().collect()
         t = lap("pass1_local_mining", t)
         found: dict[int, list[np.ndarray]] = {2: [level2]} if use_relations else {}
@@ -494,20 +544,21 @@ def mine(spark, sequences, relations, minsup: float, max_length: int = 25,
 
         # pass 2: exact support of every candidate, summed over partitions
         def pass2(batches):
-            enc = _encoded_partition(batches, symbols)
+            enc = _from_blobs(batches)
             if enc is None:
                 return
             ls, ids, cs = verify_counts(enc[0], enc[1], r, max_length, pairs_ok, cands, min_len)
             mats = [cands.matrix(int(k))[ids[ls == k]] for k in np.unique(ls)]
             yield _patterns_batch(mats, [cs[ls == k] for k in np.unique(ls)])
 
-        counted = seq_col.mapInArrow(pass2, _pattern_bytes_struct()) \
+        counted = encoded.mapInArrow(pass2, _pattern_bytes_struct()) \
             .groupBy(S.PATTERN).agg(F.sum(S.SUPPORT).alias(S.SUPPORT)) \
             .filter(F.col(S.SUPPORT) >= m).collect()
         # pattern (codes as bytes), support (one row per frequent pattern of length >= min_len)
         for row in counted:
             supports[tuple(symbols[c] for c in _decode(row[S.PATTERN]))] = int(row[S.SUPPORT])
         t = lap("pass2_verify", t)
+    encoded.unpersist()
     if max_length < 2:
         supports = {}
 
