@@ -122,7 +122,8 @@ def fbeta_threshold(scores, labels, beta: float = 1.0) -> tuple[float, float]:
 
     Examples
     --------
-    >>> fbeta_threshold([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+    >>> t, f = fbeta_threshold([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+    >>> round(t, 6), f
     (0.225, 0.8)
     """
     s = np.asarray(scores, dtype=np.float64)
@@ -343,23 +344,28 @@ class LSTMAutoencoder:
         self.model_.eval()
 
     # ------------------------------------------------------------------ scoring
-    def reconstruct(self, X, batch_size: int = 1024) -> np.ndarray:
-        """Reconstructions of all windows of ``X``, in standardised units.
+    def _windows(self, X) -> np.ndarray:
+        return sliding_windows(self.scaler_.transform(X), self.window)
 
-        Returns
-        -------
-        array of shape (n_windows, window, n_features)
-        """
+    def _reconstruct_windows(self, w: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         import torch
 
         torch.set_num_threads(self.n_threads)
-        w = sliding_windows(self.scaler_.transform(X), self.window)
         out = np.empty_like(w)
         with torch.inference_mode():
             for start in range(0, len(w), batch_size):
                 batch = torch.from_numpy(w[start : start + batch_size])
                 out[start : start + batch_size] = self.model_(batch).numpy()
         return out
+
+    def reconstruct(self, X) -> np.ndarray:
+        """Reconstructions of all windows of ``X``, in standardised units.
+
+        Returns
+        -------
+        array of shape (n_windows, window, n_features)
+        """
+        return self._reconstruct_windows(self._windows(X))
 
     def reconstruction_errors(self, X) -> np.ndarray:
         """Signed reconstruction errors ``x - x'`` of all windows (standardised units).
@@ -368,8 +374,8 @@ class LSTMAutoencoder:
         -------
         array of shape (n_windows, window, n_features)
         """
-        w = sliding_windows(self.scaler_.transform(X), self.window)
-        return w - self.reconstruct(X)
+        w = self._windows(X)
+        return w - self._reconstruct_windows(w)
 
     def _error_vectors(self, X) -> np.ndarray:
         e = self.reconstruction_errors(X).astype(np.float64)
@@ -391,7 +397,7 @@ class LSTMAutoencoder:
             raw = np.abs(self.reconstruction_errors(X)).mean(axis=(1, 2), dtype=np.float64)
             return _causal_mean(raw, self.smoothing)
         d = self._error_vectors(X) - self.error_mean_
-        raw = np.einsum("ij,jk,ik->i", d, self.error_precision_, d)
+        raw = np.einsum("ij,ij->i", d @ self.error_precision_, d)  # (n_windows,)
         return _causal_mean(raw, self.smoothing)
 
     def score_points(self, X) -> np.ndarray:
