@@ -16,7 +16,11 @@ Supported input
   expanded: the terms of the GS1 ``epcis-context`` are read by name.
 
 XML is pull-parsed (``lxml.etree.iterparse`` filtered in C on the five event tags; every event
-element is cleared once read), so a document's size costs no memory beyond its bytes. JSON is
+element is cleared once read), so a document's size costs no memory beyond its bytes. A
+machine-written document of plain ObjectEvents (what the simulator and typical RFID middleware
+write) first tries a regular-grammar fast path over the decoded text that gives identical rows
+at about twice the speed (about 150,000 flat events/s per core against 70,000); any document it
+does not fully recognise goes through lxml, the reference (the tests compare both). JSON is
 loaded whole; ``max_bytes`` bounds both.
 
 One flat event per instance-level EPC (DESIGN.md "Event")
