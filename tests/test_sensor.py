@@ -206,3 +206,27 @@ def test_robot_arm_evaluation_small():
     assert r["roc_auc"] > 0.9
     assert r["f1"] > 0.7
     assert set(r["recall_per_case"]) <= set(robot_arm.CASES)
+
+
+# ---------------------------------------------------------------- registry
+def test_registry_versions_and_rollback(fitted, synthetic, tmp_path):
+    from soads.sensor import registry
+
+    _, X_test, _ = synthetic
+    root = tmp_path / "models"
+    assert registry.list_versions(root) == [] and registry.current_version(root) is None
+    v1 = registry.register(fitted, root, activate=True)
+    other = LSTMAutoencoder(**{**SMALL, "seed": 4}).fit(synthetic[0])
+    v2 = registry.register(other, root)
+    assert (v1, v2) == ("v0001", "v0002")
+    assert registry.list_versions(root) == ["v0001", "v0002"]
+    assert registry.current_version(root) == "v0001"  # registering does not promote
+    registry.set_current(root, v2)
+    assert registry.load(root).model_version_ == "v0002"
+    registry.set_current(root, v1)  # roll back
+    m = registry.load(root)
+    assert m.model_version_ == "v0001"
+    np.testing.assert_array_equal(m.score(X_test), fitted.score(X_test))
+    with pytest.raises(KeyError):
+        registry.set_current(root, "v0009")
+    assert sorted(os.listdir(root)) == ["CURRENT", "v0001", "v0002"]

@@ -74,8 +74,9 @@ def simulate(
         Number of time steps.
     seed : int
     abnormal_fraction : float, optional (default=0.0)
-        Approximate share of abnormal rows; episodes of the seven cases are drawn with the
-        Table 2 proportions and placed between normal stretches.
+        Approximate share of rows inside abnormal episodes; episodes of the seven cases are
+        drawn with the Table 2 proportions and placed between normal stretches. The labelled
+        share is lower, since grab faults are labelled only on held steps.
     episode : (int, int), optional
         Minimum and maximum episode length in steps.
 
