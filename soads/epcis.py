@@ -84,6 +84,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import re
 from datetime import datetime
@@ -258,11 +259,18 @@ def _gs1_term(value):
 
 def _sensor_value(key: str, value):
     """Type a sensor attribute the way EPCIS 2.0 JSON types it."""
-    if key in SENSOR_NUMBERS and isinstance(value, str):
-        try:
+    if key in SENSOR_NUMBERS:
+        # XML "26" and JSON 26 both become 26.0, so the two formats give the same JSON text;
+        # NaN / infinity stay text (JSON has no literal for them)
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                return value
+            return number if math.isfinite(number) else value
+        if isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        except ValueError:
-            return value
+        return value
     if key == "booleanValue" and isinstance(value, str):
         return {"true": True, "1": True, "false": False, "0": False}.get(value.strip(), value)
     if key in ("type", "exception"):

@@ -18,8 +18,7 @@ import os
 
 from soads import epcis, schema
 from soads.schema import (
-    CONTENT, DETAIL, EVENT_COLUMNS, EVENT_TIME, KIND, KIND_EVENT, KIND_QUARANTINE,
-    QUARANTINE_COLUMNS, REASON, SOURCE,
+    CONTENT, DETAIL, EVENT_COLUMNS, EVENT_TIME, KIND, KIND_EVENT, KIND_QUARANTINE, REASON, SOURCE,
 )
 
 logger = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ _SPARK_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSX"
 
 
 def parsed_struct():
-    """Spark schema of :func:`parse_documents`: kind, the event columns, reason, detail (strings)."""
+    """Spark schema of :func:`parse_documents`: kind, event columns, reason, detail (strings)."""
     from pyspark.sql import types as T
 
     return T.StructType(
@@ -141,8 +140,9 @@ def parse_documents(documents, max_bytes: int = epcis.DEFAULT_MAX_BYTES):
     -------
     DataFrame
         ``kind`` (``event`` | ``quarantine``), ``oid``, ``read_point``, ``event_time``
-        (text, UTC ``YYYY-MM-DDTHH:MM:SS.fffZ``), ``action``, ``biz_step``, ``disposition``, ``biz_location``,
-        ``event_type``, ``sensor_reports``, ``source``, ``reason``, ``detail``: a flat event per
+        (text, UTC ``YYYY-MM-DDTHH:MM:SS.fffZ``), ``action``, ``biz_step``, ``disposition``,
+        ``biz_location``, ``event_type``, ``sensor_reports``, ``source``, ``reason``,
+        ``detail``, all strings: a flat event per
         ``event`` row (reason, detail null), a quarantine record per ``quarantine`` row (only
         source, reason, detail set). Cache it before :func:`split_parsed`.
     """
@@ -161,7 +161,9 @@ def split_parsed(parsed):
     -------
     events : DataFrame
         :func:`soads.schema.event_struct`: ``oid, read_point, event_time, action, biz_step,
-        disposition, biz_location, event_type, sensor_reports, source``.
+        disposition, biz_location, event_type, sensor_reports, source``; ``event_time`` is a
+        timestamp (the parser's UTC text, parsed with its ``Z``, so any session time zone
+        reads the same instant).
     quarantine : DataFrame
         :func:`soads.schema.quarantine_struct`: ``source, reason, detail``.
     """

@@ -464,3 +464,23 @@ def test_fast_path_declines_truncated_and_foreign_documents():
                                  "s.xml") is None
     events, quarantine = parse_document(doc[:-40], "s.xml")
     assert len(events) > 0 and reasons(quarantine) == Counter({"malformed_xml": 1})
+
+
+def test_sensor_numbers_typed_alike_in_xml_and_json():
+    xml = xml_doc(
+        "<ObjectEvent><eventTime>2024-03-01T09:00:00Z</eventTime><epcList><epc>a</epc></epcList>"
+        "<readPoint><id>rp</id></readPoint><sensorElementList><sensorElement>"
+        '<sensorReport type="gs1:Speed" value="0" uom="MTS"/>'
+        '<sensorReport type="gs1:Temperature" value="NaN" booleanValue="true"/>'
+        "</sensorElement></sensorElementList></ObjectEvent>")
+    jsn = json.dumps({"type": "ObjectEvent", "eventTime": "2024-03-01T09:00:00Z",
+                      "epcList": ["a"], "readPoint": {"id": "rp"}, "sensorElementList": [
+                          {"sensorReport": [{"type": "Speed", "value": 0, "uom": "MTS"},
+                                            {"type": "Temperature", "value": "NaN",
+                                             "booleanValue": True}]}]}).encode()
+    (x,), _ = parse_document(xml, "x.xml")
+    (j,), _ = parse_document(jsn, "j.json")
+    assert x[schema.SENSOR_REPORTS] == j[schema.SENSOR_REPORTS]
+    assert json.loads(x[schema.SENSOR_REPORTS]) == [{"sensorMetadata": {}, "sensorReport": [
+        {"type": "Speed", "value": 0.0, "uom": "MTS"},
+        {"type": "Temperature", "value": "NaN", "booleanValue": True}]}]

@@ -91,7 +91,8 @@ def run(n_objects: int = 20000, seed: int = 7, workdir: str | None = None,
         lines.append(f"pure parser (soads.epcis, 1 process): {n:,} flat events, {q:,} quarantined, "
                      f"{cpu:.2f} s CPU ({wall:.2f} s wall): {n / cpu:,.0f} flat events/s per core")
         if n != stats["events"]:
-            lines.append(f"WARNING: parsed {n:,} flat events, the simulator wrote {stats['events']:,}")
+            lines.append(f"WARNING: parsed {n:,} flat events, "
+                         f"the simulator wrote {stats['events']:,}")
         logger.info("pure parser: %d events in %.2f s CPU", n, cpu)
 
         n, q, cpu, wall = _parse_all(files, _reference)
