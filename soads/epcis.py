@@ -69,11 +69,13 @@ exactly one quarantine record (the first problem found, in the order: unsupporte
 event time, read point, EPC). A failure of the document itself (empty, binary, invalid
 UTF-8, not XML/JSON, wrong namespace, too large, truncated or otherwise malformed) adds exactly
 one quarantine record that stands for every event record not already accounted for: the events
-fully parsed before an XML syntax error are kept. So for a document that opens::
+fully parsed before an XML syntax error are kept. So for a document read to its end::
 
-    event records read == sum(flat events of kept records) / EPCs + quarantine records
+    event records == records kept + quarantine records
+    flat events   == sum over the records kept of their instance EPCs
 
-and a document that cannot be opened at all is one quarantine record.
+(a document cut short adds its one document-level record for the unread rest), and a document
+that cannot be opened at all is one quarantine record.
 
 Source identity: ``f"{source}:{line}"`` for an XML event (line of its start tag; for a syntax
 error the line of the error), ``f"{source}#{index}"`` for the index of a JSON event in its
