@@ -230,3 +230,17 @@ def test_registry_versions_and_rollback(fitted, synthetic, tmp_path):
     with pytest.raises(KeyError):
         registry.set_current(root, "v0009")
     assert sorted(os.listdir(root)) == ["CURRENT", "v0001", "v0002"]
+
+
+def test_throughput_smoke():
+    from soads.sensor.lstm_ae import throughput
+
+    r = throughput(n_train_windows=300, n_score_windows=500, repeats=1, hidden_size=8)
+    assert set(r) == {
+        "epoch_seconds",
+        "forward_windows_per_s",
+        "forward_windows_per_cpu_s",
+        "score_windows_per_s",
+        "score_windows_per_cpu_s",
+    }
+    assert all(v > 0 for v in r.values())

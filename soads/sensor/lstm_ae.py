@@ -195,8 +195,8 @@ class LSTMAutoencoder:
     >>> rng = np.random.default_rng(0)
     >>> t = np.arange(600)
     >>> X = np.c_[np.sin(t / 5), np.cos(t / 5)] + 0.05 * rng.normal(size=(600, 2))
-    >>> m = LSTMAutoencoder(window=5, hidden_size=8, latent_size=2, epochs=2).fit(X)  # doctest: +SKIP
-    >>> m.predict(X).shape  # doctest: +SKIP
+    >>> m = LSTMAutoencoder(window=5, hidden_size=8, latent_size=2, epochs=2)
+    >>> m.fit(X).predict(X).shape  # doctest: +SKIP
     (600,)
     """
 
@@ -484,3 +484,51 @@ class LSTMAutoencoder:
         model.threshold_ = float(th.pop("threshold"))
         model.threshold_info_ = th
         return model
+
+
+def throughput(
+    n_sensors: int = 8,
+    window: int = 10,
+    n_train_windows: int = 50000,
+    n_score_windows: int = 100000,
+    repeats: int = 5,
+    seed: int = 0,
+    **params,
+) -> dict:
+    """Measure training and batch-inference speed on random data (medians over ``repeats``).
+
+    Timings on shared cores vary a lot: both wall-clock and process-CPU rates are returned.
+
+    Returns
+    -------
+    dict: epoch_seconds (one epoch over ``n_train_windows`` at the model's batch size),
+    forward_windows_per_s, forward_windows_per_cpu_s (network only, batches of 1024),
+    score_windows_per_s, score_windows_per_cpu_s (``score()``: windows, network, eq. 2)
+    """
+    import torch
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((max(n_train_windows, n_score_windows) + window - 1, n_sensors))
+    model = LSTMAutoencoder(window=window, epochs=2, seed=seed, **params)
+    model.fit(X[: n_train_windows + window - 1])
+    w = model._windows(X[: n_score_windows + window - 1])
+
+    def rates(fn):
+        wall, cpu = [], []
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall.append(n_score_windows / (time.perf_counter() - t0))
+            cpu.append(n_score_windows / max(time.process_time() - c0, 1e-9))
+        return float(np.median(wall)), float(np.median(cpu))
+
+    torch.set_num_threads(model.n_threads)
+    fw, fc = rates(lambda: model._reconstruct_windows(w))
+    sw, sc = rates(lambda: model.score(X[: n_score_windows + window - 1]))
+    return {
+        "epoch_seconds": float(np.median(model.epoch_seconds_)),
+        "forward_windows_per_s": fw,
+        "forward_windows_per_cpu_s": fc,
+        "score_windows_per_s": sw,
+        "score_windows_per_cpu_s": sc,
+    }
