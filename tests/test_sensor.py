@@ -206,6 +206,7 @@ def test_robot_arm_evaluation_small():
     assert r["roc_auc"] > 0.9
     assert r["f1"] > 0.7
     assert set(r["recall_per_case"]) <= set(robot_arm.CASES)
+    assert r["normal_positive"]["accuracy"] == r["accuracy"]
 
 
 # ---------------------------------------------------------------- registry

@@ -145,10 +145,11 @@ def simulate(
 
 
 def classification_metrics(y_true, y_pred) -> dict:
-    """Paper 000 Table 4 metrics with anomalies as the positive class.
+    """Paper 000 Table 4 metrics with anomalies (label 1) as the positive class.
 
-    ``fall_out`` is the false-positive rate FP / (FP + TN), its usual meaning (the paper's text
-    calls it the rate of missed anomalies; its table values fit the usual one).
+    ``fall_out`` is the false-positive rate FP / (FP + TN). The paper's text defines fall-out as
+    "the rate at which abnormalities are misdiagnosed as normal", i.e. it takes NORMAL as the
+    positive class; for its convention call this with both label arrays inverted (``1 - y``).
 
     Examples
     --------
@@ -187,8 +188,9 @@ def evaluate_robot_arm(
 
     Returns
     -------
-    dict: accuracy (%), precision, recall, f1, fall_out, roc_auc, threshold, recall_per_case,
-    fit_seconds, epoch_seconds (median), test_rows, test_abnormal_rows
+    dict: accuracy (%), precision, recall, f1, fall_out (anomaly = positive), normal_positive
+    (the same five metrics with normal = positive, the paper's convention), roc_auc, threshold,
+    recall_per_case, fit_seconds, epoch_seconds (median), test_rows, test_abnormal_rows
     """
     from soads.evaluate import roc_auc
 
@@ -203,6 +205,7 @@ def evaluate_robot_arm(
     # rows without a window (the first window - 1) are predicted normal, as in SKAB's protocol;
     # ROC-AUC is over the rows that have a score
     result = classification_metrics(y_test, y_pred)
+    result["normal_positive"] = classification_metrics(1 - y_test, 1 - y_pred)  # paper's Table 4
     w = model.window
     result["roc_auc"] = round(roc_auc(y_test[w - 1 :], model.score(X_test)), 4)
     result["threshold"] = model.threshold_
