@@ -95,8 +95,7 @@ def _build_module(n_features: int, hidden_size: int, latent_size: int, window: i
             d, _ = self.dec(z)  # (batch, window, hidden)
             return self.out(self.act(d))  # (batch, window, n_features)
 
-    torch.manual_seed(0)  # callers reseed; this only makes construction itself repeatable
-    return _LSTMAE()
+    return _LSTMAE()  # initial weights: fit re-initialises them under its seed, load replaces them
 
 
 def _causal_mean(values: np.ndarray, k: int) -> np.ndarray:
@@ -301,7 +300,7 @@ class LSTMAutoencoder:
         if init_from is not None:
             self.model_.load_state_dict(init_from.model_.state_dict())
         else:
-            # re-initialise under the model's own seed (construction used a fixed seed)
+            # initialise under the model's own seed (construction drew from the global RNG)
             for module in self.model_.modules():
                 if hasattr(module, "reset_parameters") and module is not self.model_:
                     module.reset_parameters()
