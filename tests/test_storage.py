@@ -52,10 +52,11 @@ def test_write_dataframe_from_executors_and_read_back(spark, tmp_path):
     tables.create_tables(tables.engine(url))
     t = dt.datetime(2024, 1, 1, 10)
     df = spark.createDataFrame(
-        [("o1", 1.0, 36.0, ["A", "B"], t, "r1"), ("o2", 0.5, 10.0, None, t, "r1")],
-        "oid string, score double, raw double, pattern array<string>, last_time timestamp, run_id string",
+        [("o1", 1.0, 36.0, ["A", "B"], 0.1, t, "r1"), ("o2", 0.5, 10.0, None, 2.5, t, "r1")],
+        "oid string, score double, raw double, pattern array<string>, surprisal double, "
+        "last_time timestamp, run_id string",
     ).repartition(2)
     tables.write_dataframe(df, url, "object_score")
     got = tables.read_table(url, "object_score", order_by=[S.OID])
-    assert [(r[S.OID], r[S.SCORE], r[S.PATTERN], r[S.LAST_TIME]) for r in got] == [
-        ("o1", 1.0, ["A", "B"], t), ("o2", 0.5, None, t)]
+    assert [(r[S.OID], r[S.SCORE], r[S.PATTERN], r[S.SURPRISAL], r[S.LAST_TIME]) for r in got] == [
+        ("o1", 1.0, ["A", "B"], 0.1, t), ("o2", 0.5, None, 2.5, t)]
