@@ -379,7 +379,7 @@ def cmd_bench(args) -> int:
         from soads.benchmarks.mine import run
         lines = []
         for ev in (args.events or [1_000_000, 9_000_000]):
-            lines += run(events=ev, minsup=args.minsup)
+            lines += run(events=ev, minsup=args.minsup, mllib_timeout=args.mllib_timeout)
     elif args.what == "score":
         from soads.benchmarks.score import run
         lines = run()
@@ -455,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--events", type=_positive_int, action="append",
                    help="mine: event-log sizes (repeatable; default 1,000,000 and 9,000,000)")
     s.add_argument("--minsup", type=_minsup, default=0.01)
+    s.add_argument("--mllib-timeout", type=float, default=1800.0, metavar="SECONDS",
+                   help="mine: cancel MLlib after this long (its ratio is then a lower bound)")
     s.set_defaults(func=cmd_bench)
     return p
 
