@@ -371,6 +371,50 @@ def cmd_demo(args) -> int:
     return 0
 
 
+SKAB_PUBLISHED = [  # ../shared/skab/README.md, recomputed on the 20 files of the dev subset
+    ("MSET", 0.77, 40.72, 14.96), ("Conv-AE", 0.76, 14.94, 31.33),
+    ("T-squared + Q (PCA)", 0.75, 26.83, 26.19), ("LSTM-AE (SKAB)", 0.70, 30.09, 31.92),
+    ("T-squared", 0.61, 19.20, 48.76), ("Vanilla LSTM", 0.42, 10.10, 71.47),
+    ("MSCRED", 0.24, 57.65, 80.42), ("Isolation forest", 0.20, 1.17, 88.61),
+    ("Vanilla AE", 0.14, 0.33, 92.54),
+]
+
+
+def _sensor_conf(path: str) -> dict:
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)["sensor"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"cannot read sensor presets from {path}: {e}") from e
+
+
+def cmd_sensor_evaluate(args) -> int:
+    from soads.sensor.skab import evaluate_skab
+
+    if not os.path.isdir(args.data):
+        raise UsageError(f"no such directory: {args.data}")
+    conf = _sensor_conf(args.sensor_conf)
+    preset = args.preset or conf.get("preset", "skab")
+    if preset not in conf.get("presets", {}):
+        raise UsageError(f"unknown preset {preset!r} in {args.sensor_conf}")
+    t0 = time.perf_counter()
+    r = evaluate_skab(args.data, params=conf["presets"][preset], **conf.get("skab", {}))
+    seconds = time.perf_counter() - t0
+    if not r.get("files"):
+        raise UsageError(f"no SKAB csv files with an 'anomaly' column under {args.data}")
+    _out(f"SKAB outlier-detection protocol: {r['files']} files, {r['points']:,} test points, "
+         f"{seconds:.1f} s")
+    _out(f"  {'algorithm':<24}{'F1':>6}{'FAR %':>9}{'MAR %':>9}")
+    _out(f"  {'SOADS LSTM-AE (' + preset + ')':<24}{r['f1']:>6.2f}{r['far']:>9.2f}{r['mar']:>9.2f}")
+    for name, f1, far, mar in SKAB_PUBLISHED:
+        _out(f"  {name:<24}{f1:>6.2f}{far:>9.2f}{mar:>9.2f}")
+    if args.json:
+        _out(json.dumps({k: r[k] for k in ("f1", "far", "mar", "files", "points")}))
+    return 0
+
+
 def cmd_bench(args) -> int:
     if args.what == "parse":
         from soads.benchmarks.parse import run
@@ -448,6 +492,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--objects", type=_positive_int, help="default: [simulator] objects in conf")
     _add_conf(s)
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("sensor", help="sensor anomaly model (LSTM-AE)")
+    ssub = s.add_subparsers(dest="sensor_command", required=True, metavar="SENSOR_COMMAND")
+    e = ssub.add_parser("evaluate", help="SKAB protocol evaluation beside the published numbers")
+    e.add_argument("--data", required=True, metavar="DIR",
+                   help="SKAB-layout folders of CSV files, e.g. ../shared/skab/data")
+    e.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
+    e.add_argument("--preset", help="preset in the sensor conf (default: its [sensor] preset)")
+    e.add_argument("--json", action="store_true", help="last line: one JSON object")
+    e.set_defaults(func=cmd_sensor_evaluate)
 
     s = sub.add_parser("bench", help="benchmarks that print figures")
     s.add_argument("what", choices=("parse", "mine", "score", "simulate"))
