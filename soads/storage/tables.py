@@ -183,3 +183,42 @@ def latest_run(url: str) -> dict | None:
     """The newest mining run (by created_at), or None when nothing was mined yet."""
     runs = read_table(url, "mining_run", order_by=[S.CREATED_AT])
     return runs[-1] if runs else None
+
+
+# -- streaming sinks: increments and the batch ledger (soads.storage.sinks) ------------------
+
+
+def increment(conn: sa.Connection, name: str, rows: Sequence[dict], counters: Sequence[str]) -> int:
+    """Insert ``rows``, or add their ``counters`` to the row with the same primary key.
+
+    Not idempotent by itself: callers claim the batch in the ledger first (:func:`claim_batch`)
+    in the same transaction.
+    """
+    if not rows:
+        return 0
+    stmt = _insert(conn.engine, name)
+    t = TABLE[name]
+    if conn.dialect.name == "sqlite":
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(S.PRIMARY_KEYS[name]),
+            set_={c: t.c[c] + stmt.excluded[c] for c in counters})
+    else:
+        stmt = stmt.on_duplicate_key_update({c: t.c[c] + stmt.inserted[c] for c in counters})
+    conn.execute(stmt, list(rows))
+    return len(rows)
+
+
+def claim_batch(conn: sa.Connection, sink: str, batch_id: int) -> bool:
+    """Record ``(sink, batch_id)`` in the ledger (table sink_batch) inside the caller's
+    transaction; False when it is already there (the batch was written: skip it)."""
+    import datetime as dt
+
+    t = TABLE["sink_batch"]
+    done = conn.execute(sa.select(t.c[S.BATCH_ID]).where(
+        t.c[S.SINK] == sink, t.c[S.BATCH_ID] == int(batch_id))).first()
+    if done is not None:
+        return False
+    conn.execute(t.insert().values({
+        S.SINK: sink, S.BATCH_ID: int(batch_id),
+        S.CREATED_AT: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)}))
+    return True

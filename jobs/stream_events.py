@@ -1,0 +1,43 @@
+"""The long-running event job: Kafka (or a file directory) -> EVENT LOG TABLE + quarantine,
+per-oid Relational Dependency Updater -> RELATIONAL DEPENDENCY TABLE, Anomaly Evaluator ->
+object_score and ALIGNMENT SCORE TABLE; checkpointed, exactly-once tables (soads.streaming).
+
+Usage: spark-submit --jars $(python -c 'from soads import services as s; print(",".join(s.spark_kafka_jars(s.load_conf())))') \
+    jobs/stream_events.py --conf conf/soads.toml --stream-conf conf/services-stream.toml \
+    [--set stream.topic=soads-events] [--set sequences.dwell_seconds=60]
+   or: python jobs/stream_events.py ... (adds the Kafka connector jars itself)
+"""
+import argparse
+import logging
+import sys
+
+from soads import config, services, session, streaming
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--conf", action="append", default=[])
+    p.add_argument("--stream-conf", action="append", default=[])
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--services-conf", default=None, help="conf/services.toml (Kafka jar cache)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stream_sets = [s for s in args.set if s.startswith("stream.")]
+    cfg = config.load(args.conf, [s for s in args.set if not s.startswith("stream.")])
+    stream = streaming.load_conf(args.stream_conf, stream_sets)
+    extra = {}
+    if stream.source == "kafka":
+        jars = services.spark_kafka_jars(services.load_conf(args.services_conf))
+        extra["spark.jars"] = ",".join(jars)
+    spark = session.build(cfg.spark, extra=extra)
+    queries = streaming.start_event_queries(
+        spark, stream, cfg.preprocess.max_document_bytes, cfg.sequences.dwell_seconds,
+        cfg.scoring, cfg.scoring.window_seconds)
+    # runs until killed or until a query fails (its exception ends the job with a non-zero code)
+    spark.streams.awaitAnyTermination()
+    queries.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

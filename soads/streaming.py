@@ -1,0 +1,457 @@
+"""Streaming wiring: the long-running event job (DESIGN.md "Data flow", "Streaming guarantees").
+
+Two checkpointed queries read the same source (Kafka topic or a directory of EPCIS files)::
+
+    event_log  documents -> Event Log Preprocessor -> EVENT LOG TABLE (HBase | Parquet)
+                                                   '-> quarantine (table, and a Kafka topic)
+    relations  documents -> Event Log Preprocessor -> events -> per-oid state
+               (applyInPandasWithState: :func:`step`) -> relation deltas, late events,
+               updated objects -> RELATIONAL DEPENDENCY TABLE, late_event,
+               Anomaly Evaluator vs the newest PATTERN TABLE run -> object_score, alignment_score
+
+Exactly-once: every relational sink writes its rows and its ``(sink, batch_id)`` ledger row in
+one transaction and skips a batch id it already recorded (:mod:`soads.storage.sinks`); the event
+log is keyed by the event itself (a replay rewrites the same HBase cells / the same Parquet
+files). Spark's checkpoint replays a batch with the same offsets, watermark and state, and the
+state step is deterministic, so a replay produces the same rows.
+
+Late and out-of-order policy
+----------------------------
+Every event is stored in the EVENT LOG TABLE whatever its time. For relations and scores, the
+new events of one object in a micro-batch are taken in ``(event_time, arrival)`` order (arrival
+= :func:`soads.sequences.arrival_key` of the source, as in the batch Sequence Extractor). An
+event is *late* when its event_time is earlier than the query's event-time watermark of that
+micro-batch (the largest event_time seen in earlier micro-batches minus
+``watermark_seconds``), or not later than the object's last read accepted in an *earlier*
+micro-batch (ties inside one micro-batch keep arrival order). A late event creates no relation,
+changes no state and no score; it is recorded in the ``late_event`` table (oid, source,
+read_point, event_time), in the same transaction as the relation counts. Accepted events of an
+object therefore form a time-ordered chain; a gap of more than ``idle_seconds`` between two
+accepted reads ends the object's *session*: the next read starts a new sequence (no relation
+across the gap) and its relations count support again (a reappearing oid is a new object). An
+object's state is evicted once the watermark is more than ``idle_seconds`` past its last read
+(an event-time timeout), so state stays bounded by the objects read within
+``idle_seconds + watermark_seconds`` of the newest event time; a read arriving
+after the eviction is either late (below the watermark) or more than ``idle_seconds`` after the
+last read, so eviction never changes a result. The batch recomputation
+(:func:`recompute_sequences`) applies the same policy: the event log minus the ``late_event``
+rows, per oid in ``(event_time, arrival)`` order, cut at gaps of more than ``idle_seconds``,
+de-duplicated within the dwell window; its relation counts equal the table, and scoring each
+object's last session equals ``object_score``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from typing import Iterable, Sequence
+
+from soads import schema as S
+from soads.dependencies import LastRead, advance
+from soads.sequences import arrival_key, dedup_dwell
+
+logger = logging.getLogger(__name__)
+
+# -- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamConf:
+    """The ``[stream]`` section (``conf/services-stream.toml``).
+
+    ``source`` is ``kafka`` (``kafka_bootstrap``, ``topic``) or ``files`` (``input_path``).
+    ``event_log`` is ``hbase://host:port/prefix`` or a directory (Parquet). ``db_url`` is a
+    SQLAlchemy URL (MySQL or SQLite). An empty ``quarantine_topic`` writes no quarantine topic.
+    """
+
+    source: str = "kafka"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic: str = "soads-events"
+    quarantine_topic: str = "soads-quarantine"
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int = 200
+    input_path: str = ""
+    max_files_per_trigger: int = 20
+    event_log: str = "hbase://127.0.0.1:9090/soads"
+    db_url: str = "sqlite:///soads-data/soads.db"
+    checkpoint_root: str = "soads-data/checkpoints"
+    trigger_seconds: float = 5.0
+    watermark_seconds: float = 600.0
+    idle_seconds: float = 3600.0
+    max_visits: int = 1000
+
+
+def load_conf(paths: Iterable[str] = (), overrides: Iterable[str] = ()) -> StreamConf:
+    """``[stream]`` of the TOML files, then ``stream.key=value`` overrides (unknown keys raise).
+
+    Examples
+    --------
+    >>> load_conf(overrides=["stream.trigger_seconds=1"]).trigger_seconds
+    1.0
+    """
+    values: dict = {}
+    for p in paths:
+        with open(p, "rb") as fh:
+            values.update(tomllib.load(fh).get("stream", {}))
+    for item in overrides:
+        key, _, value = item.partition("=")
+        section, _, name = key.strip().partition(".")
+        if section != "stream":
+            raise ValueError(f"not a stream override: {item!r}")
+        values[name] = value.strip()
+    known = {f.name: f for f in fields(StreamConf)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown key(s) in [stream]: {', '.join(sorted(unknown))}")
+    base = StreamConf()
+    return replace(base, **{k: type(getattr(base, k))(v) for k, v in values.items()})
+
+
+# -- pure core: the per-oid step -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """Per-oid state: the last accepted read, the session's visits and the relations whose
+    support this session already counted (both bounded by ``max_visits``)."""
+
+    last: LastRead
+    visits: tuple[str, ...]
+    seen: frozenset
+
+
+@dataclass(frozen=True)
+class StepOut:
+    """What one step found: relation occurrences (freq), relations new to the session
+    (support), late reads, and whether the object changed (then it is scored)."""
+
+    relations: tuple = ()
+    new_support: tuple = ()
+    late: tuple = ()
+    changed: bool = False
+
+
+def step(state: ObjectState | None, reads: Iterable[tuple[str, int, str]], watermark_us: int,
+         dwell_seconds: float, idle_seconds: float, max_visits: int = 1000
+         ) -> tuple[ObjectState | None, StepOut]:
+    """One micro-batch of one object: new reads ``(read_point, time_us, source)``, any order.
+
+    Applies the late/out-of-order policy of the module docstring; the dwell de-duplication
+    and the relations come from :func:`soads.dependencies.advance`.
+
+    Examples
+    --------
+    >>> st, out = step(None, [("B", 20_000_000, "t/0/2"), ("A", 0, "t/0/1")], 0, 60, 3600)
+    >>> st.visits, out.relations, out.new_support
+    (('A', 'B'), (('A', 'B'),), (('A', 'B'),))
+    >>> st, out = step(st, [("A", 10_000_000, "t/0/3"), ("C", 90_000_000, "t/0/4")], 0, 60, 3600)
+    >>> st.visits, out.relations, [r[2] for r in out.late]
+    (('A', 'B', 'C'), (('B', 'C'),), ['t/0/3'])
+    """
+    idle_us = int(idle_seconds * 1e6)
+    prev_time = state.last.time_us if state is not None else None
+    rels, support, late = [], [], []
+    changed = False
+    for rp, t, src in sorted(reads, key=lambda r: (r[1], arrival_key(r[2]))):
+        if t < watermark_us or (prev_time is not None and t <= prev_time):
+            late.append((rp, t, src))
+            continue
+        changed = True
+        if state is None or t - state.last.time_us > idle_us:
+            # a new session: no relation across the gap, support counts again
+            state = ObjectState(LastRead(rp, t), (rp,), frozenset())
+            continue
+        last, found = advance(state.last, [(rp, t)], dwell_seconds)
+        visits, seen = state.visits, state.seen
+        for rel in found:
+            rels.append(rel)
+            visits = (visits + (rel[1],))[-max_visits:]
+            if rel not in seen:
+                support.append(rel)
+                seen = seen | {rel}
+        state = ObjectState(last, visits, seen)
+    return state, StepOut(tuple(rels), tuple(support), tuple(late), changed)
+
+
+def should_evict(state: ObjectState, watermark_us: int, idle_seconds: float) -> bool:
+    """True once the watermark is more than ``idle_seconds`` past the object's last read.
+
+    >>> should_evict(ObjectState(LastRead("A", 0), ("A",), frozenset()), 3_601_000_000, 3600)
+    True
+    """
+    return watermark_us > state.last.time_us + int(idle_seconds * 1e6)
+
+
+def recompute_sequences(reads: Iterable[tuple[str, str, int, str]], dwell_seconds: float,
+                        idle_seconds: float) -> dict[str, list[list[str]]]:
+    """The batch recomputation of the policy: ``(oid, read_point, time_us, source)`` reads
+    (the event log minus the late events) -> ``{oid: [session sequence, ...]}``.
+
+    Examples
+    --------
+    >>> recompute_sequences([("o", "A", 0, "f:1"), ("o", "B", 10**6, "f:2"),
+    ...                      ("o", "C", 10**10, "f:3")], 60, 3600)
+    {'o': [['A', 'B'], ['C']]}
+    """
+    by_oid: dict[str, list] = {}
+    for oid, rp, t, src in reads:
+        by_oid.setdefault(oid, []).append((t, arrival_key(src), rp))
+    out = {}
+    idle_us = int(idle_seconds * 1e6)
+    for oid, rs in by_oid.items():
+        rs.sort()
+        sessions, cur = [], [rs[0]]
+        for prev, r in zip(rs, rs[1:]):
+            if r[0] - prev[0] > idle_us:
+                sessions.append(cur)
+                cur = []
+            cur.append(r)
+        sessions.append(cur)
+        out[oid] = [dedup_dwell([r[2] for r in s], [r[0] / 1e6 for r in s], dwell_seconds)
+                    for s in sessions]
+    return out
+
+
+# -- Spark: the state step inside applyInPandasWithState ------------------------------------
+
+KIND_RELATION = "relation"
+KIND_LATE = "late"
+KIND_OBJECT = "object"
+_TIME_US = "time_us"
+_WATERMARK_COLUMN = "_never_late"
+_WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.delayKey
+_NEVER_LATE = "2200-01-01 00:00:00"  # within pandas' nanosecond range
+
+
+def update_struct():
+    """Schema of :func:`object_updates` rows: kind, oid, a, b, freq, support, read_point,
+    event_time, source, sequence array<string>, last_time."""
+    from pyspark.sql import types as T
+
+    return T.StructType([
+        T.StructField(S.KIND, T.StringType(), False),
+        T.StructField(S.OID, T.StringType(), True),
+        T.StructField(S.A, T.StringType(), True),
+        T.StructField(S.B, T.StringType(), True),
+        T.StructField(S.FREQ, T.LongType(), True),
+        T.StructField(S.SUPPORT, T.LongType(), True),
+        T.StructField(S.READ_POINT, T.StringType(), True),
+        T.StructField(S.EVENT_TIME, T.TimestampType(), True),
+        T.StructField(S.SOURCE, T.StringType(), True),
+        T.StructField(S.SEQUENCE, T.ArrayType(T.StringType(), True), True),
+        T.StructField(S.LAST_TIME, T.TimestampType(), True),
+    ])
+
+
+def _state_struct():
+    from pyspark.sql import types as T
+
+    return T.StructType([
+        T.StructField(S.READ_POINT, T.StringType(), False),
+        T.StructField(_TIME_US, T.LongType(), False),
+        T.StructField(S.SEQUENCE, T.StringType(), False),   # JSON list of visits
+        T.StructField("seen", T.StringType(), False),       # JSON list of [a, b]
+    ])
+
+
+def _encode(st: ObjectState) -> tuple:
+    return (st.last.read_point, st.last.time_us, json.dumps(list(st.visits)),
+            json.dumps(sorted(list(r) for r in st.seen)))
+
+
+def _decode(row: tuple) -> ObjectState:
+    rp, t, visits, seen = row
+    return ObjectState(LastRead(rp, int(t)), tuple(json.loads(visits)),
+                       frozenset(tuple(r) for r in json.loads(seen)))
+
+
+def _micros(series):
+    import numpy as np
+
+    values = series.dt.tz_convert("UTC").dt.tz_localize(None) if series.dt.tz is not None \
+        else series
+    return values.to_numpy(dtype="datetime64[us]").astype(np.int64)
+
+
+def _update_frame(oid: str, st: ObjectState | None, out: StepOut):
+    """pandas rows of :func:`update_struct` for one object's step."""
+    import pandas as pd
+
+    rows = []
+    freq: dict = {}
+    for rel in out.relations:
+        freq[rel] = freq.get(rel, 0) + 1
+    support = set(out.new_support)
+    for (a, b), n in sorted(freq.items()):
+        rows.append({S.KIND: KIND_RELATION, S.OID: oid, S.A: a, S.B: b, S.FREQ: n,
+                     S.SUPPORT: int((a, b) in support)})
+    for rp, t, src in out.late:
+        rows.append({S.KIND: KIND_LATE, S.OID: oid, S.READ_POINT: rp,
+                     S.EVENT_TIME: pd.Timestamp(t, unit="us"), S.SOURCE: src})
+    if out.changed and st is not None:
+        rows.append({S.KIND: KIND_OBJECT, S.OID: oid, S.SEQUENCE: list(st.visits),
+                     S.LAST_TIME: pd.Timestamp(st.last.time_us, unit="us")})
+    columns = [f.name for f in update_struct().fields]
+    frame = pd.DataFrame({c: pd.Series([r.get(c) for r in rows], dtype=object) for c in columns})
+    for c in (S.FREQ, S.SUPPORT):
+        frame[c] = frame[c].astype("Int64")
+    for c in (S.EVENT_TIME, S.LAST_TIME):
+        frame[c] = pd.to_datetime(frame[c])
+    return frame
+
+
+def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_seconds: float,
+                   max_visits: int = 1000):
+    """Relational Dependency Updater with per-oid state (``applyInPandasWithState``).
+
+    Parameters
+    ----------
+    events : DataFrame (streaming)
+        At least ``oid, read_point, event_time, source``.
+    dwell_seconds, idle_seconds, watermark_seconds, max_visits
+        The policy of the module docstring.
+
+    Returns
+    -------
+    DataFrame
+        :func:`update_struct`: ``kind, oid, a, b, freq, support, read_point, event_time, source,
+        sequence, last_time``. ``relation`` rows: an object's new (a, b) occurrences in this
+        micro-batch (``freq``) and 1 in ``support`` when (a, b) is new to its session; ``late``
+        rows: oid, read_point, event_time, source of a late event; ``object`` rows: an updated
+        object's session sequence and last_time.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    if idle_seconds < dwell_seconds:
+        raise ValueError("idle_seconds must be at least dwell_seconds")
+
+    def run(key, frames, state):
+        oid = key[0]
+        watermark_us = state.getCurrentWatermarkMs() * 1000
+        if state.hasTimedOut:
+            # the watermark passed last read + idle_seconds: the object is finished (its score
+            # is already stored); a later read of it is late or starts a new session
+            state.remove()
+            return
+        current = _decode(state.get) if state.exists else None
+        reads = []
+        for pdf in frames:
+            reads.extend(zip(pdf[S.READ_POINT].tolist(), _micros(pdf[S.EVENT_TIME]).tolist(),
+                             pdf[S.SOURCE].tolist()))
+        new, out = step(current, reads, watermark_us, dwell_seconds, idle_seconds, max_visits)
+        if new is None or should_evict(new, watermark_us, idle_seconds):
+            if state.exists:
+                state.remove()
+        else:
+            state.update(_encode(new))
+            state.setTimeoutTimestamp(-(-(new.last.time_us + idle_us) // 1000))
+        yield _update_frame(oid, new, out)
+
+    idle_us = int(idle_seconds * 1e6)
+    delay_ms = int(watermark_seconds * 1000)
+    events = events.withWatermark(S.EVENT_TIME, f"{delay_ms} milliseconds")
+    # Spark drops rows below the watermark before an event-time-timeout state function sees
+    # them; our policy records them as late instead. So the event time travels as an untagged
+    # copy and the operator's watermark column is a constant no row is ever behind (the
+    # watermark itself is still computed from event_time above).
+    watermarked = events.select(
+        S.OID, S.READ_POINT,
+        F.timestamp_micros(F.unix_micros(S.EVENT_TIME)).alias(S.EVENT_TIME),
+        S.SOURCE,
+        F.lit(_NEVER_LATE).cast("timestamp").alias(
+            _WATERMARK_COLUMN, metadata={_WATERMARK_DELAY_KEY: delay_ms}),
+    )
+    # oid, read_point, event_time, source, _never_late (one row per new flat event)
+    return watermarked.groupBy(F.col(S.OID)).applyInPandasWithState(
+        run, update_struct(), _state_struct(), "append", GroupStateTimeout.EventTimeTimeout)
+
+
+# -- wiring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Queries:
+    """The running queries of :func:`start_event_queries`."""
+
+    event_log: object
+    relations: object
+
+    def all(self):
+        return [self.event_log, self.relations]
+
+    def process_all_available(self):
+        for q in self.all():
+            q.processAllAvailable()
+
+    def stop(self):
+        for q in self.all():
+            q.stop()
+
+
+def start_event_queries(spark, stream: StreamConf, max_document_bytes: int, dwell_seconds: float,
+                        scoring, window_seconds: int, trigger: bool = True) -> Queries:
+    """Start the two checkpointed queries of the event job (module docstring).
+
+    Parameters
+    ----------
+    spark : SparkSession
+        With the Kafka connector on its class path when ``stream.source == "kafka"``.
+    stream : StreamConf
+    max_document_bytes : int
+        Larger documents are quarantined (``too_large``).
+    dwell_seconds : float
+        Sequence Extractor dwell window.
+    scoring : ScoringConf
+        Alignment scores.
+    window_seconds : int
+        ALIGNMENT SCORE TABLE window.
+    trigger : bool
+        Use ``stream.trigger_seconds`` as a processing-time trigger (tests may pass False and
+        drive the queries with ``processAllAvailable``).
+
+    Returns
+    -------
+    Queries
+    """
+    from soads import ingest, preprocess
+    from soads.storage import sinks
+
+    root = os.path.expanduser(stream.checkpoint_root)
+
+    def documents():
+        if stream.source == "kafka":
+            return ingest.read_kafka(spark, stream.kafka_bootstrap, stream.topic,
+                                     stream.starting_offsets, stream.max_offsets_per_trigger)
+        if stream.source == "files":
+            return ingest.read_files(spark, stream.input_path, stream.max_files_per_trigger)
+        raise ValueError(f"stream.source must be kafka or files, not {stream.source!r}")
+
+    sinks.prepare(stream.db_url, stream.event_log)
+
+    def start(df, name, writer):
+        w = df.writeStream.queryName(name).foreachBatch(writer) \
+            .option("checkpointLocation", os.path.join(root, name))
+        if trigger:
+            w = w.trigger(processingTime=f"{int(stream.trigger_seconds * 1000)} milliseconds")
+        return w.start()
+
+    # kind, oid, read_point, event_time (text), ..., source, reason, detail (one row per
+    # flat event or quarantine record)
+    parsed = preprocess.parse_documents(documents(), max_document_bytes)
+    event_log = start(parsed, "event_log", sinks.event_log_writer(
+        stream.event_log, stream.db_url,
+        stream.kafka_bootstrap if stream.source == "kafka" else "", stream.quarantine_topic))
+
+    events, _ = preprocess.split_parsed(preprocess.parse_documents(documents(),
+                                                                   max_document_bytes))
+    # oid, read_point, event_time, ..., source (one row per flat event)
+    updates = object_updates(events, dwell_seconds, stream.idle_seconds, stream.watermark_seconds,
+                             stream.max_visits)
+    # kind, oid, a, b, freq, support, read_point, event_time, source, sequence, last_time
+    relations = start(updates, "relations", sinks.updates_writer(
+        stream.db_url, scoring, window_seconds))
+    logger.info("started queries event_log (%s) and relations (%s)", event_log.id, relations.id)
+    return Queries(event_log, relations)

@@ -1,0 +1,307 @@
+"""The streaming event job (soads.streaming, soads.storage.sinks, soads.ingest) without services:
+a file source, Parquet event log, SQLite tables."""
+import datetime as dt
+import os
+
+import pytest
+
+from soads import schema as S
+from soads import streaming
+from soads.config import ScoringConf
+from soads.dependencies import LastRead, relation_counts
+from soads.scoring import score_batch
+from soads.streaming import ObjectState, recompute_sequences, step
+
+MIN = 60_000_000  # µs
+
+
+# -- the pure state step ---------------------------------------------------------------------
+
+
+def test_step_orders_a_batch_by_event_time_then_arrival():
+    st, out = step(None, [("C", 2 * MIN, "f:3"), ("A", 0, "f:1"), ("B", 2 * MIN, "f:2")],
+                   0, 60, 3600)
+    assert st.visits == ("A", "B", "C")
+    assert out.relations == (("A", "B"), ("B", "C")) and out.changed and out.late == ()
+    assert st.last == LastRead("C", 2 * MIN)
+
+
+def test_step_dwell_repeat_is_one_visit():
+    st, out = step(None, [("A", 0, "f:1"), ("A", 30_000_000, "f:2"), ("B", MIN, "f:3")],
+                   0, 60, 3600)
+    assert st.visits == ("A", "B") and out.relations == (("A", "B"),)
+
+
+def test_step_support_counts_once_per_object():
+    st, out = step(None, [("A", 0, "f:1"), ("B", MIN, "f:2"), ("A", 2 * MIN, "f:3"),
+                          ("B", 3 * MIN, "f:4")], 0, 60, 3600)
+    assert out.relations == (("A", "B"), ("B", "A"), ("A", "B"))
+    assert out.new_support == (("A", "B"), ("B", "A"))
+    st, out = step(st, [("A", 4 * MIN, "f:5"), ("B", 5 * MIN, "f:6")], 0, 60, 3600)
+    assert out.relations == (("B", "A"), ("A", "B")) and out.new_support == ()
+
+
+def test_step_late_events():
+    st, _ = step(None, [("A", 10 * MIN, "f:1")], 0, 60, 3600)
+    # older than the last read of an earlier batch, equal to it, or below the watermark: late
+    st2, out = step(st, [("B", 5 * MIN, "f:2"), ("C", 10 * MIN, "f:3"), ("D", 11 * MIN, "f:4"),
+                         ("E", 12 * MIN, "f:5")], 11 * MIN + 1, 60, 3600)
+    assert [r[0] for r in out.late] == ["B", "C", "D"]
+    assert out.relations == (("A", "E"),) and st2.visits == ("A", "E")
+    # only late reads: the state does not change and nothing is scored
+    st3, out = step(st2, [("F", 0, "f:6")], 0, 60, 3600)
+    assert st3 == st2 and not out.changed and len(out.late) == 1
+
+
+def test_step_gap_longer_than_idle_starts_a_new_session():
+    st, _ = step(None, [("A", 0, "f:1"), ("B", MIN, "f:2")], 0, 60, 3600)
+    st, out = step(st, [("B", 62 * MIN, "f:3"), ("C", 63 * MIN, "f:4")], 0, 60, 3600)
+    assert st.visits == ("B", "C") and out.relations == (("B", "C"),)
+    assert out.new_support == (("B", "C"),)
+
+
+def test_should_evict_and_recompute_apply_the_same_policy():
+    st = ObjectState(LastRead("A", 0), ("A",), frozenset())
+    assert not streaming.should_evict(st, 3600 * 10**6, 3600)
+    assert streaming.should_evict(st, 3600 * 10**6 + 1, 3600)
+    reads = [("o", "A", 0, "f:1"), ("o", "A", 10**6, "f:2"), ("o", "B", MIN, "f:3"),
+             ("o", "C", 70 * MIN, "f:4"), ("p", "X", 0, "f:5")]
+    assert recompute_sequences(reads, 60, 3600) == {"o": [["A", "B"], ["C"]], "p": [["X"]]}
+
+
+def test_step_equals_recomputation_on_random_batches():
+    import random
+
+    rnd = random.Random(5)
+    for _ in range(200):
+        reads = [(rnd.choice("ABCD"), rnd.randrange(0, 200) * 20_000_000, f"f:{i}")
+                 for i in range(rnd.randrange(1, 25))]
+        cuts = sorted(rnd.sample(range(len(reads) + 1), 2))
+        batches = [reads[:cuts[0]], reads[cuts[0]:cuts[1]], reads[cuts[1]:]]
+        st, freq, support, late = None, [], [], set()
+        for b in batches:
+            st, out = step(st, b, 0, 60, 1800)
+            freq += out.relations
+            support += out.new_support
+            late |= {src for _, _, src in out.late}
+        kept = [("o", rp, t, src) for rp, t, src in reads if src not in late]
+        seqs = recompute_sequences(kept, 60, 1800).get("o", [])
+        expected = relation_counts(seqs)
+        got = {k: (freq.count(k), support.count(k)) for k in set(freq)}
+        assert got == expected
+        if seqs:
+            assert list(st.visits) == seqs[-1]
+
+
+# -- Spark: file source, Parquet, SQLite -----------------------------------------------------
+
+T0 = dt.datetime(2024, 3, 4, 8, 0, 0)
+
+
+def _event(oid, rp, when):
+    return (f"<ObjectEvent><eventTime>{when.strftime('%Y-%m-%dT%H:%M:%S.000Z')}</eventTime>"
+            f"<eventTimeZoneOffset>+00:00</eventTimeZoneOffset><epcList><epc>{oid}</epc>"
+            f"</epcList><action>OBSERVE</action><readPoint><id>{rp}</id></readPoint>"
+            f"</ObjectEvent>")
+
+
+def _document(events):
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<epcis:EPCISDocument '
+            'xmlns:epcis="urn:epcglobal:epcis:xsd:2" schemaVersion="2.0" '
+            'creationDate="2024-03-04T08:00:00Z">\n<EPCISBody>\n<EventList>\n'
+            + "\n".join(events) + "\n</EventList>\n</EPCISBody>\n</epcis:EPCISDocument>\n"
+            ).encode()
+
+
+def _oid(i):
+    return f"urn:epc:id:sgtin:0614141.107346.{i}"
+
+
+def _rp(x):
+    return f"urn:epc:id:sgln:0614141.00777.{x}"
+
+
+PATHS = {1: "ABCDE", 2: "ABCDE", 3: "ABXDE", 4: "ACBDE", 5: "ABCDEBCDE", 6: "AB"}
+
+
+def _docs():
+    """Documents in arrival order: objects walk PATHS (one read every 5 min) over three
+    documents, then a document of late reads, then a clock read ten hours later."""
+    reads = [(i, _rp(x), T0 + dt.timedelta(minutes=5 * k + i))
+             for i, path in PATHS.items() for k, x in enumerate(path)]
+    reads.sort(key=lambda r: r[2])
+    n = len(reads)
+    parts = [reads[: n // 3], reads[n // 3: 2 * n // 3], reads[2 * n // 3:]]
+    docs = [_document([_event(_oid(i), rp, t) for i, rp, t in p]) for p in parts]
+    # object 1 again, long before its last read (below the watermark: late)
+    docs.append(_document([_event(_oid(1), _rp("Z"), T0 + dt.timedelta(minutes=1))]))
+    docs.append(b"<epcis:EPCISDocument xmlns:epcis='urn:epcglobal:epcis:xsd:2'><EventList>")
+    docs.append(_document([_event(_oid(99), _rp("A"), T0 + dt.timedelta(hours=10))]))
+    return docs
+
+
+def _put(directory, index, data):
+    path = os.path.join(directory, f"doc-{index:03d}.xml")
+    with open(path, "wb") as fh:
+        fh.write(data)
+    os.utime(path, (1_700_000_000 + index, 1_700_000_000 + index))  # file source order
+
+
+def _stream_conf(tmp_path):
+    return streaming.StreamConf(
+        source="files", input_path=str(tmp_path / "in"), max_files_per_trigger=1,
+        event_log=str(tmp_path / "log"), db_url=f"sqlite:///{tmp_path}/soads.db",
+        checkpoint_root=str(tmp_path / "ck"), watermark_seconds=600, idle_seconds=3600,
+        quarantine_topic="")
+
+
+def _start(spark, conf):
+    return streaming.start_event_queries(spark, conf, 1 << 20, 60.0, ScoringConf(), 3600,
+                                         trigger=False)
+
+
+def _add_run(url, run_id, patterns, when):
+    from soads.storage import tables
+
+    tables.write_rows(url, "pattern", [
+        {S.RUN_ID: run_id, S.PATTERN_ID: k, S.PATTERN: p, S.SUPPORT: 1, S.LENGTH: len(p),
+         S.MAXIMAL: True} for k, p in enumerate(patterns)])
+    tables.write_rows(url, "mining_run", [{S.RUN_ID: run_id, S.ALGORITHM: "test",
+                                           S.N_PATTERNS: len(patterns), S.CREATED_AT: when}])
+
+
+def _snapshot(url):
+    from soads.storage import sinks, tables
+
+    return {name: sorted(map(repr, tables.read_table(url, name)))
+            for name in ("relational_dependency", "object_score", "alignment_score")} | {
+        "late": sorted(map(repr, sinks.read_late(url)))}
+
+
+def _recompute(spark, conf):
+    """Batch recomputation from the Parquet event log minus late events."""
+    from pyspark.sql import functions as F
+
+    from soads.storage import sinks
+
+    events = spark.read.parquet(os.path.join(conf.event_log, "event_log")).select(
+        S.OID, S.READ_POINT, F.unix_micros(S.EVENT_TIME).alias("us"), S.SOURCE).collect()
+    late = {(r[S.OID], r[S.SOURCE]) for r in sinks.read_late(conf.db_url)}
+    kept = [(r[S.OID], r[S.READ_POINT], r["us"], r[S.SOURCE]) for r in events
+            if (r[S.OID], r[S.SOURCE]) not in late]
+    sessions = recompute_sequences(kept, 60.0, 3600.0)
+    last_time = {}
+    for oid, _, us, _ in kept:
+        last_time[oid] = max(last_time.get(oid, 0), us)
+    return events, late, sessions, last_time
+
+
+def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_path):
+    from soads.storage import tables
+
+    from soads.storage import sinks
+
+    conf = _stream_conf(tmp_path)
+    os.makedirs(conf.input_path)
+    sinks.prepare(conf.db_url, conf.event_log)
+    run1 = [[_rp(x) for x in "ABCDE"], [_rp(x) for x in "BCD"]]
+    _add_run(conf.db_url, "run-1", run1, dt.datetime(2024, 1, 1))
+    docs = _docs()
+    for i, d in enumerate(docs[:4]):
+        _put(conf.input_path, i, d)
+    q = _start(spark, conf)
+    q.process_all_available()
+    q.stop()
+    first = _snapshot(conf.db_url)
+    assert len(first["late"]) == 1  # object 1 at T0+1 min arrived after the watermark passed
+
+    # restart on the same checkpoint: nothing is replayed twice
+    q = _start(spark, conf)
+    q.process_all_available()
+    assert _snapshot(conf.db_url) == first
+    # a new mining run is picked up without a restart
+    run2 = [[_rp(x) for x in "ABCDE"]]
+    _add_run(conf.db_url, "run-2", run2, dt.datetime(2024, 1, 2))
+    for i, d in enumerate(docs[4:], start=4):
+        _put(conf.input_path, i, d)
+    q.process_all_available()
+    state_rows = q.relations.lastProgress["stateOperators"][0]["numRowsTotal"]
+    q.stop()
+    # the clock read ten hours later moved the watermark: every other object was evicted
+    assert state_rows == 1
+
+    events, late, sessions, last_time = _recompute(spark, conf)
+    assert len(events) == sum(len(p) for p in PATHS.values()) + 2
+    got = {(r[S.A], r[S.B]): (r[S.FREQ], r[S.SUPPORT])
+           for r in tables.read_table(conf.db_url, "relational_dependency")}
+    assert got == relation_counts([s for ss in sessions.values() for s in ss])
+    assert got[(_rp("A"), _rp("B"))] == (5, 5)
+    assert got[(_rp("B"), _rp("C"))] == (4, 3)  # object 5 walks B, C twice: support once
+
+    scores = {r[S.OID]: r for r in tables.read_table(conf.db_url, "object_score")}
+    assert set(scores) == set(sessions)
+    assert scores[_oid(99)][S.RUN_ID] == "run-2" and scores[_oid(1)][S.RUN_ID] == "run-1"
+    runs = {"run-1": run1, "run-2": run2}
+    for oid, row in scores.items():
+        s, raw, best = score_batch([sessions[oid][-1]], runs[row[S.RUN_ID]], ScoringConf())
+        assert (row[S.SCORE], row[S.RAW]) == (s[0], raw[0])
+        assert row[S.PATTERN] == runs[row[S.RUN_ID]][best[0]]
+        assert row[S.LAST_TIME] == dt.datetime(1970, 1, 1) + dt.timedelta(
+            microseconds=last_time[oid])
+    windows = tables.read_table(conf.db_url, "alignment_score")
+    assert sum(w[S.N_OBJECTS] for w in windows) == len(scores)
+
+    quarantine = spark.read.parquet(os.path.join(conf.event_log, "quarantine")).collect()
+    assert [r[S.REASON] for r in quarantine] == ["malformed_xml"]
+
+
+def test_ledger_replay_changes_nothing(spark, tmp_path):
+    from soads.storage import sinks, tables
+
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    sinks.prepare(url, str(tmp_path / "log"))
+    _add_run(url, "run-1", [["A", "B", "C"]], dt.datetime(2024, 1, 1))
+    t = dt.datetime(2024, 3, 4, 10, 30)
+    rows = [
+        (streaming.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
+        (streaming.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
+        (streaming.KIND_LATE, "o1", None, None, None, None, "Z", t, "f:9", None, None),
+        (streaming.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], t),
+    ]
+    updates = spark.createDataFrame(rows, streaming.update_struct())
+    assert sinks.write_relations(updates, 7, url)
+    assert sinks.write_scores(updates, 7, url, ScoringConf(), 3600)
+    once = _snapshot(url)
+    assert not sinks.write_relations(updates, 7, url)
+    assert not sinks.write_scores(updates, 7, url, ScoringConf(), 3600)
+    assert _snapshot(url) == once
+    assert tables.read_table(url, "relational_dependency") == [
+        {S.A: "A", S.B: "B", S.FREQ: 3, S.SUPPORT: 2}]
+    # a new batch id increments
+    assert sinks.write_relations(updates, 8, url)
+    assert tables.read_table(url, "relational_dependency")[0][S.FREQ] == 6
+    (w,) = tables.read_table(url, "alignment_score")
+    assert (w[S.WINDOW_START], w[S.N_OBJECTS]) == (dt.datetime(2024, 3, 4, 10), 1)
+
+
+def test_error_in_a_sink_surfaces_as_streaming_query_exception(spark, tmp_path):
+    from pyspark.errors import StreamingQueryException
+
+    conf = _stream_conf(tmp_path)
+    os.makedirs(conf.input_path)
+    _put(conf.input_path, 0, _docs()[0])
+    # no tables were created: the relations sink fails inside foreachBatch
+    from soads import ingest, preprocess
+    from soads.storage import sinks
+
+    events, _ = preprocess.split_parsed(preprocess.parse_documents(
+        ingest.read_files(spark, conf.input_path)))
+    updates = streaming.object_updates(events, 60, 3600, 600)
+    q = (updates.writeStream.foreachBatch(sinks.updates_writer(conf.db_url, ScoringConf(), 3600))
+         .option("checkpointLocation", str(tmp_path / "ck-err")).start())
+    try:
+        with pytest.raises(StreamingQueryException, match="no such table"):
+            q.processAllAvailable()
+    finally:
+        q.stop()
+    assert q.exception() is not None
