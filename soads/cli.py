@@ -312,7 +312,7 @@ def format_report(report, n_show: int = 10) -> str:
               f"(maximal {c.get('maximal_patterns', 0):,}; minsup count "
               f"{report.mining.get('minsup_count')}; run {report.run_id})",
               f"windows scored        {c.get('windows', 0):>12,}", "",
-              f"top patterns (support, length):"]
+              "top maximal patterns (support, length; by support x length):"]
     for r in report.top_patterns[:n_show]:
         lines.append(f"  {r[S.SUPPORT]:>7,}  {r[S.LENGTH]:>2}  "
                      + " > ".join(_short(x) for x in r[S.PATTERN]))

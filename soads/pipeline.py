@@ -139,7 +139,9 @@ def mine(spark, seqs, rel, cfg: Config, report: Report, top: int = 10) -> list[d
     report.mining = info
     report.counts["patterns"] = len(rows)
     report.counts["maximal_patterns"] = sum(bool(r[S.MAXIMAL]) for r in rows)
-    report.top_patterns = rows[:top]
+    # the longest frequent paths say more than the many length-2 relations: show maximal ones
+    report.top_patterns = sorted((r for r in rows if r[S.MAXIMAL]),
+                                 key=lambda r: (-r[S.SUPPORT] * r[S.LENGTH], r[S.PATTERN]))[:top]
     return rows
 
 
