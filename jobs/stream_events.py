@@ -22,9 +22,8 @@ def main(argv=None) -> int:
     p.add_argument("--services-conf", default=None, help="conf/services.toml (Kafka jar cache)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    stream_sets = [s for s in args.set if s.startswith("stream.")]
-    cfg = config.load(args.conf, [s for s in args.set if not s.startswith("stream.")])
-    stream = streaming.load_conf(args.stream_conf, stream_sets)
+    cfg = config.load(args.conf + args.stream_conf, args.set)
+    stream = cfg.stream
     extra = {}
     if stream.source == "kafka":
         jars = services.spark_kafka_jars(services.load_conf(args.services_conf))

@@ -64,6 +64,32 @@ class SimulatorConf:
 
 
 @dataclass(frozen=True)
+class StreamConf:
+    """The ``[stream]`` section (``conf/services-stream.toml``).
+
+    ``source`` is ``kafka`` (``kafka_bootstrap``, ``topic``) or ``files`` (``input_path``).
+    ``event_log`` is ``hbase://host:port/prefix`` or a directory (Parquet). ``db_url`` is a
+    SQLAlchemy URL (MySQL or SQLite). An empty ``quarantine_topic`` writes no quarantine topic.
+    """
+
+    source: str = "kafka"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic: str = "soads-events"
+    quarantine_topic: str = "soads-quarantine"
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int = 200
+    input_path: str = ""
+    max_files_per_trigger: int = 20
+    event_log: str = "hbase://127.0.0.1:9090/soads"
+    db_url: str = "sqlite:///soads-data/soads.db"
+    checkpoint_root: str = "soads-data/checkpoints"
+    trigger_seconds: float = 5.0
+    watermark_seconds: float = 600.0
+    idle_seconds: float = 3600.0
+    max_visits: int = 1000
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConf = field(default_factory=SparkConf)
     storage: StorageConf = field(default_factory=StorageConf)
@@ -72,6 +98,7 @@ class Config:
     mining: MiningConf = field(default_factory=MiningConf)
     scoring: ScoringConf = field(default_factory=ScoringConf)
     simulator: SimulatorConf = field(default_factory=SimulatorConf)
+    stream: StreamConf = field(default_factory=StreamConf)
 
 
 class ConfigError(ValueError):

@@ -126,7 +126,13 @@ BATCH_ID = "batch_id"
 # The batch ledger: a streaming sink records each batch id in the same transaction as its upsert.
 TABLES["sink_batch"] = ((SINK, "text"), (BATCH_ID, "bigint"), (CREATED_AT, "timestamp"))
 
+# Late events of the streaming job (soads.streaming's policy): stored in the event log, but they
+# create no relation and no score; recorded here in the same transaction as the relation counts.
+TABLES["late_event"] = ((OID, "text"), (SOURCE, "text"), (READ_POINT, "text"),
+                        (EVENT_TIME, "timestamp"))
+
 PRIMARY_KEYS = {
+    "late_event": (OID, SOURCE),
     "sink_batch": (SINK, BATCH_ID),
     "relational_dependency": (A, B),
     "mining_run": (RUN_ID,),

@@ -45,10 +45,11 @@ import json
 import logging
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from soads import schema as S
+from soads.config import StreamConf
 from soads.dependencies import LastRead, advance
 from soads.sequences import arrival_key, dedup_dwell
 
@@ -57,56 +58,30 @@ logger = logging.getLogger(__name__)
 # -- configuration -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StreamConf:
-    """The ``[stream]`` section (``conf/services-stream.toml``).
-
-    ``source`` is ``kafka`` (``kafka_bootstrap``, ``topic``) or ``files`` (``input_path``).
-    ``event_log`` is ``hbase://host:port/prefix`` or a directory (Parquet). ``db_url`` is a
-    SQLAlchemy URL (MySQL or SQLite). An empty ``quarantine_topic`` writes no quarantine topic.
-    """
-
-    source: str = "kafka"
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    topic: str = "soads-events"
-    quarantine_topic: str = "soads-quarantine"
-    starting_offsets: str = "earliest"
-    max_offsets_per_trigger: int = 200
-    input_path: str = ""
-    max_files_per_trigger: int = 20
-    event_log: str = "hbase://127.0.0.1:9090/soads"
-    db_url: str = "sqlite:///soads-data/soads.db"
-    checkpoint_root: str = "soads-data/checkpoints"
-    trigger_seconds: float = 5.0
-    watermark_seconds: float = 600.0
-    idle_seconds: float = 3600.0
-    max_visits: int = 1000
-
-
 def load_conf(paths: Iterable[str] = (), overrides: Iterable[str] = ()) -> StreamConf:
     """``[stream]`` of the TOML files, then ``stream.key=value`` overrides (unknown keys raise).
+
+    The section is :class:`soads.config.StreamConf`; this reads only it, ignoring other sections.
 
     Examples
     --------
     >>> load_conf(overrides=["stream.trigger_seconds=1"]).trigger_seconds
     1.0
     """
+    from soads import config
+
     values: dict = {}
     for p in paths:
         with open(p, "rb") as fh:
             values.update(tomllib.load(fh).get("stream", {}))
     for item in overrides:
-        key, _, value = item.partition("=")
-        section, _, name = key.strip().partition(".")
-        if section != "stream":
+        if not item.strip().startswith("stream."):
             raise ValueError(f"not a stream override: {item!r}")
-        values[name] = value.strip()
-    known = {f.name: f for f in fields(StreamConf)}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ValueError(f"unknown key(s) in [stream]: {', '.join(sorted(unknown))}")
-    base = StreamConf()
-    return replace(base, **{k: type(getattr(base, k))(v) for k, v in values.items()})
+    sets = [f"stream.{k}={v}" for k, v in values.items()] + list(overrides)
+    try:
+        return config.load(overrides=sets).stream
+    except config.ConfigError as e:
+        raise ValueError(str(e)) from e
 
 
 # -- pure core: the per-oid step -------------------------------------------------------------

@@ -57,3 +57,11 @@ CREATE TABLE IF NOT EXISTS sink_batch (
 	created_at DATETIME,
 	PRIMARY KEY (sink, batch_id)
 );
+
+CREATE TABLE IF NOT EXISTS late_event (
+	oid VARCHAR(255) NOT NULL,
+	source VARCHAR(255) NOT NULL,
+	read_point VARCHAR(255),
+	event_time DATETIME,
+	PRIMARY KEY (oid, source)
+);

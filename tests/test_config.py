@@ -8,7 +8,18 @@ CONF = os.path.join(os.path.dirname(__file__), "..", "conf", "soads.toml")
 
 
 def test_committed_conf_loads_and_matches_defaults():
-    assert config.load([CONF]) == config.Config()
+    cfg = config.load([CONF])
+    # the embedded default streams from a directory of files; the dataclass default is Kafka
+    assert cfg.stream.source == "files" and cfg.stream.db_url == cfg.storage.db_url
+    assert cfg.stream.__class__.__name__ == "StreamConf"
+    import dataclasses
+    assert dataclasses.replace(cfg, stream=config.StreamConf()) == config.Config()
+
+
+def test_services_stream_conf_is_a_stream_section():
+    here = os.path.dirname(CONF)
+    cfg = config.load([CONF, os.path.join(here, "services-stream.toml")])
+    assert cfg.stream.source == "kafka" and cfg.stream.event_log.startswith("hbase://")
 
 
 def test_overrides_coerce_types():

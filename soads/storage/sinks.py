@@ -35,16 +35,7 @@ SINK_QUARANTINE_TOPIC = "quarantine_topic"
 LATE_TABLE = "late_event"
 _CHUNK = 1000
 
-# Late events (soads.streaming's policy): kept apart from soads.schema.TABLES until the owners
-# of schema.py and sql/ adopt it (proposal: TABLES["late_event"] with these columns).
-_late_metadata = sa.MetaData()
-LATE_EVENT = sa.Table(
-    LATE_TABLE, _late_metadata,
-    sa.Column(S.OID, sa.String(255), primary_key=True),
-    sa.Column(S.SOURCE, sa.String(255), primary_key=True),
-    sa.Column(S.READ_POINT, sa.String(255)),
-    sa.Column(S.EVENT_TIME, sa.DateTime(timezone=False)),
-)
+LATE_EVENT = tables.TABLE[LATE_TABLE]  # soads.streaming's late/out-of-order policy
 
 
 def _is_hbase(location: str) -> bool:
@@ -61,7 +52,6 @@ def prepare(db_url: str, event_log: str) -> None:
     eng = tables.engine(db_url)
     try:
         tables.create_tables(eng)
-        _late_metadata.create_all(eng)
     finally:
         eng.dispose()
     if _is_hbase(event_log):
