@@ -24,6 +24,9 @@ class SparkConf:
 class StorageConf:
     root: str = "soads-data"
     db_url: str = "sqlite:///soads-data/soads.db"
+    event_log: str = ""
+    """Where the EVENT LOG TABLE lives: ``hbase://host:port/prefix`` or a directory (Parquet);
+    empty means ``<root>`` (Parquet)."""
 
 
 @dataclass(frozen=True)

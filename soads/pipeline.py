@@ -52,7 +52,26 @@ class Report:
 
 
 def event_log_location(cfg: Config) -> str:
-    return os.path.abspath(cfg.storage.root)
+    """``hbase://host:port/prefix`` or the Parquet directory of the EVENT LOG TABLE."""
+    loc = cfg.storage.event_log
+    if loc.startswith("hbase://"):
+        return loc
+    return os.path.abspath(loc or cfg.storage.root)
+
+
+def event_log_backend(location: str):
+    """The one place that picks the event-log backend: HBase for ``hbase://``, else Parquet.
+
+    Both modules have ``write_events``, ``read_events``, ``write_quarantine``,
+    ``read_quarantine`` with the same signatures.
+    """
+    if location.startswith("hbase://"):
+        from soads.storage import hbase
+
+        return hbase
+    from soads.storage import event_log
+
+    return event_log
 
 
 def ingest(spark, inputs: list[str], cfg: Config, report: Report) -> None:
@@ -60,13 +79,13 @@ def ingest(spark, inputs: list[str], cfg: Config, report: Report) -> None:
     from pyspark.sql import functions as F
 
     from soads import preprocess
-    from soads.storage import event_log
 
     with report.timed("ingest"):
         docs = preprocess.read_documents(spark, inputs)
         parsed = preprocess.parse_documents(docs, cfg.preprocess.max_document_bytes).cache()
         events, quarantine = preprocess.split_parsed(parsed)
         loc = event_log_location(cfg)
+        event_log = event_log_backend(loc)
         event_log.write_events(events, loc)
         event_log.write_quarantine(quarantine, loc)
         parsed.unpersist()
@@ -88,10 +107,11 @@ def sequences_and_relations(spark, cfg: Config, report: Report):
         sequences ``oid, sequence, first_time, last_time`` and relations ``a, b, freq, support``.
     """
     from soads import dependencies, sequences
-    from soads.storage import event_log, tables
+    from soads.storage import tables
 
     with report.timed("sequences"):
-        events = event_log.read_events(spark, event_log_location(cfg))
+        loc = event_log_location(cfg)
+        events = event_log_backend(loc).read_events(spark, loc)
         seqs = sequences.extract_sequences(events, cfg.sequences.dwell_seconds).cache()
         report.counts["objects"] = seqs.count()
     with report.timed("relations"):
