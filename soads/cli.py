@@ -152,6 +152,8 @@ def cmd_parse(args) -> int:
         except OSError as e:
             raise UsageError(f"cannot read {path}: {e.strerror or e}") from e
         for ev in events:
+            if ev.get(S.SENSOR_REPORTS) is not None:  # stored as JSON text; shown as JSON
+                ev = {**ev, S.SENSOR_REPORTS: json.loads(ev[S.SENSOR_REPORTS])}
             _out(json.dumps(ev, ensure_ascii=False))
         for q in quarantine:
             _err(f"quarantine {q[S.SOURCE]} {q[S.REASON]}: {q[S.DETAIL]}")

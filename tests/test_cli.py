@@ -24,6 +24,15 @@ def test_parse_prints_one_json_event_per_line(capsys, epcis_examples):
     assert events[0][S.EVENT_TIME] == "2005-04-04T02:33:31.116Z"
 
 
+def test_parse_shows_sensor_reports_as_json(capsys, epcis_examples):
+    code, out, _ = run(capsys, "parse", os.path.join(epcis_examples, "jsonld", "SensorDataExample1.jsonld"))
+    assert code == 0
+    event = json.loads(out.splitlines()[0])
+    reports = event[S.SENSOR_REPORTS]
+    assert isinstance(reports, list) and len(reports) == 3
+    assert reports[0]["sensorReport"][0]["type"] == "Temperature"
+
+
 def test_parse_reports_quarantine_on_stderr_and_exits_0(capsys, tmp_path):
     bad = tmp_path / "bad.xml"
     bad.write_bytes(b"\x00\xff\xfe garbage")
