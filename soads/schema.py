@@ -131,7 +131,30 @@ TABLES["sink_batch"] = ((SINK, "text"), (BATCH_ID, "bigint"), (CREATED_AT, "time
 TABLES["late_event"] = ((OID, "text"), (SOURCE, "text"), (READ_POINT, "text"),
                         (EVENT_TIME, "timestamp"))
 
+# -- SENSOR ANOMALY TABLE and drift (soads.sensor.streaming, soads.sensor.drift) ------------
+MACHINE_ID = "machine_id"
+TS = "ts"
+"""Reading time of a sensor reading (UTC); a window is reported at its last reading's ts."""
+VALUES = "values"
+"""A reading's sensor values: JSON object ``{sensor: value}`` (Kafka) / ``map<string, double>``."""
+WINDOW = "window"
+"""One window's readings, flattened row-major: ``window x n_sensors`` doubles."""
+THRESHOLD = "threshold"
+IS_ANOMALY = "is_anomaly"
+MODEL_VERSION = "model_version"
+N_WINDOWS = "n_windows"
+JSD = "jsd"
+"""Jensen-Shannon divergence (base 2, in [0, 1]) of a time window's score histogram vs training."""
+DRIFTED = "drifted"
+TABLES["sensor_anomaly"] = ((MACHINE_ID, "text"), (WINDOW_END, "timestamp"), (SCORE, "float"),
+                            (THRESHOLD, "float"), (IS_ANOMALY, "bool"), (MODEL_VERSION, "text"))
+TABLES["sensor_drift"] = ((MODEL_VERSION, "text"), (WINDOW_START, "timestamp"),
+                          (WINDOW_END, "timestamp"), (N_WINDOWS, "bigint"), (JSD, "float"),
+                          (DRIFTED, "bool"))
+
 PRIMARY_KEYS = {
+    "sensor_anomaly": (MACHINE_ID, WINDOW_END),
+    "sensor_drift": (MODEL_VERSION, WINDOW_START),
     "late_event": (OID, SOURCE),
     "sink_batch": (SINK, BATCH_ID),
     "relational_dependency": (A, B),

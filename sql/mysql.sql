@@ -65,3 +65,23 @@ CREATE TABLE IF NOT EXISTS late_event (
 	event_time DATETIME,
 	PRIMARY KEY (oid, source)
 );
+
+CREATE TABLE IF NOT EXISTS sensor_anomaly (
+	machine_id VARCHAR(255) NOT NULL,
+	window_end DATETIME NOT NULL,
+	score DOUBLE,
+	threshold DOUBLE,
+	is_anomaly BOOL,
+	model_version VARCHAR(255),
+	PRIMARY KEY (machine_id, window_end)
+);
+
+CREATE TABLE IF NOT EXISTS sensor_drift (
+	model_version VARCHAR(255) NOT NULL,
+	window_start DATETIME NOT NULL,
+	window_end DATETIME,
+	n_windows BIGINT,
+	jsd DOUBLE,
+	drifted BOOL,
+	PRIMARY KEY (model_version, window_start)
+);
