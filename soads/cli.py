@@ -129,6 +129,12 @@ def _progress(label: str):
 def cmd_simulate(args) -> int:
     from soads.simulator.generate import simulate
 
+    if args.kafka:
+        return _simulate_kafka(args)
+    if not args.out:
+        raise UsageError("--out DIR or --kafka TOPIC is required")
+    if args.events_per_file is None:
+        args.events_per_file = 20000
     try:
         stats = simulate(args.out, n_objects=args.objects, seed=args.seed,
                          anomaly_rate=args.anomaly_rate, noise_rate=args.noise_rate,
@@ -139,6 +145,26 @@ def cmd_simulate(args) -> int:
     except OSError as e:
         raise UsageError(f"cannot write to {args.out}: {e.strerror or e}") from e
     _out(json.dumps({k: v for k, v in stats.items()}, default=str))
+    return 0
+
+
+def _simulate_kafka(args) -> int:
+    from soads.simulator.publish import simulate_to_kafka
+
+    def show(st):
+        _err(f"[soads] simulate -> {st['topic']}: {st['documents']:,} documents, "
+             f"{st['events']:,} flat events, {st['events_per_s']:,.0f} events/s")
+
+    try:
+        stats = simulate_to_kafka(args.bootstrap, args.kafka, args.rate, args.objects, args.seed,
+                                  args.anomaly_rate, args.noise_rate, args.format,
+                                  args.events_per_file or 200, truth_dir=args.out, progress=show)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    except OSError as e:
+        raise UsageError(f"cannot write truth.csv to {args.out}: {e.strerror or e}") from e
+    show(stats)
+    _out(json.dumps(stats, default=str))
     return 0
 
 
@@ -450,11 +476,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="battery-plant EPCIS documents + truth.csv")
     s.add_argument("--objects", type=_positive_int, required=True)
     s.add_argument("--seed", type=int, default=7)
-    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--out", metavar="DIR", help="documents + truth.csv (with --kafka: truth.csv)")
     s.add_argument("--anomaly-rate", type=_fraction, default=0.04)
     s.add_argument("--noise-rate", type=_fraction, default=0.05)
     s.add_argument("--format", choices=("xml", "jsonld"), default="xml")
-    s.add_argument("--events-per-file", type=_positive_int, default=20000)
+    s.add_argument("--events-per-file", type=_positive_int,
+                   help="ObjectEvents per document (default 20000; 200 with --kafka)")
+    s.add_argument("--kafka", metavar="TOPIC", help="publish one document per Kafka record")
+    s.add_argument("--bootstrap", default="127.0.0.1:9092", metavar="HOST:PORT")
+    s.add_argument("--rate", type=float, default=0.0, metavar="EVENTS_PER_S",
+                   help="--kafka: flat events per second (0: as fast as possible)")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("parse", help="EPCIS files -> one JSON flat event per line")
@@ -522,7 +553,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="[%(name)s] %(message)s", stream=sys.stderr)
-    for noisy in ("py4j", "sqlalchemy"):
+    for noisy in ("py4j", "sqlalchemy", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
