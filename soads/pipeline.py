@@ -9,6 +9,7 @@ evaluate  object scores vs the simulator's truth.csv -> ROC-AUC, best F1
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import logging
@@ -36,19 +37,14 @@ class Report:
     """detector name -> rows of :func:`soads.evaluate.detection_quality`"""
     run_id: str | None = None
 
+    @contextlib.contextmanager
     def timed(self, stage: str):
-        report = self
-
-        class _T:
-            def __enter__(self):
-                logger.info("stage %s ...", stage)
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                report.seconds[stage] = time.perf_counter() - self.t0
-                logger.info("stage %s done in %.1f s", stage, report.seconds[stage])
-
-        return _T()
+        """Time a stage into ``seconds[stage]`` and log its start and end."""
+        logger.info("stage %s ...", stage)
+        t0 = time.perf_counter()
+        yield
+        self.seconds[stage] = time.perf_counter() - t0
+        logger.info("stage %s done in %.1f s", stage, self.seconds[stage])
 
 
 def event_log_location(cfg: Config) -> str:
@@ -114,6 +110,15 @@ def sequences_and_relations(spark, cfg: Config, report: Report):
         events = event_log_backend(loc).read_events(spark, loc)
         seqs = sequences.extract_sequences(events, cfg.sequences.dwell_seconds).cache()
         report.counts["objects"] = seqs.count()
+    if cfg.mining.relations == "table":
+        # the streaming job keeps the table current: read it, do not recompute it
+        with report.timed("relations"):
+            rel = read_relations(spark, cfg.storage.db_url).cache()
+            report.counts["relations"] = rel.count()
+        return seqs, rel
+    if cfg.mining.relations != "recompute":
+        raise ValueError(f"mining.relations must be recompute or table, not "
+                         f"{cfg.mining.relations!r}")
     with report.timed("relations"):
         rel = dependencies.relation_table(seqs).cache()
         report.counts["relations"] = rel.count()
@@ -124,6 +129,30 @@ def sequences_and_relations(spark, cfg: Config, report: Report):
         tables.clear(cfg.storage.db_url, "relational_dependency")
         tables.write_dataframe(rel, cfg.storage.db_url, "relational_dependency")
     return seqs, rel
+
+
+def read_relations(spark, db_url: str):
+    """The stored RELATIONAL DEPENDENCY TABLE as a small Spark DataFrame.
+
+    The table holds one row per relation (read point pairs: a few thousand at most), so it is
+    read on the driver through :mod:`soads.storage.tables` and parallelised.
+
+    Returns
+    -------
+    DataFrame
+        ``a, b, freq, support`` (freq and support long).
+    """
+    from pyspark.sql import types as T
+
+    from soads.storage import tables
+
+    rows = [(r[S.A], r[S.B], int(r[S.FREQ]), int(r[S.SUPPORT]))
+            for r in tables.read_table(db_url, "relational_dependency", order_by=[S.A, S.B])]
+    schema = T.StructType([T.StructField(S.A, T.StringType(), False),
+                           T.StructField(S.B, T.StringType(), False),
+                           T.StructField(S.FREQ, T.LongType(), False),
+                           T.StructField(S.SUPPORT, T.LongType(), False)])
+    return spark.createDataFrame(rows, schema)
 
 
 def new_run_id(algorithm: str) -> str:
