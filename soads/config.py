@@ -44,6 +44,9 @@ class MiningConf:
     algorithm: str = "soads"
     minsup: float = 0.01
     max_length: int = 25
+    relations: str = "recompute"
+    """Where the miner's RELATIONAL DEPENDENCY TABLE comes from: ``recompute`` (from the event
+    log, and written to the table) or ``table`` (read as the streaming job left it)."""
 
 
 @dataclass(frozen=True)
