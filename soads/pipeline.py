@@ -120,15 +120,6 @@ def sequences_and_relations(spark, cfg: Config, report: Report):
     if cfg.mining.relations != "recompute":
         raise ValueError(f"mining.relations must be recompute or table, not "
                          f"{cfg.mining.relations!r}")
-    if cfg.mining.relations == "table":
-        # the streaming job keeps the table current: read it, do not recompute it
-        with report.timed("relations"):
-            rel = read_relations(spark, cfg.storage.db_url).cache()
-            report.counts["relations"] = rel.count()
-        return seqs, rel
-    if cfg.mining.relations != "recompute":
-        raise ValueError(f"mining.relations must be recompute or table, not "
-                         f"{cfg.mining.relations!r}")
     with report.timed("relations"):
         rel = dependencies.relation_table(seqs).cache()
         report.counts["relations"] = rel.count()
@@ -139,30 +130,6 @@ def sequences_and_relations(spark, cfg: Config, report: Report):
         tables.clear(cfg.storage.db_url, "relational_dependency")
         tables.write_dataframe(rel, cfg.storage.db_url, "relational_dependency")
     return seqs, rel
-
-
-def read_relations(spark, db_url: str):
-    """The stored RELATIONAL DEPENDENCY TABLE as a small Spark DataFrame.
-
-    The table holds one row per relation (read point pairs: a few thousand at most), so it is
-    read on the driver through :mod:`soads.storage.tables` and parallelised.
-
-    Returns
-    -------
-    DataFrame
-        ``a, b, freq, support`` (freq and support long).
-    """
-    from pyspark.sql import types as T
-
-    from soads.storage import tables
-
-    rows = [(r[S.A], r[S.B], int(r[S.FREQ]), int(r[S.SUPPORT]))
-            for r in tables.read_table(db_url, "relational_dependency", order_by=[S.A, S.B])]
-    schema = T.StructType([T.StructField(S.A, T.StringType(), False),
-                           T.StructField(S.B, T.StringType(), False),
-                           T.StructField(S.FREQ, T.LongType(), False),
-                           T.StructField(S.SUPPORT, T.LongType(), False)])
-    return spark.createDataFrame(rows, schema)
 
 
 def read_relations(spark, db_url: str):
