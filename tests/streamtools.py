@@ -1,0 +1,228 @@
+"""Helpers for the integration tests of the streaming job against the real parts (Kafka, HBase,
+MariaDB): a private topic, database and HBase prefix per test, the job as a subprocess, its
+checkpoint progress, and the exactly-once checks (tables == batch recomputation).
+
+Not a test module; imported by tests/test_stream_failures.py (tests/ is on sys.path under
+pytest's rootdir import mode).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from soads import epcis, schema as S, services, streaming
+
+IN_CI = os.environ.get("CI") == "true"
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+MAX_BYTES = 4 * 1024 * 1024
+
+
+def require(what, check):
+    """Run ``check``; a failure fails the test under CI=true, skips it elsewhere."""
+    try:
+        check()
+    except Exception as e:  # noqa: BLE001 - turned into a failure (CI) or a skip with the reason
+        msg = f"{what} is not reachable ({e!r}); start it (python -m soads.services up; " \
+              f"python -m soads.hbase_service up)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def hbase_ok():
+    from soads import hbase_service
+
+    ok, detail = hbase_service.health()
+    if not ok:
+        raise RuntimeError(detail)
+
+
+def services_conf():
+    c = services.load_conf(env=os.environ)
+    require("kafka", lambda: services.check("kafka", c))
+    require("mariadb", lambda: services.check("mariadb", c))
+    require("hbase", hbase_ok)
+    return c
+
+
+@dataclass
+class Place:
+    """A private topic, database and HBase table prefix."""
+
+    bootstrap: str
+    topic: str
+    qtopic: str
+    database: str
+    db_url: str
+    location: str
+
+
+def create_place(conf, tag: str) -> Place:
+    import pymysql
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    hexid = uuid.uuid4().hex[:10]
+    bootstrap = services.kafka_bootstrap(conf)
+    p = Place(bootstrap, f"soads-{tag}-{hexid}", f"soads-{tag}-q-{hexid}",
+              f"{conf.mariadb.database}_{hexid}", "", f"hbase://127.0.0.1:9090/{tag}{hexid}")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(p.topic, 1, 1), NewTopic(p.qtopic, 1, 1)])
+    admin.close()
+    m = conf.mariadb
+    root = pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password)
+    with root.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{p.database}`")
+    root.close()
+    p.db_url = services.mysql_url(conf, p.database)
+    return p
+
+
+def drop_place(conf, p: Place) -> None:
+    """Best-effort cleanup of a :class:`Place` (the assertions decide the test)."""
+    import happybase
+    import pymysql
+    from kafka.admin import KafkaAdminClient
+
+    from soads.storage import hbase
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=p.bootstrap)
+        admin.delete_topics([p.topic, p.qtopic])
+        admin.close()
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
+    try:
+        m = conf.mariadb
+        root = pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password)
+        with root.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{p.database}`")
+        root.close()
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
+    try:
+        host, port, prefix = hbase.parse_location(p.location)
+        conn = happybase.Connection(host, port, table_prefix=prefix, table_prefix_separator=b"_")
+        for name in ("event_log", "quarantine"):
+            if name.encode() in conn.tables():
+                conn.delete_table(name, disable=True)
+        conn.close()
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
+
+
+def publish(bootstrap, topic, documents):
+    """``[(offset, bytes)]`` of the documents, one record each, acknowledged."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 1024 * 1024,
+                             acks="all")
+    futures = [producer.send(topic, value=d, partition=0) for d in documents]
+    producer.flush()
+    out = [(f.get(timeout=60).offset, d) for f, d in zip(futures, documents)]
+    producer.close()
+    return out
+
+
+def write_stream_toml(path, p: Place, checkpoint_root: str, **over) -> str:
+    values = {"source": "kafka", "kafka_bootstrap": p.bootstrap, "topic": p.topic,
+              "quarantine_topic": p.qtopic, "max_offsets_per_trigger": 8,
+              "event_log": p.location, "db_url": p.db_url, "checkpoint_root": checkpoint_root,
+              "trigger_seconds": 1.0, "watermark_seconds": 600.0, "idle_seconds": 3600.0}
+    values.update(over)
+    path.write_text("[stream]\n" + "\n".join(f"{k} = {json.dumps(v)}"
+                                             for k, v in values.items()) + "\n")
+    return str(path)
+
+
+def job_cmd(stream_toml: str, *sets: str) -> list[str]:
+    cmd = [sys.executable, "jobs/stream_events.py", "--conf", "conf/soads.toml",
+           "--stream-conf", stream_toml, "--set", "spark.master=local[2]",
+           "--set", "spark.shuffle_partitions=2", "--set", "spark.driver_memory=1g",
+           "--set", f"preprocess.max_document_bytes={MAX_BYTES}"]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def job_env() -> dict:
+    # PYTHONPATH: the job (and its Python workers) import this checkout's soads, whatever the
+    # venv's editable install points at
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
+            "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def start(cmd, log):
+    return subprocess.Popen(cmd, cwd=REPO, env=job_env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def kill(proc, sig=signal.SIGTERM):
+    try:
+        os.killpg(proc.pid, sig)  # the job's own process group: python driver + its JVM
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+
+
+def committed(ck, name):
+    """Last committed Kafka end offset of a query (from its checkpoint), or -1."""
+    d = os.path.join(ck, name, "commits")
+    commits = [int(f) for f in os.listdir(d) if f.isdigit()] if os.path.isdir(d) else []
+    if not commits:
+        return -1
+    with open(os.path.join(ck, name, "offsets", str(max(commits)))) as fh:
+        lines = fh.read().splitlines()
+    return max(int(v) for v in json.loads(lines[2]).popitem()[1].values())
+
+
+def stored_events(location):
+    """``{row key: event}`` of the HBase EVENT LOG TABLE."""
+    import happybase
+
+    from soads.storage import hbase
+
+    host, port, prefix = hbase.parse_location(location)
+    conn = happybase.Connection(host, port, table_prefix=prefix, table_prefix_separator=b"_")
+    try:
+        return {key: hbase.decode(cells) for key, cells in conn.table("event_log").scan()}
+    finally:
+        conn.close()
+
+
+def assert_exactly_once(published, topic, location, db_url, dwell=60.0, idle=3600.0):
+    """Every published flat event is in HBase exactly once, and the RELATIONAL DEPENDENCY
+    TABLE equals the batch recomputation of the event log (minus late events).
+
+    Returns the recomputed ``{oid: [session sequence, ...]}``.
+    """
+    from soads.dependencies import relation_counts
+    from soads.storage import hbase, sinks, tables
+
+    expected = []
+    for offset, data in published:
+        ev, _ = epcis.parse_document(data, f"{topic}/0/{offset}", MAX_BYTES)
+        expected += ev
+    stored = stored_events(location)
+    assert len(expected) == len({hbase.row_key(e) for e in expected})
+    missing = {hbase.row_key(e) for e in expected} - set(stored)
+    extra = set(stored) - {hbase.row_key(e) for e in expected}
+    assert not missing and not extra, (len(missing), len(extra))
+
+    late = {(r[S.OID], r[S.SOURCE]) for r in sinks.read_late(db_url)}
+    kept = [(e[S.OID], e[S.READ_POINT], hbase.to_micros(e[S.EVENT_TIME]), e[S.SOURCE])
+            for e in stored.values() if (e[S.OID], e[S.SOURCE]) not in late]
+    sessions = streaming.recompute_sequences(kept, dwell, idle)
+    got = {(r[S.A], r[S.B]): (r[S.FREQ], r[S.SUPPORT])
+           for r in tables.read_table(db_url, "relational_dependency")}
+    assert got == relation_counts([s for ss in sessions.values() for s in ss])
+    return sessions
