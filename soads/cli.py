@@ -443,6 +443,102 @@ def cmd_sensor_evaluate(args) -> int:
     return 0
 
 
+def _registry_dir(args) -> str:
+    from soads.sensor import settings
+
+    return args.registry or settings.load(args.sensor_conf).stream.registry
+
+
+def cmd_sensor_train(args) -> int:
+    from soads.sensor import settings, train
+
+    conf = settings.load(args.sensor_conf)
+    try:
+        params = conf.params(args.preset)
+    except KeyError as e:
+        raise UsageError(str(e)) from e
+    if args.epochs:
+        params["epochs"] = args.epochs
+    if not os.path.exists(args.data):
+        raise UsageError(f"no such file or directory: {args.data}")
+    root = _registry_dir(args)
+    if args.every is None:
+        v = train.train_version(train.read_history(args.data), params, root,
+                                promote=args.promote, drift_conf=conf.drift, source=args.data)
+        info = _training_line(root, v)
+        _out(f"{v} in {root}: {info}{' (promoted)' if args.promote else ''}")
+        return 0
+    for v in train.run_schedule(args.data, params, root, args.every, conf.train.check_seconds,
+                                args.promote, conf.drift, args.db):
+        _out(v)
+    return 0
+
+
+def _training_line(root: str, version: str) -> str:
+    from soads.sensor import registry
+
+    info = registry.training_info(root, version)
+    if not info:
+        return "(no training.json)"
+    m, d = info["metrics"], info["data"]
+    return (f"{d['rows']:,} rows {d['first_ts']} .. {d['last_ts']}, "
+            f"{len(m['epoch_seconds'])} epochs, {m['fit_seconds']:.1f} s, "
+            f"threshold {m['threshold']:.4g}, reason {info.get('reason', '?')}")
+
+
+def cmd_sensor_models(args) -> int:
+    from soads.sensor import registry
+
+    root = _registry_dir(args)
+    current = registry.current_version(root)
+    versions = registry.list_versions(root)
+    if not versions:
+        _out(f"no models in {root}")
+    for v in versions:
+        _out(f"{'*' if v == current else ' '} {v}  {_training_line(root, v)}")
+    return 0
+
+
+def cmd_sensor_promote(args) -> int:
+    from soads.sensor import registry
+
+    root = _registry_dir(args)
+    try:
+        registry.promote(root, args.version)
+    except KeyError as e:
+        raise UsageError(str(e)) from e
+    _out(f"current model: {args.version}")
+    return 0
+
+
+def cmd_sensor_rollback(args) -> int:
+    from soads.sensor import registry
+
+    try:
+        v = registry.rollback(_registry_dir(args))
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    _out(f"current model: {v}")
+    return 0
+
+
+def cmd_sensor_robot_arm(args) -> int:
+    from soads.sensor import settings
+    from soads.sensor.robot_arm import evaluate_robot_arm
+
+    params = settings.load(args.sensor_conf).params("paper")
+    r = evaluate_robot_arm(params=params, seed=args.seed)
+    _out(f"robot arm (paper 000 Table 4 setting, preset 'paper', seed {args.seed}): "
+         f"{r['test_rows']:,} test rows, {r['test_abnormal_rows']:,} abnormal")
+    _out(f"  {'':<14}{'accuracy %':>11}{'precision':>10}{'recall':>8}{'F1':>8}{'fall-out':>10}")
+    for name, m in (("SOADS", r), ("SOADS (normal+)", r["normal_positive"])):
+        _out(f"  {name:<14}{m['accuracy']:>11.2f}{m['precision']:>10.4f}{m['recall']:>8.4f}"
+             f"{m['f1']:>8.4f}{m['fall_out']:>10.4f}")
+    _out(f"  {'paper':<14}{'':>11}{'':>10}{'':>8}{0.9915:>8.4f}{0.0060:>10.4f}")
+    _out("  (the paper takes NORMAL as the positive class: compare its row with 'normal+')")
+    return 0
+
+
 def cmd_bench(args) -> int:
     if args.what == "parse":
         from soads.benchmarks.parse import run
@@ -458,6 +554,9 @@ def cmd_bench(args) -> int:
     elif args.what == "simulate":
         from soads.benchmarks.simulate import run
         lines = run(n_objects=args.objects or 500_000)
+    elif args.what == "sensor":
+        from soads.benchmarks.sensor import run
+        lines = run(skab_dir=args.skab, sensor_conf=args.sensor_conf)
     else:  # argparse restricts choices
         raise UsageError(f"unknown benchmark {args.what}")
     for line in lines:
@@ -536,14 +635,47 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="last line: one JSON object")
     e.set_defaults(func=cmd_sensor_evaluate)
 
+    def _reg(p):
+        p.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
+        p.add_argument("--registry", metavar="DIR", help="default: [sensor.stream] registry")
+
+    e = ssub.add_parser("train", help="train an LSTM-AE on sensor history -> new registry version")
+    e.add_argument("--data", required=True, metavar="FILE_OR_DIR",
+                   help="CSV/Parquet readings (machine_id, ts, sensors) or SKAB CSV files")
+    _reg(e)
+    e.add_argument("--preset", help="preset in the sensor conf (default: its [sensor] preset)")
+    e.add_argument("--epochs", type=_positive_int)
+    e.add_argument("--promote", action="store_true", help="make the new version current")
+    e.add_argument("--every", type=float, metavar="SECONDS",
+                   help="loop: retrain every SECONDS (and on drift when --db is given)")
+    e.add_argument("--db", metavar="URL", help="with --every: record drift from this database")
+    e.set_defaults(func=cmd_sensor_train)
+    e = ssub.add_parser("models", help="registry versions (* = in use)")
+    _reg(e)
+    e.set_defaults(func=cmd_sensor_models)
+    e = ssub.add_parser("promote", help="switch the version in use")
+    e.add_argument("version")
+    _reg(e)
+    e.set_defaults(func=cmd_sensor_promote)
+    e = ssub.add_parser("rollback", help="back to the version promoted before the current one")
+    _reg(e)
+    e.set_defaults(func=cmd_sensor_rollback)
+    e = ssub.add_parser("robot-arm", help="robot-arm simulation vs the paper's Table 4")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
+    e.set_defaults(func=cmd_sensor_robot_arm)
+
     s = sub.add_parser("bench", help="benchmarks that print figures")
-    s.add_argument("what", choices=("parse", "mine", "score", "simulate"))
+    s.add_argument("what", choices=("parse", "mine", "score", "simulate", "sensor"))
     s.add_argument("--objects", type=_positive_int)
     s.add_argument("--events", type=_positive_int, action="append",
                    help="mine: event-log sizes (repeatable; default 1,000,000 and 9,000,000)")
     s.add_argument("--minsup", type=_minsup, default=0.01)
     s.add_argument("--mllib-timeout", type=float, default=1800.0, metavar="SECONDS",
                    help="mine: cancel MLlib after this long (its ratio is then a lower bound)")
+    s.add_argument("--skab", default="../shared/skab/data", metavar="DIR",
+                   help="sensor: SKAB data for the end-to-end evaluation")
+    s.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
     s.set_defaults(func=cmd_bench)
     return p
 

@@ -399,6 +399,38 @@ class LSTMAutoencoder:
         raw = np.einsum("ij,ij->i", d @ self.error_precision_, d)  # (n_windows,)
         return _causal_mean(raw, self.smoothing)
 
+    def score_windows(self, windows) -> np.ndarray:
+        """Scores of windows already cut (raw, unstandardised readings), as the streaming job
+        sees them. Equals :meth:`score` when ``smoothing == 1`` (smoothing needs the previous
+        windows' scores and is not applied here).
+
+        Parameters
+        ----------
+        windows : array of shape (n_windows, window, n_features)
+
+        Returns
+        -------
+        array of shape (n_windows,)
+        """
+        w = np.asarray(windows, dtype=np.float64)
+        if w.ndim != 3 or w.shape[1:] != (self.window, self.n_features_):
+            raise ValueError(f"expected windows of shape (n, {self.window}, {self.n_features_}),"
+                             f" got {w.shape}")
+        n = len(w)
+        ws = self.scaler_.transform(w.reshape(n * self.window, -1)).reshape(w.shape)
+        ws = np.ascontiguousarray(ws, dtype=np.float32)
+        e = (ws - self._reconstruct_windows(ws)).astype(np.float64)  # (n, window, n_features)
+        if self.score_method == "mae":
+            return np.abs(e).mean(axis=(1, 2))
+        if self.error_vector == "mean":
+            e = e.mean(axis=1)
+        elif self.error_vector == "last":
+            e = e[:, -1, :]
+        else:
+            e = e.reshape(n, -1)
+        d = e - self.error_mean_
+        return np.einsum("ij,ij->i", d @ self.error_precision_, d)
+
     def score_points(self, X) -> np.ndarray:
         """Point-wise scores: each row gets the score of the window ending at it (NaN for the
         first ``window - 1`` rows). Shape (n_time,)."""

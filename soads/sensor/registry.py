@@ -3,7 +3,9 @@
 Layout::
 
     <root>/<version>/config.json, weights.pt, scaler.npz, threshold.json   (LSTMAutoencoder.save)
+    <root>/<version>/training.json    training data range, sensors, metrics, score histogram
     <root>/CURRENT                                                          the serving version
+    <root>/PROMOTIONS      promotion stack, one version a line (promote pushes, rollback pops)
 
 Versions are ``v0001``, ``v0002``, ... in the order they were registered. A new version is
 written into a temporary directory and renamed into place, so a half-written model is never
@@ -14,6 +16,7 @@ model carries ``model_version_``, which every stored score must carry too.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -25,6 +28,8 @@ from soads.sensor.lstm_ae import LSTMAutoencoder
 logger = logging.getLogger(__name__)
 
 CURRENT_FILE = "CURRENT"
+PROMOTIONS_FILE = "PROMOTIONS"
+TRAINING_FILE = "training.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -42,8 +47,11 @@ def list_versions(root) -> list[str]:
     return sorted(names, key=lambda n: int(_VERSION.match(n).group(1)))
 
 
-def register(model: LSTMAutoencoder, root, activate: bool = False) -> str:
-    """Save a fitted model as the next version; optionally make it CURRENT. Returns the version."""
+def register(model: LSTMAutoencoder, root, activate: bool = False,
+             metadata: dict | None = None) -> str:
+    """Save a fitted model as the next version; optionally promote it (make it CURRENT).
+    ``metadata`` (training data range, sensors, metrics) is written as ``training.json`` in the
+    same atomic rename. Returns the version."""
     os.makedirs(root, exist_ok=True)
     existing = list_versions(root)
     n = int(_VERSION.match(existing[-1]).group(1)) + 1 if existing else 1
@@ -51,13 +59,16 @@ def register(model: LSTMAutoencoder, root, activate: bool = False) -> str:
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=root)
     try:
         model.save(tmp)
+        if metadata is not None:
+            with open(os.path.join(tmp, TRAINING_FILE), "w") as f:
+                json.dump(metadata, f, indent=2, sort_keys=True, default=str)
         os.rename(tmp, os.path.join(root, version))  # fails loudly if the version exists
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("registered model %s in %s", version, root)
     if activate:
-        set_current(root, version)
+        promote(root, version)
     return version
 
 
@@ -91,3 +102,49 @@ def load(root, version: str | None = None) -> LSTMAutoencoder:
     model = LSTMAutoencoder.load(os.path.join(root, version))
     model.model_version_ = version
     return model
+
+
+def promotions(root) -> list[str]:
+    """The promotion stack, oldest first (``[CURRENT]`` when only CURRENT was ever set)."""
+    path = os.path.join(root, PROMOTIONS_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return [line.strip() for line in f if line.strip()]
+    cur = current_version(root)
+    return [cur] if cur else []
+
+
+def _write_promotions(root, stack: list[str]) -> None:
+    tmp = os.path.join(root, f".{PROMOTIONS_FILE}.tmp")
+    with open(tmp, "w") as f:
+        f.write("".join(v + "\n" for v in stack))
+    os.replace(tmp, os.path.join(root, PROMOTIONS_FILE))
+
+
+def promote(root, version: str) -> None:
+    """Make ``version`` CURRENT and push it on the promotion stack (the streaming job picks it up
+    at its next micro-batch)."""
+    stack = promotions(root)
+    set_current(root, version)
+    if not stack or stack[-1] != version:
+        _write_promotions(root, stack + [version])
+
+
+def rollback(root) -> str:
+    """Pop the promotion stack: CURRENT goes back to the version promoted before it (papers
+    003/004: roll a misbehaving model back). Returns the version now CURRENT."""
+    stack = promotions(root)
+    if len(stack) < 2:
+        raise ValueError(f"nothing to roll back to in {root} (promotions: {stack})")
+    set_current(root, stack[-2])
+    _write_promotions(root, stack[:-1])
+    return stack[-2]
+
+
+def training_info(root, version: str) -> dict:
+    """The ``training.json`` of ``version`` (``{}`` for a version registered without one)."""
+    path = os.path.join(root, version, TRAINING_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
