@@ -1,0 +1,41 @@
+"""The long-running sensor job: Kafka topic of JSON readings {"machine_id", "ts", "values"} ->
+per-machine windows in Spark state -> LSTM-AE score with the registry's promoted model (re-read
+every micro-batch: promote/rollback take effect within one trigger) -> SENSOR ANOMALY TABLE,
+exactly once (soads.sensor.streaming).
+
+Usage: spark-submit --jars $(python -c 'from soads import services as s; print(",".join(s.spark_kafka_jars(s.load_conf())))') \
+    jobs/stream_sensors.py --sensor-conf conf/sensor.toml [--set stream.topic=soads-sensor-readings] \
+    [--set stream.db_url=mysql+pymysql://...] [--set stream.registry=soads-data/sensor-models]
+   or: python jobs/stream_sensors.py ... (adds the Kafka connector jars itself)
+"""
+import argparse
+import logging
+import sys
+
+from soads import config, services, session
+from soads.sensor import settings
+from soads.sensor.streaming import start_sensor_query
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--conf", action="append", default=[], help="conf/soads.toml ([spark])")
+    p.add_argument("--sensor-conf", default="conf/sensor.toml")
+    p.add_argument("--set", action="append", default=[], help="sensor settings, e.g. stream.topic=x")
+    p.add_argument("--services-conf", default=None, help="conf/services.toml (Kafka jar cache)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cfg = config.load(args.conf)
+    stream = settings.load(args.sensor_conf, args.set).stream
+    extra = {}
+    if stream.source == "kafka":
+        extra["spark.jars"] = ",".join(services.spark_kafka_jars(
+            services.load_conf(args.services_conf)))
+    spark = session.build(cfg.spark, extra=extra)
+    query = start_sensor_query(spark, stream)
+    query.awaitTermination()  # until killed, or the query's exception ends the job
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
