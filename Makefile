@@ -10,6 +10,9 @@ export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 export PYSPARK_PYTHON := $(PY)
 export PYSPARK_DRIVER_PYTHON := $(PY)
 export SPARK_LOCAL_IP := 127.0.0.1
+# The venv is shared by every clone (an editable install points at one of them): this clone's
+# code comes first for the driver, subprocesses and Spark's Python workers alike.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: venv demo test bench up down status clean-data
 

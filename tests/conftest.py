@@ -4,7 +4,13 @@ import sys
 
 import pytest
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+SHARED = os.path.join(ROOT, "..", "shared")
+
+# The venv may be shared by several clones; make subprocesses (jobs/*.py) and Spark's Python
+# workers import this clone's soads, whatever the editable install points at.
+if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != ROOT:
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 EPCIS_EXAMPLES = os.path.abspath(os.path.join(SHARED, "epcis-examples"))
 
 
