@@ -554,6 +554,9 @@ def cmd_bench(args) -> int:
     elif args.what == "simulate":
         from soads.benchmarks.simulate import run
         lines = run(n_objects=args.objects or 500_000)
+    elif args.what == "stream":
+        from soads.benchmarks.stream import run
+        lines = run(events=(args.events or [300_000])[0], rate=args.rate, seconds=args.seconds)
     elif args.what == "sensor":
         from soads.benchmarks.sensor import run
         lines = run(skab_dir=args.skab, sensor_conf=args.sensor_conf)
@@ -666,13 +669,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_sensor_robot_arm)
 
     s = sub.add_parser("bench", help="benchmarks that print figures")
-    s.add_argument("what", choices=("parse", "mine", "score", "simulate", "sensor"))
+    s.add_argument("what", choices=("parse", "mine", "score", "simulate", "sensor", "stream"))
     s.add_argument("--objects", type=_positive_int)
     s.add_argument("--events", type=_positive_int, action="append",
                    help="mine: event-log sizes (repeatable; default 1,000,000 and 9,000,000)")
     s.add_argument("--minsup", type=_minsup, default=0.01)
     s.add_argument("--mllib-timeout", type=float, default=1800.0, metavar="SECONDS",
                    help="mine: cancel MLlib after this long (its ratio is then a lower bound)")
+    s.add_argument("--rate", type=float, default=2000.0, metavar="EVENTS_PER_S",
+                   help="stream: publishing rate of the latency run (flat events/s)")
+    s.add_argument("--seconds", type=float, default=60.0, help="stream: latency run length")
     s.add_argument("--skab", default="../shared/skab/data", metavar="DIR",
                    help="sensor: SKAB data for the end-to-end evaluation")
     s.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")

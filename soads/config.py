@@ -84,6 +84,9 @@ class StreamConf:
     quarantine_topic: str = "soads-quarantine"
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int = 200
+    min_partitions: int = 0
+    """Kafka ``minPartitions``: split a micro-batch's offset ranges into at least this many Spark
+    tasks (0: one task per topic partition)."""
     input_path: str = ""
     max_files_per_trigger: int = 20
     event_log: str = "hbase://127.0.0.1:9090/soads"

@@ -18,7 +18,7 @@ _KAFKA_TOPIC, _KAFKA_PARTITION, _KAFKA_OFFSET, _KAFKA_VALUE = "topic", "partitio
 
 
 def read_kafka(spark, bootstrap: str, topic: str, starting_offsets: str = "earliest",
-               max_offsets_per_trigger: int | None = None):
+               max_offsets_per_trigger: int | None = None, min_partitions: int | None = None):
     """Kafka records -> one document per record (streaming).
 
     Parameters
@@ -32,6 +32,9 @@ def read_kafka(spark, bootstrap: str, topic: str, starting_offsets: str = "earli
         ``earliest`` or ``latest`` (first start only; a restart resumes from the checkpoint).
     max_offsets_per_trigger : int, optional
         Records per micro-batch.
+    min_partitions : int, optional
+        Spark tasks per micro-batch at least (Kafka ``minPartitions``): a one-partition topic
+        is parsed on several cores.
 
     Returns
     -------
@@ -45,6 +48,8 @@ def read_kafka(spark, bootstrap: str, topic: str, starting_offsets: str = "earli
               .option("subscribe", topic).option("startingOffsets", starting_offsets))
     if max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(int(max_offsets_per_trigger)))
+    if min_partitions:
+        reader = reader.option("minPartitions", str(int(min_partitions)))
     df = reader.load()
     # source, content (one row per Kafka record)
     return df.select(

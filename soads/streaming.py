@@ -399,7 +399,8 @@ def start_event_queries(spark, stream: StreamConf, max_document_bytes: int, dwel
     def documents():
         if stream.source == "kafka":
             return ingest.read_kafka(spark, stream.kafka_bootstrap, stream.topic,
-                                     stream.starting_offsets, stream.max_offsets_per_trigger)
+                                     stream.starting_offsets, stream.max_offsets_per_trigger,
+                                     stream.min_partitions)
         if stream.source == "files":
             return ingest.read_files(spark, stream.input_path, stream.max_files_per_trigger)
         raise ValueError(f"stream.source must be kafka or files, not {stream.source!r}")

@@ -1,0 +1,326 @@
+"""Benchmark of the long-running event job through the real parts: Kafka -> Spark Structured
+Streaming (soads.streaming) -> HBase EVENT LOG TABLE + MySQL relation and score tables.
+
+(a) sustained ingest: ``events`` flat events pre-published to a fresh topic; the two queries
+    (event_log, relations) run with scoring on (a mining run from the batch miner is in the
+    PATTERN TABLE) and no trigger interval. Throughput = flat events committed by BOTH queries
+    between the end of their first micro-batch (JVM/Python warm-up, the stateful operator's
+    first batch) and the end of the last one, divided by that time.
+(b) latency: the queries run (warmed up) on a fresh topic; documents are published at ``rate``
+    flat events/s for ``seconds``. Latency of a document = the wall time at which the
+    micro-batch holding its Kafka record was committed by the ``relations`` query (its
+    object_score rows are written and committed in MySQL before Spark writes the batch's commit
+    file: the commit file's mtime) minus the wall time the producer was handed the record. The
+    same for the ``event_log`` query (HBase). p50/p95/max over documents.
+
+Each part uses its own topic, MySQL database and HBase table prefix (dropped afterwards).
+
+Usage::
+
+    soads bench stream [--events 300000] [--rate 2000] [--seconds 60]
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+
+from soads import schema as S
+
+logger = logging.getLogger(__name__)
+
+EVENTS_PER_OBJECT = 18.2  # simulator: flat reads per object, measured (for sizing only)
+
+
+def _place(conf, tag: str) -> dict:
+    import pymysql
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from soads import services
+
+    hexid = uuid.uuid4().hex[:8]
+    p = {"bootstrap": services.kafka_bootstrap(conf), "topic": f"soads-bench-{tag}-{hexid}",
+         "database": f"{conf.mariadb.database}_bench_{tag}_{hexid}",
+         "location": f"hbase://127.0.0.1:9090/bench{tag}{hexid}"}
+    admin = KafkaAdminClient(bootstrap_servers=p["bootstrap"])
+    admin.create_topics([NewTopic(p["topic"], 1, 1)])
+    admin.close()
+    m = conf.mariadb
+    root = pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password)
+    with root.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{p['database']}`")
+    root.close()
+    p["db_url"] = services.mysql_url(conf, p["database"])
+    return p
+
+
+def _drop(conf, p: dict) -> None:
+    import pymysql
+    from kafka.admin import KafkaAdminClient
+
+    from soads.storage import hbase
+
+    admin = KafkaAdminClient(bootstrap_servers=p["bootstrap"])
+    admin.delete_topics([p["topic"]])
+    admin.close()
+    m = conf.mariadb
+    root = pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password)
+    with root.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{p['database']}`")
+    root.close()
+    conn = hbase.connect(p["location"])
+    try:
+        for name in (hbase.EVENT_TABLE, hbase.QUARANTINE_TABLE):
+            if name.encode() in conn.tables():
+                conn.delete_table(name, disable=True)
+    finally:
+        conn.close()
+
+
+def _mining_run(spark, workdir: str, n_objects: int = 2000) -> tuple[list[dict], dict]:
+    """The batch miner on a simulated log (Parquet + SQLite in ``workdir``): pattern and
+    mining_run rows to copy into the benchmark's MySQL."""
+    from soads import config, pipeline
+    from soads.simulator.generate import simulate
+    from soads.storage import tables
+
+    cfg = config.load(overrides=[f"storage.root={workdir}/mine",
+                                 f"storage.db_url=sqlite:///{workdir}/mine.db"])
+    simulate(os.path.join(workdir, "epcis"), n_objects=n_objects, seed=99, events_per_file=5000)
+    report = pipeline.Report()
+    pipeline.ingest(spark, [os.path.join(workdir, "epcis")], cfg, report)
+    seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
+    pipeline.mine(spark, seqs, rel, cfg, report)
+    run = tables.latest_run(cfg.storage.db_url)
+    return tables.read_table(cfg.storage.db_url, "pattern", {S.RUN_ID: run[S.RUN_ID]}), run
+
+
+def _prepare_db(p: dict, patterns: list[dict], run: dict) -> None:
+    from soads.storage import sinks, tables
+
+    sinks.prepare(p["db_url"], p["location"])
+    tables.write_rows(p["db_url"], "pattern", patterns)
+    tables.write_rows(p["db_url"], "mining_run", [run])
+
+
+def _stream_conf(p: dict, ck: str, max_offsets: int, trigger_seconds: float,
+                 min_partitions: int = 0):
+    from soads.config import StreamConf
+
+    return StreamConf(min_partitions=min_partitions, source="kafka",
+                      kafka_bootstrap=p["bootstrap"], topic=p["topic"],
+                      quarantine_topic="", starting_offsets="earliest",
+                      max_offsets_per_trigger=max_offsets, event_log=p["location"],
+                      db_url=p["db_url"], checkpoint_root=ck, trigger_seconds=trigger_seconds)
+
+
+def _commits(ck: str, name: str) -> list[tuple[float, int]]:
+    """``[(commit wall time, end offset)]`` of a query's committed micro-batches, in order."""
+    out = []
+    d = os.path.join(ck, name, "commits")
+    for f in sorted((f for f in os.listdir(d) if f.isdigit()), key=int):
+        with open(os.path.join(ck, name, "offsets", f)) as fh:
+            end = max(int(v) for v in json.loads(fh.read().splitlines()[2]).popitem()[1].values())
+        out.append((os.path.getmtime(os.path.join(d, f)), end))
+    return out
+
+
+def _wait_committed(ck: str, end: int, queries, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for q in queries.all():
+            if q.exception() is not None:
+                raise RuntimeError(f"query {q.name} failed: {q.exception()}")
+        done = [(_commits(ck, n) or [(0, -1)])[-1][1] >= end for n in ("event_log", "relations")]
+        if all(done):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not all of offset {end} committed in {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def _start(spark, p, ck, max_offsets, trigger_seconds, maximal_only=False, min_partitions=0):
+    from soads import streaming
+    from soads.config import PreprocessConf, ScoringConf, SequencesConf
+
+    return streaming.start_event_queries(
+        spark, _stream_conf(p, ck, max_offsets, trigger_seconds, min_partitions),
+        PreprocessConf().max_document_bytes, SequencesConf().dwell_seconds,
+        ScoringConf(maximal_only=maximal_only), ScoringConf().window_seconds)
+
+
+def _docs(n_objects: int, seed: int, events_per_file: int):
+    from soads.simulator.generate import iter_documents
+
+    return iter_documents(n_objects, seed=seed, events_per_file=events_per_file)
+
+
+def _durations(queries) -> dict:
+    """Median per-batch ``durationMs`` parts and input records of each query (the profile)."""
+    out = {}
+    for q in queries.all():
+        progress = [json.loads(p.json) for p in q.recentProgress if p.numInputRows]
+        parts = sorted({k for p in progress for k in p.get("durationMs", {})})
+        out[q.name] = {k: statistics.median(p["durationMs"].get(k, 0) for p in progress)
+                       for k in parts if k in ("addBatch", "triggerExecution", "queryPlanning",
+                                               "getBatch", "walCommit", "commitOffsets")}
+        if progress:
+            out[q.name]["records"] = statistics.median(p["numInputRows"] for p in progress)
+    return out
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))]
+
+
+def sustained(spark, conf, patterns, run, events: int, workdir: str, max_offsets: int,
+              events_per_file: int, maximal_only: bool = False, min_partitions: int = 0) -> dict:
+    from soads.simulator.publish import publish
+
+    p = _place(conf, "a")
+    counts: list[int] = []
+    try:
+        _prepare_db(p, patterns, run)
+        stats = publish(_docs(int(events / EVENTS_PER_OBJECT) + 1, 21, events_per_file),
+                        p["bootstrap"], p["topic"], 0.0,
+                        on_sent=lambda name, n, t: counts.append(n))
+        logger.info("pre-published %s", stats)
+        cum = [0]
+        for n in counts:
+            cum.append(cum[-1] + n)  # cum[k] = flat events in offsets < k
+        ck = os.path.join(workdir, "ck-a")
+        t0 = time.time()
+        queries = _start(spark, p, ck, max_offsets, 0.0, maximal_only, min_partitions)
+        try:
+            _wait_committed(ck, len(counts), queries, timeout=3600)
+            profile = _durations(queries)
+        finally:
+            queries.stop()
+        both = {n: _commits(ck, n) for n in ("event_log", "relations")}
+        # steady part: after the first micro-batch of both queries, until both are done
+        start_t = max(c[0][0] for c in both.values())
+        start_off = min(c[0][1] for c in both.values())
+        end_t = max(c[-1][0] for c in both.values())
+        steady_events = cum[len(counts)] - cum[start_off]
+        first_batch = {n: round(c[0][0] - t0, 1) for n, c in both.items()}
+        n_batches = {n: len(c) for n, c in both.items()}
+        return {"events": cum[-1], "documents": len(counts), "publish_events_per_s":
+                stats["events_per_s"], "steady_events": steady_events,
+                "steady_seconds": round(end_t - start_t, 1),
+                "events_per_s": round(steady_events / max(end_t - start_t, 1e-9)),
+                "total_seconds": round(end_t - t0, 1), "first_batch_seconds": first_batch,
+                "batches": n_batches, "max_offsets_per_trigger": max_offsets,
+                "median_batch_ms": profile,
+                "events_per_document": round(cum[-1] / len(counts), 1)}
+    finally:
+        _drop(conf, p)
+
+
+def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: str,
+            max_offsets: int, trigger_seconds: float, events_per_file: int,
+            maximal_only: bool = False, min_partitions: int = 0) -> dict:
+    from soads.simulator.publish import publish
+
+    p = _place(conf, "b")
+    sent: list[tuple[int, float]] = []  # (flat events, wall time) per record, offset order
+    try:
+        _prepare_db(p, patterns, run)
+        ck = os.path.join(workdir, "ck-b")
+        queries = _start(spark, p, ck, max_offsets, trigger_seconds, maximal_only,
+                         min_partitions)
+        try:
+            # warm-up: the first micro-batches (stateful operator start) are not measured
+            warm = publish(_docs(50, 5, events_per_file), p["bootstrap"], p["topic"], 0.0)
+            _wait_committed(ck, warm["documents"], queries, timeout=300)
+            n_objects = int(rate * seconds / EVENTS_PER_OBJECT * 1.3) + 10
+            docs = _docs(n_objects, 31, events_per_file)
+            stop_at = [None]
+
+            def limited():
+                for d in docs:
+                    if stop_at[0] is not None and time.monotonic() >= stop_at[0]:
+                        return
+                    yield d
+
+            stop_at[0] = time.monotonic() + seconds
+            stats = publish(limited(), p["bootstrap"], p["topic"], rate,
+                            on_sent=lambda name, n, t: sent.append((n, t)))
+            end = warm["documents"] + len(sent)
+            _wait_committed(ck, end, queries, timeout=600)
+            profile = _durations(queries)
+        finally:
+            queries.stop()
+        out = {"publish": {k: stats[k] for k in ("documents", "events", "seconds",
+                                                 "events_per_s")}, "median_batch_ms": profile}
+        for name in ("relations", "event_log"):
+            commits = _commits(ck, name)
+            lat, k = [], 0
+            for i, (_, t_pub) in enumerate(sent):
+                offset = warm["documents"] + i
+                while commits[k][1] <= offset:
+                    k += 1
+                lat.append(commits[k][0] - t_pub)
+            out[name] = {"p50": round(statistics.median(lat), 3),
+                         "p95": round(_percentile(lat, 0.95), 3), "max": round(max(lat), 3),
+                         "batches": sum(1 for c in commits if c[1] > warm["documents"])}
+        return out
+    finally:
+        _drop(conf, p)
+
+
+def run(events: int = 300_000, rate: float = 2000.0, seconds: float = 60.0,
+        services_conf=None, sustained_max_offsets: int = 80, sustained_events_per_file: int = 500,
+        latency_max_offsets: int = 200, latency_trigger_seconds: float = 0.0,
+        latency_events_per_file: int = 100, shuffle_partitions: int = 2,
+        maximal_only: bool = False, min_partitions: int = 0) -> list[str]:
+    """Both parts; returns the report lines (the last one is JSON).
+
+    ``maximal_only`` scores against the run's maximal patterns only (``scoring.maximal_only``):
+    the Anomaly Evaluator's cost is objects x patterns, and a run at minsup 0.01 holds ~1,300
+    patterns of which few are maximal."""
+    from soads import services, session
+    from soads.config import SparkConf
+
+    conf = services_conf or services.load_conf()
+    jars = services.spark_kafka_jars(conf)
+    spark = session.build(SparkConf(master="local[*]", shuffle_partitions=shuffle_partitions,
+                                    driver_memory="4g", app_name="soads-bench-stream"),
+                          extra={"spark.jars": ",".join(jars)})
+    workdir = tempfile.mkdtemp(prefix="soads-bench-stream-")
+    try:
+        patterns, mining_run = _mining_run(spark, workdir)
+        a = sustained(spark, conf, patterns, mining_run, events, workdir, sustained_max_offsets,
+                      sustained_events_per_file, maximal_only, min_partitions)
+        b = latency(spark, conf, patterns, mining_run, rate, seconds, workdir,
+                    latency_max_offsets, latency_trigger_seconds, latency_events_per_file,
+                    maximal_only, min_partitions)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    cores = os.cpu_count()
+    lines = [
+        f"stream benchmark on {cores} cores, Spark local[*], shuffle partitions "
+        f"{shuffle_partitions}, Kafka minPartitions {min_partitions}; mining run "
+        f"{mining_run[S.RUN_ID]} ({len(patterns)} patterns, "
+        f"{sum(bool(r[S.MAXIMAL]) for r in patterns)} maximal; scoring against "
+        f"{'the maximal ones' if maximal_only else 'all'})",
+        f"(a) sustained: {a['events']:,} flat events in {a['documents']:,} records pre-published;"
+        f" steady {a['steady_events']:,} events in {a['steady_seconds']} s = "
+        f"{a['events_per_s']:,} events/s into HBase + MySQL (target 20,000); first micro-batch "
+        f"ended after {a['first_batch_seconds']} s; batches {a['batches']}",
+        f"(b) latency at {rate:,.0f} events/s for {seconds:.0f} s "
+        f"({b['publish']['events']:,} events, achieved {b['publish']['events_per_s']:,.0f}/s): "
+        f"publish -> object_score committed p50 {b['relations']['p50']} s, p95 "
+        f"{b['relations']['p95']} s, max {b['relations']['max']} s (target p95 <= 2.5 s); "
+        f"-> HBase p50 {b['event_log']['p50']} s, p95 {b['event_log']['p95']} s",
+        json.dumps({"sustained": a, "latency": b, "at": dt.datetime.now(
+            dt.timezone.utc).isoformat(timespec="seconds")}),
+    ]
+    return lines
