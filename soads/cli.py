@@ -556,7 +556,8 @@ def cmd_bench(args) -> int:
         lines = run(n_objects=args.objects or 500_000)
     elif args.what == "stream":
         from soads.benchmarks.stream import run
-        lines = run(events=(args.events or [300_000])[0], rate=args.rate, seconds=args.seconds)
+        lines = run(events=(args.events or [300_000])[0], rate=args.rate, seconds=args.seconds,
+                    maximal_only=args.maximal_only)
     elif args.what == "sensor":
         from soads.benchmarks.sensor import run
         lines = run(skab_dir=args.skab, sensor_conf=args.sensor_conf)
@@ -679,6 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=float, default=2000.0, metavar="EVENTS_PER_S",
                    help="stream: publishing rate of the latency run (flat events/s)")
     s.add_argument("--seconds", type=float, default=60.0, help="stream: latency run length")
+    s.add_argument("--maximal-only", action="store_true",
+                   help="stream: score against the mining run's maximal patterns only")
     s.add_argument("--skab", default="../shared/skab/data", metavar="DIR",
                    help="sensor: SKAB data for the end-to-end evaluation")
     s.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")

@@ -280,7 +280,7 @@ def run(events: int = 300_000, rate: float = 2000.0, seconds: float = 60.0,
         services_conf=None, sustained_max_offsets: int = 80, sustained_events_per_file: int = 500,
         latency_max_offsets: int = 200, latency_trigger_seconds: float = 0.0,
         latency_events_per_file: int = 100, shuffle_partitions: int = 2,
-        maximal_only: bool = False, min_partitions: int = 0) -> list[str]:
+        maximal_only: bool = False, min_partitions: int = 2) -> list[str]:
     """Both parts; returns the report lines (the last one is JSON).
 
     ``maximal_only`` scores against the run's maximal patterns only (``scoring.maximal_only``):
