@@ -230,7 +230,8 @@ def test_registry_versions_and_rollback(fitted, synthetic, tmp_path):
     np.testing.assert_array_equal(m.score(X_test), fitted.score(X_test))
     with pytest.raises(KeyError):
         registry.set_current(root, "v0009")
-    assert sorted(os.listdir(root)) == ["CURRENT", "v0001", "v0002"]
+    # CURRENT: the version in use; PROMOTIONS: the promotion stack that `rollback` pops
+    assert sorted(os.listdir(root)) == ["CURRENT", "PROMOTIONS", "v0001", "v0002"]
 
 
 def test_throughput_smoke():
