@@ -22,8 +22,8 @@ from soads.config import ScoringConf
 from soads.dependencies import relation_counts
 from soads.scoring import score_batch
 from soads.simulator.generate import iter_documents, iter_sequences
+from streamtools import require  # fail under CI=true, skip elsewhere
 
-IN_CI = os.environ.get("CI") == "true"
 REPO = os.path.join(os.path.dirname(__file__), "..")
 N_OBJECTS, SEED = 300, 11
 MAX_BYTES = 4 * 1024 * 1024
@@ -31,22 +31,11 @@ KILLS = 3
 DONE_TIMEOUT = 300
 
 
-def _require(what, check):
-    try:
-        check()
-    except Exception as e:  # noqa: BLE001 - turned into a failure (CI) or a skip with the reason
-        msg = f"{what} is not reachable ({e!r}); start it (python -m soads.services up; " \
-              f"python -m soads.hbase_service up)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
 @pytest.fixture(scope="module")
 def conf():
     c = services.load_conf(env=os.environ)
-    _require("kafka", lambda: services.check("kafka", c))
-    _require("mariadb", lambda: services.check("mariadb", c))
+    require("kafka", lambda: services.check("kafka", c))
+    require("mariadb", lambda: services.check("mariadb", c))
 
     def hbase_ok():
         from soads import hbase_service
@@ -55,7 +44,7 @@ def conf():
         if not ok:
             raise RuntimeError(detail)
 
-    _require("hbase", hbase_ok)
+    require("hbase", hbase_ok)
     return c
 
 

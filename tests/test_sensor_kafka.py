@@ -21,8 +21,8 @@ import pytest
 
 from soads import schema as S, services
 from soads.sensor import registry
+from streamtools import require  # fail under CI=true, skip elsewhere
 
-IN_CI = os.environ.get("CI") == "true"
 REPO = os.path.join(os.path.dirname(__file__), "..")
 T0 = dt.datetime(2024, 3, 4, 8, 0, 0)
 MACHINES = ("m1", "m2", "m3")
@@ -32,21 +32,11 @@ PARAMS = dict(window=WINDOW, hidden_size=4, latent_size=2, epochs=1, seed=0)
 DONE_TIMEOUT = 400
 
 
-def _require(what, check):
-    try:
-        check()
-    except Exception as e:  # noqa: BLE001 - turned into a failure (CI) or a skip with the reason
-        msg = f"{what} is not reachable ({e!r}); start it (python -m soads.services up)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
 @pytest.fixture(scope="module")
 def conf():
     c = services.load_conf(env=os.environ)
-    _require("kafka", lambda: services.check("kafka", c))
-    _require("mariadb", lambda: services.check("mariadb", c))
+    require("kafka", lambda: services.check("kafka", c))
+    require("mariadb", lambda: services.check("mariadb", c))
     return c
 
 
