@@ -427,6 +427,8 @@ def cmd_sensor_evaluate(args) -> int:
     preset = args.preset or conf.get("preset", "skab")
     if preset not in conf.get("presets", {}):
         raise UsageError(f"unknown preset {preset!r} in {args.sensor_conf}")
+    if args.select:
+        return _sensor_select(args, conf, preset)
     t0 = time.perf_counter()
     r = evaluate_skab(args.data, params=conf["presets"][preset], **conf.get("skab", {}))
     seconds = time.perf_counter() - t0
@@ -440,6 +442,30 @@ def cmd_sensor_evaluate(args) -> int:
         _out(f"  {name:<24}{f1:>6.2f}{far:>9.2f}{mar:>9.2f}")
     if args.json:
         _out(json.dumps({k: r[k] for k in ("f1", "far", "mar", "files", "points")}))
+    return 0
+
+
+def _sensor_select(args, conf: dict, preset: str) -> int:
+    """The label-free choice of pretrain / inflate_scale (soads.sensor.skab docstring)."""
+    from soads.sensor.skab import read_anomaly_free, select_design
+
+    try:
+        read_anomaly_free(args.data)
+    except OSError as e:
+        raise UsageError(f"--select needs {args.data}/anomaly-free/anomaly-free.csv: {e}") from e
+    t0 = time.perf_counter()
+    r = select_design(args.data, params=conf["presets"][preset], **conf.get("skab", {}))
+    _out(f"Label-free selection ({preset} preset): protocol replayed on the anomaly-free file, "
+         f"two-fold, {time.perf_counter() - t0:.1f} s; no labelled file read")
+    _out(f"  {'pretrain':<10}{'scaling':<10}{'FAR %':>8}{'alarms':>9}{'rows':>8}")
+    for i, c in enumerate(r["candidates"]):
+        mark = "  <- chosen" if i == r["chosen"] else ""
+        _out(f"  {str(c['pretrain']).lower():<10}{str(c['inflate_scale']).lower():<10}"
+             f"{c['far']:>8.2f}{c['fp']:>9}{c['test_rows']:>8}{mark}")
+    if args.json:
+        keep = ("pretrain", "inflate_scale", "far", "fp", "test_rows", "chunks")
+        _out(json.dumps({"chosen": r["chosen"],
+                         "candidates": [{k: c[k] for k in keep} for c in r["candidates"]]}))
     return 0
 
 
@@ -637,6 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
     e.add_argument("--preset", help="preset in the sensor conf (default: its [sensor] preset)")
     e.add_argument("--json", action="store_true", help="last line: one JSON object")
+    e.add_argument("--select", action="store_true",
+                   help="instead: the label-free choice of pretrain / drift scaling (false "
+                        "alarms when the protocol is replayed on the anomaly-free file)")
     e.set_defaults(func=cmd_sensor_evaluate)
 
     def _reg(p):

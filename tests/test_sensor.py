@@ -175,6 +175,53 @@ def test_skab_two_files():
     assert [os.path.basename(p["file"]) for p in r["per_file"]] == ["0.csv", "1.csv"]
 
 
+def test_false_alarm_replay_chunks_and_pooling():
+    # 1,000 normal rows -> halves of 500 -> two chunks of 100 train + 150 test rows each
+    rng = np.random.default_rng(5)
+    t = np.arange(1000)
+    X = np.c_[np.sin(t / 6), np.cos(t / 6)] + 0.05 * rng.standard_normal((1000, 2))
+    params = dict(window=5, hidden_size=8, latent_size=2, epochs=2, seed=0)
+    r = skab.false_alarm_replay(X, params, pretrain=True, pretrain_params={"epochs": 1},
+                                inflate_scale=True, train_rows=100, test_rows=150)
+    assert r["chunks"] == 4 and r["test_rows"] == 4 * 150
+    assert [h["chunks"] for h in r["per_half"]] == [2, 2]
+    assert r["fp"] == sum(h["fp"] for h in r["per_half"])
+    assert r["far"] == round(100.0 * r["fp"] / 600, 2)
+    assert r["far"] < 50.0  # a normal record: most rows are not flagged
+
+
+def test_sensor_evaluate_select_reads_only_the_anomaly_free_file(tmp_path, capsys):
+    import json
+
+    from soads import cli
+
+    # a 2,300-row slice of the anomaly-free record, and NO labelled file: --select must not
+    # need one (halves of 1,150 rows = one 400 + 750 chunk each)
+    free = skab.read_skab_csv(os.path.join(SKAB_DIR, skab.ANOMALY_FREE)).iloc[:2300]
+    os.makedirs(tmp_path / "data" / "anomaly-free")
+    free.to_csv(tmp_path / "data" / "anomaly-free" / "anomaly-free.csv", sep=";")
+    conf = tmp_path / "sensor.toml"
+    conf.write_text(
+        '[sensor]\npreset = "tiny"\n[sensor.presets.tiny]\nwindow = 10\nhidden_size = 8\n'
+        'latent_size = 2\nepochs = 1\n[sensor.skab]\npretrain_params = { epochs = 1 }\n'
+    )
+    argv = ["sensor", "evaluate", "--data", str(tmp_path / "data"), "--sensor-conf", str(conf),
+            "--select", "--json"]
+    assert cli.main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cands = out["candidates"]
+    assert [(c["pretrain"], c["inflate_scale"]) for c in cands] == [
+        (False, False), (False, True), (True, False), (True, True)]
+    assert all(c["test_rows"] == 2 * 750 and c["chunks"] == 2 for c in cands)
+    assert out["chosen"] == skab.choose_design(cands)
+
+
+def test_choose_design_tie_prefers_fewer_add_ons():
+    assert skab.choose_design([{"far": 9.0}, {"far": 4.5}, {"far": 4.0}, {"far": 1.0}]) == 3
+    assert skab.choose_design([{"far": 1.9}, {"far": 4.5}, {"far": 4.0}, {"far": 1.0}]) == 0
+    assert skab.choose_design([{"far": 2.1}, {"far": 1.5}, {"far": 4.0}, {"far": 1.0}]) == 1
+
+
 def test_drift_inflation():
     t = np.arange(2000.0)
     assert np.round(skab.drift_inflation(np.c_[np.sin(t), t / 100]), 1).tolist() == [1.0, 5.0]
