@@ -151,9 +151,29 @@ TABLES["sensor_anomaly"] = ((MACHINE_ID, "text"), (WINDOW_END, "timestamp"), (SC
 TABLES["sensor_drift"] = ((MODEL_VERSION, "text"), (WINDOW_START, "timestamp"),
                           (WINDOW_END, "timestamp"), (N_WINDOWS, "bigint"), (JSD, "float"),
                           (DRIFTED, "bool"))
+# Sensor readings that make no window (soads.sensor.streaming's policy), written by the sensor
+# sink in the same transaction as sensor_anomaly: source (topic/partition/offset or file:line),
+# machine_id and ts when the reading had them, a reason code, detail (truncated).
+TABLES["sensor_quarantine"] = ((SOURCE, "text"), (MACHINE_ID, "text"), (TS, "timestamp"),
+                               (REASON, "text"), (DETAIL, "text"))
+SENSOR_REASONS = (
+    "malformed_json",      # not valid JSON (or an empty record)
+    "not_a_reading",       # valid JSON, but not an object
+    "missing_machine_id",  # absent, null or empty
+    "bad_machine_id",      # not a string
+    "missing_ts",          # absent or null
+    "bad_timestamp",       # neither an ISO-8601 string nor epoch seconds
+    "bad_value",           # values not an object, or a sensor value not a finite number / null
+    "late",                # ts behind the query's watermark (newest ts - idle_seconds)
+    "duplicate",           # same ts as the machine's last accepted reading
+    "out_of_order",        # ts earlier than the machine's last accepted reading
+)
+DETAIL_CHARS = 200
+"""Quarantine details are truncated to this many characters (the column holds 255)."""
 
 PRIMARY_KEYS = {
     "sensor_anomaly": (MACHINE_ID, WINDOW_END),
+    "sensor_quarantine": (SOURCE,),
     "sensor_drift": (MODEL_VERSION, WINDOW_START),
     "late_event": (OID, SOURCE),
     "sink_batch": (SINK, BATCH_ID),

@@ -85,3 +85,12 @@ CREATE TABLE IF NOT EXISTS sensor_drift (
 	drifted BOOL,
 	PRIMARY KEY (model_version, window_start)
 );
+
+CREATE TABLE IF NOT EXISTS sensor_quarantine (
+	source VARCHAR(255) NOT NULL,
+	machine_id VARCHAR(255),
+	ts DATETIME,
+	reason VARCHAR(255),
+	detail VARCHAR(255),
+	PRIMARY KEY (source)
+);

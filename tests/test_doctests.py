@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 MODULES = ["soads.config", "soads.sequences", "soads.dependencies", "soads.evaluate",
-           "soads.conformance"]
+           "soads.conformance", "soads.sensor.streaming", "soads.sensor.skab"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -125,7 +125,10 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
            # this checkout's soads, not an installed one (the job runs from jobs/)
            "PYTHONPATH": os.pathsep.join([os.path.abspath(REPO)]
                                          + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-    records = [((mm, s), _reading(mm, s)) for s in range(N_SECONDS) for mm in MACHINES]
+    # offset 0: not JSON; the last offset: m1's first reading again (out of order by then)
+    records = [(("bad", 0), b"{not json")] + \
+        [((mm, s), _reading(mm, s)) for s in range(N_SECONDS) for mm in MACHINES] + \
+        [(("again", 0), _reading("m1", 0))]
     expected = {(mm, T0 + dt.timedelta(seconds=s)) for mm in MACHINES
                 for s in range(WINDOW - 1, N_SECONDS)}
     sent_at, seen_at = {}, {}
@@ -150,12 +153,14 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
                 registry.promote(root, "v0002")  # mid-stream: no restart
                 promoted = True
                 sender.start()
-            if len(rows) >= len(expected):
+            if len(rows) >= len(expected) and len(
+                    tables.read_table(db_url, "sensor_quarantine")) >= 2:
                 break
             time.sleep(0.25)
         sender.join(timeout=180)
         time.sleep(3)  # a double-scored window would show up as an extra ledger batch / change
         rows2 = tables.read_table(db_url, "sensor_anomaly")
+        quarantine = tables.read_table(db_url, "sensor_quarantine", order_by=[S.REASON])
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -170,6 +175,10 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
         admin.close()
 
     assert rows2 == rows
+    # nothing dropped silently: both bad records quarantined with their Kafka identity
+    assert [(r[S.SOURCE], r[S.MACHINE_ID], r[S.REASON]) for r in quarantine] == [
+        (f"{topic}/0/0", None, "malformed_json"),
+        (f"{topic}/0/{len(records) - 1}", "m1", "out_of_order")]
     assert {(r[S.MACHINE_ID], r[S.WINDOW_END]) for r in rows} == expected
     assert len(rows) == len(expected)  # every window exactly once
     # arrival order = (ts, machine): the version switches exactly once, v1 -> v2

@@ -42,6 +42,33 @@ def _write_readings(path, machines, seconds, dup=None):
             fh.write(json.dumps({"machine_id": m, "ts": ts, "values": {"a": 5.0, "b": 5.0}}) + "\n")
 
 
+def test_parse_reading_reasons():
+    from soads.sensor.streaming import ReadingError, parse_reading
+
+    ok = '{"machine_id": "m", "ts": "2024-03-04T09:00:00+01:00", "values": {"a": 1, "b": null}}'
+    m, t, v = parse_reading(ok, SENSORS)
+    assert (m, t) == ("m", int(T0.replace(tzinfo=dt.timezone.utc).timestamp() * 1e6))
+    assert v[0] == 1.0 and np.isnan(v[1])
+    cases = {
+        None: "malformed_json", "  ": "malformed_json", "{": "malformed_json",
+        '"m1"': "not_a_reading",
+        '{"machine_id": "", "ts": 0}': "missing_machine_id",
+        '{"machine_id": ["m"], "ts": 0}': "bad_machine_id",
+        '{"machine_id": "m", "ts": null}': "missing_ts",
+        '{"machine_id": "m", "ts": true}': "bad_timestamp",
+        '{"machine_id": "m", "ts": 0, "values": [1, 2]}': "bad_value",
+        '{"machine_id": "m", "ts": 0, "values": {"a": true}}': "bad_value",
+        '{"machine_id": "m", "ts": 0, "values": {"b": Infinity}}': "bad_value",
+        '{"machine_id": "m", "ts": 0, "values": {"b": "1.5"}}': "bad_value",
+    }
+    for text, reason in cases.items():
+        with pytest.raises(ReadingError) as e:
+            parse_reading(text, SENSORS)
+        assert e.value.reason == reason, text
+    assert parse_reading('{"machine_id": "m", "ts": 2.5, "values": {"z": "x"}}', SENSORS)[1] \
+        == 2_500_000  # epoch seconds; a key that is not a configured sensor is ignored
+
+
 def test_registry_promote_rollback(tmp_path):
     from soads.sensor.train import train_version
 
@@ -155,3 +182,71 @@ def test_drift_trigger(tmp_path):
     assert record_drift(db, root, dconf, now=T0 + dt.timedelta(seconds=120)) == []  # recorded once
     assert drift.should_retrain(0.0, 0.0, 3600.0, got) == "drift"
     assert drift.should_retrain(0.0, 0.0, 3600.0, got[:1]) is None
+
+
+def test_stream_quarantines_every_reading_that_makes_no_window(spark, tmp_path):
+    """Unparseable, incomplete, non-numeric, late, duplicate and out-of-order readings each land
+    in sensor_quarantine with a reason and their file:line; a rejected reading does not move the
+    watermark; a restart on the checkpoint changes nothing."""
+    from soads.sensor.streaming import start_sensor_query
+    from soads.sensor.train import train_version
+    from soads.storage import tables
+
+    root = str(tmp_path / "reg")
+    train_version(_history(0), PARAMS, root, sensors=SENSORS, promote=True)
+    inp = tmp_path / "in"
+    inp.mkdir()
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    conf = SensorStreamConf(source="files", input_path=str(inp), registry=root, db_url=db,
+                            checkpoint_root=str(tmp_path / "ck"), window=3, sensors=SENSORS,
+                            idle_seconds=5.0)
+
+    def reading(m, s, values=None):
+        return json.dumps({"machine_id": m, "ts": (T0 + dt.timedelta(seconds=s)).isoformat() + "Z",
+                           "values": values or {"a": np.sin(s / 5), "b": np.cos(s / 5)}})
+
+    first = [reading("m1", s) for s in range(10)] + [
+        "not json",                                                     # line 11
+        "[1, 2]",                                                       # 12
+        json.dumps({"ts": "2024-03-04T08:00:00Z", "values": {"a": 1}}),  # 13
+        json.dumps({"machine_id": "m1", "values": {"a": 1}}),           # 14
+        json.dumps({"machine_id": "m1", "ts": "yesterday"}),            # 15
+        reading("m1", 1000, {"a": "high", "b": 1.0}),  # 16: far ahead, must not move the watermark
+        json.dumps({"machine_id": 7, "ts": "2024-03-04T08:00:00Z"}),    # 17
+        "",                                                             # 18: blank, not a reading
+    ]
+    (inp / "1.json").write_text("\n".join(first) + "\n")
+    q = start_sensor_query(spark, conf, trigger=False)
+    q.processAllAvailable()
+    # the watermark is now 9 s - 5 s = 4 s
+    second = [reading("m1", 3), reading("m1", 6), reading("m1", 9)] + \
+        [reading("m1", s) for s in (10, 11, 12)]
+    (inp / "2.json").write_text("\n".join(second) + "\n")
+    q.processAllAvailable()
+    q.stop()
+
+    rows = tables.read_table(db, "sensor_anomaly", order_by=[S.WINDOW_END])
+    assert [r[S.WINDOW_END] for r in rows] == [T0 + dt.timedelta(seconds=s) for s in range(2, 13)]
+    got = tables.read_table(db, "sensor_quarantine", order_by=[S.SOURCE])
+    f1, f2 = str(inp / "1.json"), str(inp / "2.json")
+    at = lambda s: T0 + dt.timedelta(seconds=s)  # noqa: E731
+    assert [(r[S.SOURCE], r[S.MACHINE_ID], r[S.TS], r[S.REASON]) for r in got] == [
+        (f"{f1}:11", None, None, "malformed_json"),
+        (f"{f1}:12", None, None, "not_a_reading"),
+        (f"{f1}:13", None, None, "missing_machine_id"),
+        (f"{f1}:14", "m1", None, "missing_ts"),
+        (f"{f1}:15", "m1", None, "bad_timestamp"),
+        (f"{f1}:16", "m1", at(1000), "bad_value"),
+        (f"{f1}:17", None, None, "bad_machine_id"),
+        (f"{f2}:1", "m1", at(3), "late"),
+        (f"{f2}:2", "m1", at(6), "out_of_order"),
+        (f"{f2}:3", "m1", at(9), "duplicate"),
+    ]
+    assert all(r[S.REASON] in S.SENSOR_REASONS and r[S.DETAIL] for r in got)
+    assert "high" in got[5][S.DETAIL]
+
+    q = start_sensor_query(spark, conf, trigger=False)  # restart: nothing new, nothing changes
+    q.processAllAvailable()
+    q.stop()
+    assert tables.read_table(db, "sensor_quarantine", order_by=[S.SOURCE]) == got
+    assert tables.read_table(db, "sensor_anomaly", order_by=[S.WINDOW_END]) == rows

@@ -2,13 +2,17 @@
 promoted model -> SENSOR ANOMALY TABLE (DESIGN.md "Sensor job")::
 
     Kafka topic / JSON-lines files   {"machine_id", "ts", "values": {sensor: value}}
-      -> parse_readings              machine_id, ts, values (map)
+      -> read_readings               value (text), source (topic/partition/offset | file:line)
+      -> parse_readings              mapInPandas(parse_reading): a valid reading, or a
+                                     quarantine row with a reason (nothing is dropped)
       -> machine_windows             applyInPandasWithState per machine_id: state = the last
-                                     window - 1 readings (bounded); one row per complete window
+                                     window - 1 readings (bounded); one row per complete window,
+                                     one quarantine row per late / duplicate / out-of-order reading
       -> foreachBatch                soads.storage.sensor_sink.write_sensor_anomalies:
                                      model version read ONCE per micro-batch (driver), windows
                                      scored on the executors (model cached per executor process
-                                     and version), rows + ledger in one transaction
+                                     and version), sensor_anomaly + sensor_quarantine rows + ledger
+                                     in one transaction
 
 Hot swap: ``soads sensor promote|rollback`` moves the registry's CURRENT; the next micro-batch
 reads it, so the switch takes effect within one trigger with no restart. Every window of one
@@ -16,22 +20,36 @@ micro-batch is scored by the same version, and a batch id already in the ledger 
 no window is lost or scored twice (a replayed batch after a crash is rescored with the version
 then current only if its first attempt never committed).
 
-Late and duplicate policy: a machine's readings are taken in ts order; a reading whose ts is not
-later than the machine's last accepted reading (a duplicate, or out of order across
-micro-batches) is dropped -- it makes no window. Readings missing machine_id or ts are dropped by
-the parser (counted in the job's log, not stored: a quarantine table for readings is future
-work). A sensor missing from a reading is NaN and makes its windows' scores NaN.
-State is evicted by an event-time timeout: the query's watermark is the newest reading's ts
-minus ``idle_seconds``; a machine whose last reading is behind the watermark loses its state
-(its next readings start a new series: their first ``window - 1`` make no window), and a
-reading behind the watermark is dropped by Spark before the state step (it is late). An
-event-time timeout, not a processing-time one: with the latter Spark runs empty micro-batches
-back to back and ``processAllAvailable`` never returns.
+Bad input (project rule: quarantine with a reason, never a silent drop). Every reading that
+makes no window of its own lands in ``sensor_quarantine`` (source, machine_id, ts, reason,
+detail; :data:`soads.schema.SENSOR_REASONS`):
+
+- parse (:func:`parse_reading`): ``malformed_json`` (also an empty Kafka record),
+  ``not_a_reading``, ``missing_machine_id``, ``bad_machine_id``, ``missing_ts``,
+  ``bad_timestamp``, ``bad_value`` (``values`` not an object, or a value that is not a finite
+  number or null). A sensor missing from a valid reading (or null) is NaN and makes its
+  windows' scores NaN; keys that are not configured sensors are ignored. Blank lines of a file
+  are not readings.
+- order (:func:`advance`): a machine's readings are taken in ts order; a reading whose ts
+  equals the machine's last accepted one is a ``duplicate``, an earlier one ``out_of_order``
+  (across micro-batches; inside one micro-batch readings are sorted first).
+- ``late``: the query's watermark is the newest reading's ts minus ``idle_seconds``; a reading
+  behind it is late. Spark itself drops such rows before an event-time-timeout state function
+  sees them, so (as the event job does, :mod:`soads.streaming`) the ts travels as an untagged
+  copy and the operator's watermark column is a constant no row is ever behind; the state step
+  compares each reading with ``getCurrentWatermarkMs`` itself.
+
+State is evicted by an event-time timeout: a machine whose last reading is behind the watermark
+loses its state (its next readings start a new series: their first ``window - 1`` make no
+window, and they are not quarantined -- they are the start of the next windows). An event-time
+timeout, not a processing-time one: with the latter Spark runs empty micro-batches back to back
+and ``processAllAvailable`` never returns.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -56,58 +74,156 @@ class MachineState:
     values: tuple = ()  # tuple of tuples (one per reading, sensors in configured order)
 
 
-def advance(state: MachineState | None, readings: Iterable[tuple[int, Sequence[float]]],
-            window: int) -> tuple[MachineState, list[tuple[int, list]]]:
-    """Add new readings ``(ts_us, values)`` to a machine's state.
+def advance(state: MachineState | None, readings: Iterable[tuple], window: int,
+            watermark_us: int | None = None
+            ) -> tuple[MachineState, list[tuple[int, list]], list[tuple[int, str, str]]]:
+    """Add new readings ``(ts_us, values, source)`` to a machine's state.
 
-    Returns the new state (last ``window - 1`` readings) and the complete windows that end at a
-    new reading: ``(window_end_us, [values of the window's readings, oldest first])``.
+    Returns the new state (last ``window - 1`` readings), the complete windows that end at a
+    new reading: ``(window_end_us, [values of the window's readings, oldest first])``, and the
+    readings that make no window: ``(ts_us, source, reason)`` with reason ``late`` (ts below
+    ``watermark_us``), ``duplicate`` or ``out_of_order`` (module docstring).
 
     Examples
     --------
-    >>> st, out = advance(None, [(2, [2.0]), (1, [1.0]), (3, [3.0])], 3)
-    >>> st.ts_us, out
-    ((2, 3), [(3, [[1.0], [2.0], [3.0]])])
-    >>> st, out = advance(st, [(3, [9.0]), (4, [4.0])], 3)  # ts 3 again: a duplicate
-    >>> st.ts_us, out
-    ((3, 4), [(4, [[2.0], [3.0], [4.0]])])
+    >>> st, out, bad = advance(None, [(2, [2.0], "k/0/1"), (1, [1.0], "k/0/0"),
+    ...                               (3, [3.0], "k/0/2")], 3)
+    >>> st.ts_us, out, bad
+    ((2, 3), [(3, [[1.0], [2.0], [3.0]])], [])
+    >>> st, out, bad = advance(st, [(3, [9.0], "k/0/3"), (4, [4.0], "k/0/4"),
+    ...                             (1, [1.0], "k/0/5")], 3, watermark_us=0)
+    >>> st.ts_us, out, bad
+    ((3, 4), [(4, [[2.0], [3.0], [4.0]])], [(1, 'k/0/5', 'out_of_order'), (3, 'k/0/3', 'duplicate')])
+    >>> advance(st, [(2, [2.0], "k/0/6")], 3, watermark_us=3)[2]
+    [(2, 'k/0/6', 'late')]
     """
     ts = list(state.ts_us) if state else []
     vals = [list(v) for v in state.values] if state else []
-    out = []
-    for t, v in sorted(readings, key=lambda r: r[0]):  # stable: equal ts keep arrival order
+    out, rejected = [], []
+    for t, v, src in sorted(readings, key=lambda r: r[0]):  # stable: equal ts keep arrival order
+        if watermark_us is not None and t < watermark_us:
+            rejected.append((int(t), src, "late"))
+            continue
         if ts and t <= ts[-1]:
-            continue  # duplicate or out of order: no window (module docstring)
+            rejected.append((int(t), src, "duplicate" if t == ts[-1] else "out_of_order"))
+            continue
         ts.append(int(t))
         vals.append([float(x) for x in v])
         if len(ts) >= window:
             out.append((int(t), vals[-window:]))
     keep = max(window - 1, 0)
     ts, vals = ts[len(ts) - keep:] if keep else [], vals[len(vals) - keep:] if keep else []
-    return MachineState(tuple(ts), tuple(tuple(v) for v in vals)), out
+    return MachineState(tuple(ts), tuple(tuple(v) for v in vals)), out, rejected
+
+
+class ReadingError(ValueError):
+    """A reading that cannot be used; ``reason`` is one of :data:`soads.schema.SENSOR_REASONS`.
+    ``machine_id`` / ``ts_us`` carry what was readable (for the quarantine row)."""
+
+    def __init__(self, reason: str, detail: str, machine_id=None, ts_us=None):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.machine_id, self.ts_us = reason, detail, machine_id, ts_us
+
+
+def _ts_us(value) -> int:
+    import datetime as dt
+
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a time")
+    if isinstance(value, (int, float)):  # epoch seconds, as Spark's JSON reader takes numbers
+        if not math.isfinite(value):
+            raise ValueError("not finite")
+        return int(round(value * 1_000_000))
+    if not isinstance(value, str):
+        raise ValueError(f"a {type(value).__name__}")
+    t = dt.datetime.fromisoformat(value)  # naive = UTC (the session time zone)
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return (t - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+
+
+def parse_reading(text: str | None, sensors: Sequence[str]) -> tuple[str, int, list[float]]:
+    """One JSON reading -> ``(machine_id, ts_us, values in sensors order)``, NaN for a sensor the
+    reading lacks or gives as null.
+
+    Raises
+    ------
+    ReadingError with the reason code (module docstring).
+
+    Examples
+    --------
+    >>> parse_reading('{"machine_id": "m1", "ts": "1970-01-01T00:00:01Z", "values": {"a": 2}}',
+    ...               ["a", "b"])
+    ('m1', 1000000, [2.0, nan])
+    >>> parse_reading('{"machine_id": "m1", "ts": 1.5, "values": {"a": "high"}}', ["a"])
+    Traceback (most recent call last):
+    ...
+    soads.sensor.streaming.ReadingError: bad_value: sensor 'a' is not a number: 'high'
+    >>> parse_reading('{"ts": 1}', ["a"])
+    Traceback (most recent call last):
+    ...
+    soads.sensor.streaming.ReadingError: missing_machine_id: no machine_id
+    """
+    if text is None or not text.strip():
+        raise ReadingError("malformed_json", "empty record")
+    try:
+        doc = json.loads(text)
+    except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+        raise ReadingError("malformed_json", str(e)) from None
+    if not isinstance(doc, dict):
+        raise ReadingError("not_a_reading", f"a JSON {type(doc).__name__}, not an object")
+    machine = doc.get(S.MACHINE_ID)
+    if machine is None or machine == "":
+        raise ReadingError("missing_machine_id", f"no {S.MACHINE_ID}")
+    if not isinstance(machine, str):
+        raise ReadingError("bad_machine_id", f"{S.MACHINE_ID} is a {type(machine).__name__}")
+    raw_ts = doc.get(S.TS)
+    if raw_ts is None:
+        raise ReadingError("missing_ts", f"no {S.TS}", machine)
+    try:
+        ts_us = _ts_us(raw_ts)
+    except (ValueError, OverflowError) as e:
+        raise ReadingError("bad_timestamp", f"{S.TS} {raw_ts!r}: {e}", machine) from None
+    values = doc.get(S.VALUES, {})
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ReadingError("bad_value", f"{S.VALUES} is a {type(values).__name__}", machine, ts_us)
+    out = []
+    for name in sensors:
+        v = values.get(name)
+        if v is None:
+            out.append(float("nan"))
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isinf(v):
+            raise ReadingError("bad_value", f"sensor {name!r} is not a number: {v!r}",
+                               machine, ts_us)
+        out.append(float(v))
+    return machine, ts_us, out
 
 
 # -- Spark -----------------------------------------------------------------------------------
 
 
-def reading_struct():
-    """Schema of one JSON reading: machine_id, ts, values map<string, double>."""
-    from pyspark.sql import types as T
-
-    return T.StructType([
-        T.StructField(S.MACHINE_ID, T.StringType(), True),
-        T.StructField(S.TS, T.TimestampType(), True),
-        T.StructField(S.VALUES, T.MapType(T.StringType(), T.DoubleType()), True),
-    ])
+KIND_WINDOW = "window"
+KIND_QUARANTINE = S.KIND_QUARANTINE
+_KEY = "_key"  # grouping key: machine_id, or "" for a reading rejected by the parser
+_WATERMARK_COLUMN = "_never_late"
+_WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.delayKey
+_NEVER_LATE = "2200-01-01 00:00:00"
 
 
 def read_readings(spark, stream):
-    """The raw readings (one JSON text per row) of ``stream`` (SensorStreamConf).
+    """The raw readings of ``stream`` (SensorStreamConf), one JSON text per row.
 
     Returns
     -------
-    DataFrame (streaming): ``value`` string
+    DataFrame (streaming): ``value`` string (null for an empty Kafka record), ``source``
+    (``topic/partition/offset``, or ``path:line`` for a file, lines from 1; blank lines are
+    not readings)
     """
+    from pyspark.sql import functions as F
+
     if stream.source == "kafka":
         reader = (spark.readStream.format("kafka")
                   .option("kafka.bootstrap.servers", stream.kafka_bootstrap)
@@ -116,38 +232,97 @@ def read_readings(spark, stream):
                   .option("failOnDataLoss", "false"))
         if stream.max_offsets_per_trigger:
             reader = reader.option("maxOffsetsPerTrigger", str(int(stream.max_offsets_per_trigger)))
-        return reader.load().selectExpr("CAST(value AS STRING) AS value")
+        return reader.load().select(
+            F.col("value").cast("string").alias("value"),
+            F.concat_ws("/", "topic", F.col("partition").cast("string"),
+                        F.col("offset").cast("string")).alias(S.SOURCE))
     if stream.source == "files":
-        return (spark.readStream.option("maxFilesPerTrigger", 100)
-                .text(stream.input_path))
+        # whole files, split here, so that every line keeps its file:line identity
+        files = (spark.readStream.option("maxFilesPerTrigger", 100)
+                 .text(stream.input_path, wholetext=True)
+                 .select(F.regexp_replace(F.input_file_name(), "^file:(//)?", "").alias("path"),
+                         F.posexplode(F.split("value", "\n")).alias("line", "value")))
+        return (files.where(F.trim("value") != "")
+                .select(F.regexp_replace("value", "\r$", "").alias("value"),
+                        F.concat_ws(":", "path", (F.col("line") + 1).cast("string"))
+                        .alias(S.SOURCE)))
     raise ValueError(f"sensor stream.source must be kafka or files, not {stream.source!r}")
 
 
-def parse_readings(raw, sensors: Sequence[str]):
-    """JSON readings -> one row per valid reading.
-
-    Returns
-    -------
-    DataFrame: machine_id, ts, ts_us (epoch microseconds), then one double column per sensor
-    (in ``sensors`` order; NaN when the reading lacks it)
-    """
-    from pyspark.sql import functions as F
-
-    r = raw.select(F.from_json("value", reading_struct()).alias("r")).select("r.*")
-    r = r.filter(F.col(S.MACHINE_ID).isNotNull() & F.col(S.TS).isNotNull())
-    return r.select(S.MACHINE_ID, S.TS, F.unix_micros(S.TS).alias(_TS_US),
-                    *[F.coalesce(F.col(S.VALUES)[s], F.lit(float("nan"))).alias(f"s{i}")
-                      for i, s in enumerate(sensors)])
-
-
-def window_struct():
-    """Schema of :func:`machine_windows` rows: machine_id, window_end, window array<double>."""
+def parsed_struct(n_sensors: int):
+    """Schema of :func:`parse_readings` rows."""
     from pyspark.sql import types as T
 
     return T.StructType([
-        T.StructField(S.MACHINE_ID, T.StringType(), False),
-        T.StructField(S.WINDOW_END, T.TimestampType(), False),
-        T.StructField(S.WINDOW, T.ArrayType(T.DoubleType(), False), False),
+        T.StructField(_KEY, T.StringType(), False),
+        T.StructField(S.MACHINE_ID, T.StringType(), True),
+        T.StructField(_TS_US, T.LongType(), True),
+        T.StructField(S.SOURCE, T.StringType(), False),
+        T.StructField(S.REASON, T.StringType(), True),
+        T.StructField(S.DETAIL, T.StringType(), True),
+    ] + [T.StructField(f"s{i}", T.DoubleType(), True) for i in range(n_sensors)])
+
+
+def parse_readings(raw, sensors: Sequence[str]):
+    """JSON readings -> one row per record: a valid reading (``reason`` null) or a rejected one
+    (:func:`parse_reading` in ``mapInPandas``).
+
+    Returns
+    -------
+    DataFrame: _key (machine_id; "" for a rejected reading), machine_id, ts (event time; null
+    for a rejected reading, which must not move the watermark), ts_us (epoch microseconds, kept
+    for a rejected reading when readable), source, reason, detail, then one double column per
+    sensor (in ``sensors`` order; NaN when the reading lacks it, and in a rejected row).
+    """
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    n = len(sensors)
+    cols = [f"s{i}" for i in range(n)]
+
+    def run(frames):
+        for pdf in frames:
+            key, mid, ts, reason, detail, vals = [], [], [], [], [], []
+            for text in pdf["value"].tolist():
+                try:
+                    m, t, v = parse_reading(text, sensors)
+                    key.append(m), mid.append(m), ts.append(t)
+                    reason.append(None), detail.append(None), vals.append(v)
+                except ReadingError as e:
+                    key.append(""), mid.append(e.machine_id), ts.append(e.ts_us)
+                    reason.append(e.reason), detail.append(e.detail[:S.DETAIL_CHARS])
+                    vals.append([None] * n)
+            out = pd.DataFrame({
+                _KEY: key, S.MACHINE_ID: mid, _TS_US: pd.array(ts, dtype="Int64"),
+                S.SOURCE: pdf[S.SOURCE].to_numpy(), S.REASON: reason, S.DETAIL: detail,
+            })
+            block = np.asarray(vals, dtype=np.float64).reshape(len(vals), n)
+            for i, c in enumerate(cols):
+                out[c] = block[:, i]
+            yield out
+
+    parsed = raw.mapInPandas(run, parsed_struct(n))
+    # ts (the event time the watermark follows) only for valid readings: a rejected reading
+    # must not move the watermark
+    ts = F.when(F.col(S.REASON).isNull(), F.timestamp_micros(_TS_US))
+    return parsed.select(_KEY, S.MACHINE_ID, ts.alias(S.TS), _TS_US, S.SOURCE, S.REASON,
+                         S.DETAIL, *cols)
+
+
+def window_struct():
+    """Schema of :func:`machine_windows` rows: kind, machine_id, window_end, window
+    array<double>, ts_us, source, reason, detail."""
+    from pyspark.sql import types as T
+
+    return T.StructType([
+        T.StructField(S.KIND, T.StringType(), False),
+        T.StructField(S.MACHINE_ID, T.StringType(), True),
+        T.StructField(S.WINDOW_END, T.TimestampType(), True),
+        T.StructField(S.WINDOW, T.ArrayType(T.DoubleType(), False), True),
+        T.StructField(_TS_US, T.LongType(), True),
+        T.StructField(S.SOURCE, T.StringType(), True),
+        T.StructField(S.REASON, T.StringType(), True),
+        T.StructField(S.DETAIL, T.StringType(), True),
     ])
 
 
@@ -162,47 +337,97 @@ def _state_struct():
     ])
 
 
+def _ints(series) -> list:
+    """A nullable long column (float with NaN in pandas when it holds nulls) -> ints / None."""
+    return [None if x is None or x != x else int(x) for x in series.tolist()]
+
+
 def machine_windows(readings, window: int, n_sensors: int, idle_seconds: float):
     """Per-machine sliding windows kept in Spark state (:func:`advance` in
     ``applyInPandasWithState``; event-time timeout ``idle_seconds``, module docstring).
 
+    Parameters
+    ----------
+    readings : DataFrame (streaming), :func:`parse_readings` rows
+
     Returns
     -------
-    DataFrame: machine_id, window_end (timestamp of the window's last reading),
-    window array<double> (``window x n_sensors``, row-major: reading by reading)
+    DataFrame: kind, machine_id, window_end, window, ts_us, source, reason, detail.
+    ``window`` rows: machine_id, window_end (timestamp of the window's last reading), window
+    array<double> (``window x n_sensors``, row-major: reading by reading).
+    ``quarantine`` rows: machine_id and ts_us (null when unreadable), source, reason, detail --
+    the parser's rejects and the late / duplicate / out-of-order readings.
     """
     import pandas as pd
+    from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     cols = [f"s{i}" for i in range(n_sensors)]
     timeout_ms = int(idle_seconds * 1000)
+    idle_us = timeout_ms * 1000
+
+    def frame(windows, bad):
+        nq = len(bad)
+        return pd.DataFrame({
+            S.KIND: [KIND_WINDOW] * len(windows) + [KIND_QUARANTINE] * nq,
+            S.MACHINE_ID: [w[0] for w in windows] + [b[0] for b in bad],
+            S.WINDOW_END: pd.to_datetime([t for _, t, _ in windows] + [None] * nq, unit="us"),
+            S.WINDOW: [np.asarray(w, dtype=np.float64).ravel() for _, _, w in windows]
+            + [None] * nq,
+            _TS_US: pd.array([None] * len(windows) + [b[1] for b in bad], dtype="Int64"),
+            S.SOURCE: [None] * len(windows) + [b[2] for b in bad],
+            S.REASON: [None] * len(windows) + [b[3] for b in bad],
+            S.DETAIL: [None] * len(windows) + [b[4] for b in bad],
+        })
 
     def run(key, frames, state):
         machine = key[0]
+        if machine == "":  # the parser's rejects: straight to quarantine, no state
+            bad = []
+            for pdf in frames:
+                bad.extend(zip(pdf[S.MACHINE_ID].tolist(), _ints(pdf[_TS_US]),
+                               pdf[S.SOURCE].tolist(), pdf[S.REASON].tolist(),
+                               pdf[S.DETAIL].tolist()))
+            yield frame([], bad)
+            return
         if state.hasTimedOut:
             state.remove()  # idle machine: bounded state
             return
+        watermark_us = state.getCurrentWatermarkMs() * 1000
         current = None
         if state.exists:
             ts, vals = state.get
             current = MachineState(tuple(json.loads(ts)),
                                    tuple(tuple(v) for v in json.loads(vals)))
+            if current.ts_us and watermark_us > current.ts_us[-1] + idle_us:
+                current = None  # idle past the watermark: a new series (module docstring)
         readings = []
         for pdf in frames:
-            readings.extend(zip(pdf[_TS_US].tolist(), pdf[cols].to_numpy().tolist()))
-        new, out = advance(current, readings, window)
+            readings.extend(zip(_ints(pdf[_TS_US]), pdf[cols].to_numpy().tolist(),
+                                pdf[S.SOURCE].tolist()))
+        new, out, rejected = advance(current, readings, window, watermark_us)
         state.update((json.dumps(list(new.ts_us)), json.dumps([list(v) for v in new.values])))
         if new.ts_us:
             state.setTimeoutTimestamp(new.ts_us[-1] // 1000 + timeout_ms)
-        yield pd.DataFrame({
-            S.MACHINE_ID: [machine] * len(out),
-            S.WINDOW_END: pd.to_datetime([t for t, _ in out], unit="us"),
-            S.WINDOW: [np.asarray(w, dtype=np.float64).ravel() for _, w in out],
-        })
+        detail = {"late": "ts behind the watermark (newest ts - idle_seconds)",
+                  "duplicate": "same ts as the machine's last accepted reading",
+                  "out_of_order": "ts before the machine's last accepted reading"}
+        if out or rejected:
+            yield frame([(machine, t, w) for t, w in out],
+                        [(machine, t, src, why, detail[why]) for t, src, why in rejected])
 
-    # machine_id, ts, ts_us, s0..s{n-1} (one row per reading)
-    watermarked = readings.withWatermark(S.TS, f"{timeout_ms} milliseconds")
-    return watermarked.groupBy(S.MACHINE_ID).applyInPandasWithState(
+    # _key, machine_id, ts, ts_us, source, reason, detail, s0..s{n-1} (one row per record)
+    readings = readings.withWatermark(S.TS, f"{timeout_ms} milliseconds")
+    # Spark drops rows below the watermark before an event-time-timeout state function sees
+    # them; our policy quarantines them as late instead (soads.streaming does the same): ts
+    # travels as an untagged copy and the operator's watermark column is a constant no row is
+    # ever behind (the watermark itself is still computed from ts above).
+    untagged = readings.select(
+        _KEY, S.MACHINE_ID, _TS_US, S.SOURCE, S.REASON, S.DETAIL, *cols,
+        F.lit(_NEVER_LATE).cast("timestamp").alias(
+            _WATERMARK_COLUMN, metadata={_WATERMARK_DELAY_KEY: timeout_ms}),
+    )
+    return untagged.groupBy(_KEY).applyInPandasWithState(
         run, window_struct(), _state_struct(), "append", GroupStateTimeout.EventTimeTimeout)
 
 
@@ -287,9 +512,12 @@ def start_sensor_query(spark, stream, trigger: bool = True):
 
     sensor_sink.prepare(stream.db_url)
     n = len(stream.sensors)
-    # machine_id, ts_us, s0..s{n-1} (one row per valid reading)
-    readings = parse_readings(read_readings(spark, stream), stream.sensors)
-    # machine_id, window_end, window (one row per complete window)
+    # value, source (one row per record)
+    raw = read_readings(spark, stream)
+    # _key, machine_id, ts, ts_us, source, reason, detail, s0..s{n-1} (one row per record)
+    readings = parse_readings(raw, stream.sensors)
+    # kind, machine_id, window_end, window, ts_us, source, reason, detail
+    # (one row per complete window, one per quarantined reading)
     windows = machine_windows(readings, stream.window, n, stream.idle_seconds)
     w = (windows.writeStream.queryName("sensor_anomaly")
          .foreachBatch(sensor_sink.anomaly_writer(stream.db_url, stream.registry, stream.window, n))
