@@ -586,7 +586,9 @@ def cmd_bench(args) -> int:
                     maximal_only=args.maximal_only)
     elif args.what == "sensor":
         from soads.benchmarks.sensor import run
-        lines = run(skab_dir=args.skab, sensor_conf=args.sensor_conf)
+        lines = run(skab_dir=args.skab, sensor_conf=args.sensor_conf,
+                    rate=args.readings_per_s, seconds=args.sensor_seconds,
+                    trigger_seconds=args.trigger, latency_only=args.latency_only)
     else:  # argparse restricts choices
         raise UsageError(f"unknown benchmark {args.what}")
     for line in lines:
@@ -714,6 +716,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skab", default="../shared/skab/data", metavar="DIR",
                    help="sensor: SKAB data for the end-to-end evaluation")
     s.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
+    s.add_argument("--readings-per-s", type=float, default=100.0, metavar="RATE",
+                   help="sensor: publishing rate of the streaming latency run")
+    s.add_argument("--sensor-seconds", type=float, default=60.0, metavar="SECONDS",
+                   help="sensor: length of the streaming latency run")
+    s.add_argument("--trigger", type=float, default=0.5, metavar="SECONDS",
+                   help="sensor: trigger interval of the streaming latency run")
+    s.add_argument("--latency-only", action="store_true",
+                   help="sensor: only the streaming latency run (no training/SKAB figures)")
     s.set_defaults(func=cmd_bench)
     return p
 
