@@ -2,10 +2,10 @@
 per-oid Relational Dependency Updater -> RELATIONAL DEPENDENCY TABLE, Anomaly Evaluator ->
 object_score and ALIGNMENT SCORE TABLE; checkpointed, exactly-once tables (soads.streaming).
 
-Usage: spark-submit --jars $(python -c 'from soads import services as s; print(",".join(s.spark_kafka_jars(s.load_conf())))') \
+Usage: spark-submit --jars $(python -c 'from soads import services as s; print(",".join(s.spark_kafka_jars(s.load_conf())))'),$(python -m soads.jvm) \
     jobs/stream_events.py --conf conf/soads.toml --stream-conf conf/services-stream.toml \
     [--set stream.topic=soads-events] [--set sequences.dwell_seconds=60]
-   or: python jobs/stream_events.py ... (adds the Kafka connector jars itself)
+   or: python jobs/stream_events.py ... (adds the Kafka connector and the state operator's jars itself)
 """
 import argparse
 import logging
@@ -24,11 +24,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = config.load(args.conf + args.stream_conf, args.set)
     stream = cfg.stream
-    extra = {}
-    if stream.source == "kafka":
-        jars = services.spark_kafka_jars(services.load_conf(args.services_conf))
-        extra["spark.jars"] = ",".join(jars)
-    spark = session.build(cfg.spark, extra=extra)
+    kafka_jars = (services.spark_kafka_jars(services.load_conf(args.services_conf))
+                  if stream.source == "kafka" else ())
+    spark = session.build(cfg.spark, extra=streaming.spark_jars(stream, kafka_jars))
     queries = streaming.start_event_queries(
         spark, stream, cfg.preprocess.max_document_bytes, cfg.sequences.dwell_seconds,
         cfg.scoring, cfg.scoring.window_seconds)

@@ -583,7 +583,8 @@ def cmd_bench(args) -> int:
     elif args.what == "stream":
         from soads.benchmarks.stream import run
         lines = run(events=(args.events or [300_000])[0], rate=args.rate, seconds=args.seconds,
-                    maximal_only=args.maximal_only)
+                    maximal_only=args.maximal_only,
+                    operators=tuple(args.operator or ("jvm", "python")))
     elif args.what == "sensor":
         from soads.benchmarks.sensor import run
         lines = run(skab_dir=args.skab, sensor_conf=args.sensor_conf,
@@ -713,6 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=float, default=60.0, help="stream: latency run length")
     s.add_argument("--maximal-only", action="store_true",
                    help="stream: score against the mining run's maximal patterns only")
+    s.add_argument("--operator", action="append", choices=("jvm", "python"),
+                   help="stream: state operator(s) of the sustained run, side by side "
+                        "(repeatable; default jvm and python; the latency run uses the first)")
     s.add_argument("--skab", default="../shared/skab/data", metavar="DIR",
                    help="sensor: SKAB data for the end-to-end evaluation")
     s.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")

@@ -96,6 +96,10 @@ class StreamConf:
     watermark_seconds: float = 600.0
     idle_seconds: float = 3600.0
     max_visits: int = 1000
+    state_operator: str = "jvm"
+    """The per-oid state step: ``jvm`` (the Java port, soads/java/RelationUpdater.java, built by
+    :mod:`soads.jvm`; needs a JDK) or ``python`` (applyInPandasWithState, the oracle). Part of the
+    checkpoint: a checkpoint made with one cannot be resumed with the other."""
 
 
 @dataclass(frozen=True)

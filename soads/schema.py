@@ -184,6 +184,12 @@ PRIMARY_KEYS = {
     "alignment_score": (WINDOW_START, RUN_ID),
 }
 
+# Secondary indexes: the streaming Anomaly Evaluator recomputes the windows it touches
+# (object_score rows of one run in one window of last_time) every micro-batch.
+INDEXES = {
+    "object_score": ((RUN_ID, LAST_TIME),),
+}
+
 
 def event_struct():
     """Spark schema of the EVENT LOG TABLE (imports pyspark lazily so pure cores stay free of it)."""

@@ -221,6 +221,125 @@ def _sw_kernel(
     return colmax
 
 
+def _pattern_trie(pcodes: Sequence[np.ndarray]):
+    """The patterns as a trie, level by level.
+
+    Returns ``levels`` -- for depth d = 1, 2, ...: ``(parents, symbols)``, the index of each
+    depth-d node's parent among the depth-(d-1) nodes (depth 0: the root alone) and its symbol --
+    and ``terminal`` -- per pattern, ``(depth, node index)`` of its last symbol.
+
+    >>> levels, terminal = _pattern_trie([np.array([1, 2]), np.array([1, 3]), np.array([1])])
+    >>> [(p.tolist(), s.tolist()) for p, s in levels], terminal
+    ([([0], [1]), ([0, 0], [2, 3])], [(2, 0), (2, 1), (1, 0)])
+    """
+    index: list[dict] = [{(): 0}]
+    levels: list[tuple[list, list]] = []
+    terminal = []
+    for codes in pcodes:
+        prefix: tuple = ()
+        for d, c in enumerate(codes.tolist(), start=1):
+            if len(levels) < d:
+                levels.append(([], []))
+                index.append({})
+            node = prefix + (c,)
+            if node not in index[d]:
+                index[d][node] = len(levels[d - 1][0])
+                levels[d - 1][0].append(index[d - 1][prefix])
+                levels[d - 1][1].append(c)
+            prefix = node
+        terminal.append((len(prefix), index[len(prefix)][prefix]))
+    return ([(np.array(p, dtype=np.int64), np.array(c, dtype=np.int32)) for p, c in levels],
+            terminal)
+
+
+def _sw_trie_kernel(X: np.ndarray, levels, terminal, params: ScoringConf, m: int) -> np.ndarray:
+    """:func:`_sw_kernel` over a pattern trie: patterns that share a prefix share its rows.
+
+    A row of Gotoh's matrices for pattern position i depends only on the pattern's first i
+    symbols, so the rows of a common prefix are computed once, for its trie node, and each
+    child starts from its parent's row (a gather along the node axis). Work is proportional to
+    the trie's nodes instead of the patterns' total length: PrefixSpan's patterns are prefix
+    closed, so that is about their number instead of number x mean length. Same recurrences,
+    same arithmetic as :func:`_sw_kernel` (the tests compare the two).
+
+    Parameters
+    ----------
+    X : (n, w) int array
+        Sequence codes, sequence axis first, padded with :data:`_PAD`.
+    levels, terminal : :func:`_pattern_trie`
+    m : int
+        Longest pattern (bounds the integer type, as in :func:`_numbers`).
+
+    Returns
+    -------
+    (n, P, w) array of column maxima per pattern (as ``_sw_kernel(...).reshape(n, P, w)``).
+    """
+    n, w = X.shape
+    dtype, (match, mismatch, go, ge), neg = _numbers(params, n, m)
+    exact = dtype is not np.float64
+    if exact:
+        delta = dtype(match - mismatch)
+        ramp_in = (-ge * np.arange(n, dtype=np.int64)).astype(dtype)[1:, None]
+        ramp_out = (go + ge * np.arange(n - 1, dtype=np.int64)).astype(dtype)[:, None]
+    out = np.zeros((n, len(terminal), w), dtype)
+    ends: dict[int, list[tuple[int, int]]] = {}
+    for k, (depth, node) in enumerate(terminal):
+        ends.setdefault(depth, []).append((k, node))
+    # the root: the empty pattern prefix (H = 0, no M/E/F)
+    H = np.zeros((n + 1, 1, w), dtype)
+    M = np.full((n, 1, w), neg, dtype)
+    E = np.full((n, 1, w), neg, dtype)
+    F = np.full((n, 1, w), neg, dtype)
+    colmax = np.zeros((n, 1, w), dtype)
+    for d, (parents, symbols) in enumerate(levels, start=1):
+        N = len(parents)
+        H, M, E, F, colmax = (np.take(a, parents, axis=1) for a in (H, M, E, F, colmax))
+        W = N * w
+        H2, M2, E2, F2 = (a.reshape(a.shape[0], W) for a in (H, M, E, F))
+        eq = (X[:, None, :] == symbols[None, :, None]).reshape(n, W)
+        T = np.empty((n, W), dtype)
+        if go <= ge:
+            np.add(H2[1:], go, out=T)
+        else:
+            np.maximum(M2, E2, out=T)
+            np.add(T, go, out=T)
+        np.add(F2, ge, out=F2)
+        np.maximum(F2, T, out=F2)
+        Mn = np.empty((n, W), dtype)
+        if exact:
+            np.multiply(eq, delta, out=T)
+            np.add(T, mismatch, out=T)
+        else:
+            T[...] = np.where(eq, match, mismatch)
+        np.add(H2[:-1], T, out=Mn)
+        np.maximum(Mn, F2, out=T)
+        En = np.empty((n, W), dtype)
+        if exact:
+            np.add(T[1:], ramp_in, out=T[1:])
+            for a in range(1, n):
+                np.maximum(T[a], T[a - 1], out=T[a])
+            np.add(T[:-1], ramp_out, out=En[1:])
+        else:
+            t = np.empty(W, dtype)
+            En[0] = neg
+            for a in range(1, n):
+                np.add(En[a - 1], ge, out=En[a])
+                np.add(T[a - 1], go, out=t)
+                np.maximum(En[a], t, out=En[a])
+        En[0] = neg
+        Hn = np.zeros((n + 1, W), dtype)
+        np.maximum(Mn, En, out=Hn[1:])
+        np.maximum(Hn[1:], F2, out=Hn[1:])
+        np.maximum(Hn[1:], 0, out=Hn[1:])
+        C2 = colmax.reshape(n, W)
+        np.maximum(C2, Mn, out=C2)
+        H, M, E = Hn.reshape(n + 1, N, w), Mn.reshape(n, N, w), En.reshape(n, N, w)
+        F = F2.reshape(n, N, w)
+        for k, node in ends.get(d, ()):
+            out[:, k, :] = colmax[:, node, :]
+    return out
+
+
 def _pad(codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n: int) -> np.ndarray:
     """Ragged code runs -> ``(n, batch)`` matrix, padded with :data:`_PAD` (batch axis last)."""
     batch = len(lengths)
@@ -271,7 +390,8 @@ def _identity_is_best(params: ScoringConf) -> bool:
 
 
 def score_batch(
-    seqs: Sequence[Sequence[str]], patterns: Sequence[Sequence[str]], params: ScoringConf
+    seqs: Sequence[Sequence[str]], patterns: Sequence[Sequence[str]], params: ScoringConf,
+    trie: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised scores, raw scores and best-pattern indices of many sequences (fast scorer).
 
@@ -285,6 +405,9 @@ def score_batch(
         Patterns in use; ties in the normalised score go to the first.
     params : ScoringConf
         match, mismatch, gap_open, gap_extend.
+    trie : bool
+        Run :func:`_sw_trie_kernel` (shared pattern prefixes computed once); False runs the
+        per-pattern :func:`_sw_kernel` (the tests' second oracle). Same results.
 
     Returns
     -------
@@ -343,23 +466,30 @@ def score_batch(
     p_mat = np.full((P, m_max), _PAD - 1, dtype=np.int32)
     for r, k in enumerate(p_order):
         p_mat[r, : len(pcodes[k])] = pcodes[k]
+    levels, terminal = _pattern_trie(pcodes) if trie else (None, None)
     order = np.argsort(lengths, kind="stable")
     order = order[lengths[order] > 0]  # empty sequences keep score 0, raw 0, no pattern
     lengths_sorted = lengths[order]
-    for a, b in _chunks(lengths_sorted, P):
+    # chunk width from the widest trie level (not the pattern count): the trie's rows are that
+    # wide at most, and wider chunks amortise numpy's per-call cost
+    width = max((len(p) for p, _ in levels), default=1) if trie else P
+    for a, b in _chunks(lengths_sorted, width):
         idx = order[a:b]
         n, w = int(lengths_sorted[b - 1]), len(idx)
         X = _pad(codes, starts[idx], lengths[idx], n)[:, None, :]  # (n, 1, batch)
-
-        def eq_rows():
-            for i in range(m_max):
-                live = int(np.count_nonzero(p_len > i))
-                yield (X == p_mat[:live, i][None, :, None]).reshape(n, live * w)
-
-        colmax = _sw_kernel(eq_rows(), n, P * w, params, m_max).reshape(n, P, w)
         valid = np.arange(n)[:, None] < lengths[idx][None, :]  # (n, batch)
         sw = np.empty((P, w), dtype=np.float64)
-        sw[p_order] = np.where(valid[:, None, :], colmax, 0).max(axis=0)
+        if trie:
+            colmax = _sw_trie_kernel(X[:, 0, :], levels, terminal, params, m_max)
+            sw[...] = np.where(valid[:, None, :], colmax, 0).max(axis=0)
+        else:
+            def eq_rows():
+                for i in range(m_max):
+                    live = int(np.count_nonzero(p_len > i))
+                    yield (X == p_mat[:live, i][None, :, None]).reshape(n, live * w)
+
+            colmax = _sw_kernel(eq_rows(), n, P * w, params, m_max).reshape(n, P, w)
+            sw[p_order] = np.where(valid[:, None, :], colmax, 0).max(axis=0)
         den = np.maximum(self_s[idx][None, :], self_p[:, None])
         ratio = np.zeros_like(sw)
         np.divide(sw, den, out=ratio, where=den > 0)

@@ -1,19 +1,28 @@
 """Streaming wiring: the long-running event job (DESIGN.md "Data flow", "Streaming guarantees").
 
-Two checkpointed queries read the same source (Kafka topic or a directory of EPCIS files)::
+One checkpointed query, every document parsed once::
 
-    event_log  documents -> Event Log Preprocessor -> EVENT LOG TABLE (HBase | Parquet)
-                                                   '-> quarantine (table, and a Kafka topic)
-    relations  documents -> Event Log Preprocessor -> events -> per-oid state
-               (applyInPandasWithState: :func:`step`) -> relation deltas, late events,
-               updated objects -> RELATIONAL DEPENDENCY TABLE, late_event,
-               Anomaly Evaluator vs the newest PATTERN TABLE run -> object_score, alignment_score
+    documents (Kafka topic | directory of EPCIS files)
+      -> parse stage on the executors (soads.storage.sinks.EventStore, mapInArrow):
+         Event Log Preprocessor -> EVENT LOG TABLE (HBase | Parquet)
+                                '-> quarantine (table, and a Kafka topic)
+         -> reads (oid, read_point, event_time, source): all the rest needs of an event
+      -> per-oid state (object_updates: the Java port of :func:`step`, or the Python one)
+         -> relation deltas, late events, updated objects
+      -> foreachBatch on the driver: one transaction per micro-batch with its ledger row --
+         RELATIONAL DEPENDENCY TABLE increments, late_event, and the Anomaly Evaluator (the
+         updated objects vs the newest PATTERN TABLE run) -> object_score, alignment_score
 
-Exactly-once: every relational sink writes its rows and its ``(sink, batch_id)`` ledger row in
-one transaction and skips a batch id it already recorded (:mod:`soads.storage.sinks`); the event
-log is keyed by the event itself (a replay rewrites the same HBase cells / the same Parquet
-files). Spark's checkpoint replays a batch with the same offsets, watermark and state, and the
-state step is deterministic, so a replay produces the same rows.
+Why this shape (``soads bench stream``): an earlier version ran two queries, each parsing every
+document, and a Python state function; it sustained ~2,400 events/s. Parsing once, writing the
+event log where the parse happens (one HBase cell per event), and a JVM state step remove the
+three largest costs.
+
+Exactly-once: the relational writer records its ``(sink, batch_id)`` ledger row in the same
+transaction as its rows and skips a batch id it already recorded (:mod:`soads.storage.sinks`);
+the event log is keyed by the event itself (a replay rewrites the same HBase cells / the same
+Parquet files). Spark's checkpoint replays a batch with the same offsets, watermark and state,
+and the state step is deterministic, so a replay produces the same rows.
 
 Late and out-of-order policy
 ----------------------------
@@ -189,20 +198,24 @@ def recompute_sequences(reads: Iterable[tuple[str, str, int, str]], dwell_second
     return out
 
 
-# -- Spark: the state step inside applyInPandasWithState ------------------------------------
+# -- Spark: the state step (JVM flatMapGroupsWithState, or Python applyInPandasWithState) ----
 
 KIND_RELATION = "relation"
 KIND_LATE = "late"
 KIND_OBJECT = "object"
-_TIME_US = "time_us"
+TIME_US = "time_us"
+LAST_US = "last_us"
+OPERATORS = ("jvm", "python")
 _WATERMARK_COLUMN = "_never_late"
 _WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.delayKey
 _NEVER_LATE = "2200-01-01 00:00:00"  # within pandas' nanosecond range
+_OPERATOR_MARK = "state_operator"
 
 
 def update_struct():
     """Schema of :func:`object_updates` rows: kind, oid, a, b, freq, support, read_point,
-    event_time, source, sequence array<string>, last_time."""
+    time_us, source, sequence array<string>, last_us (times in µs since the epoch, UTC).
+    The same as ``RelationUpdater.OUTPUT`` in soads/java/RelationUpdater.java."""
     from pyspark.sql import types as T
 
     return T.StructType([
@@ -213,10 +226,10 @@ def update_struct():
         T.StructField(S.FREQ, T.LongType(), True),
         T.StructField(S.SUPPORT, T.LongType(), True),
         T.StructField(S.READ_POINT, T.StringType(), True),
-        T.StructField(S.EVENT_TIME, T.TimestampType(), True),
+        T.StructField(TIME_US, T.LongType(), True),
         T.StructField(S.SOURCE, T.StringType(), True),
         T.StructField(S.SEQUENCE, T.ArrayType(T.StringType(), True), True),
-        T.StructField(S.LAST_TIME, T.TimestampType(), True),
+        T.StructField(LAST_US, T.LongType(), True),
     ])
 
 
@@ -225,7 +238,7 @@ def _state_struct():
 
     return T.StructType([
         T.StructField(S.READ_POINT, T.StringType(), False),
-        T.StructField(_TIME_US, T.LongType(), False),
+        T.StructField(TIME_US, T.LongType(), False),
         T.StructField(S.SEQUENCE, T.StringType(), False),   # JSON list of visits
         T.StructField("seen", T.StringType(), False),       # JSON list of [a, b]
     ])
@@ -242,22 +255,12 @@ def _decode(row: tuple) -> ObjectState:
                        frozenset(tuple(r) for r in json.loads(seen)))
 
 
-def _micros(series):
-    import numpy as np
-
-    values = series.dt.tz_convert("UTC").dt.tz_localize(None) if series.dt.tz is not None \
-        else series
-    return values.to_numpy(dtype="datetime64[us]").astype(np.int64)
-
-
 def _update_frame(oid: str, st: ObjectState | None, out: StepOut):
     """pandas rows of :func:`update_struct` for one object's step.
 
     Built column by column from plain lists (typed once): this runs once per updated object
-    per micro-batch, and a row-dict DataFrame cost ~2 ms here, the largest share of the
-    relations query (``soads bench stream``).
+    per micro-batch, and a row-dict DataFrame cost ~2 ms here.
     """
-    import numpy as np
     import pandas as pd
 
     freq: dict = {}
@@ -269,7 +272,6 @@ def _update_frame(oid: str, st: ObjectState | None, out: StepOut):
     obj = 1 if (out.changed and st is not None) else 0
     n_rel, n_late = len(rels), len(late)
     pad_rel, pad_late, pad_obj = [None] * n_rel, [None] * n_late, [None] * obj
-    nat = np.datetime64("NaT", "ns")
     return pd.DataFrame({
         S.KIND: [KIND_RELATION] * n_rel + [KIND_LATE] * n_late + [KIND_OBJECT] * obj,
         S.OID: [oid] * (n_rel + n_late + obj),
@@ -279,43 +281,22 @@ def _update_frame(oid: str, st: ObjectState | None, out: StepOut):
         S.SUPPORT: pd.array([int(r in support) for r, _ in rels] + pad_late + pad_obj,
                             dtype="Int64"),
         S.READ_POINT: pad_rel + [r[0] for r in late] + pad_obj,
-        S.EVENT_TIME: np.array([nat] * n_rel + [np.datetime64(int(r[1]) * 1000, "ns")
-                                                for r in late] + [nat] * obj,
-                               dtype="datetime64[ns]"),
+        TIME_US: pd.array(pad_rel + [int(r[1]) for r in late] + pad_obj, dtype="Int64"),
         S.SOURCE: pad_rel + [r[2] for r in late] + pad_obj,
         S.SEQUENCE: pd.Series(pad_rel + pad_late + ([list(st.visits)] if obj else []),
                               dtype=object),
-        S.LAST_TIME: np.array([nat] * (n_rel + n_late) + (
-            [np.datetime64(int(st.last.time_us) * 1000, "ns")] if obj else []),
-            dtype="datetime64[ns]"),
+        LAST_US: pd.array(pad_rel + pad_late + ([int(st.last.time_us)] if obj else []),
+                          dtype="Int64"),
     })  # columns in update_struct() order
 
 
-def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_seconds: float,
-                   max_visits: int = 1000):
-    """Relational Dependency Updater with per-oid state (``applyInPandasWithState``).
-
-    Parameters
-    ----------
-    events : DataFrame (streaming)
-        At least ``oid, read_point, event_time, source``.
-    dwell_seconds, idle_seconds, watermark_seconds, max_visits
-        The policy of the module docstring.
-
-    Returns
-    -------
-    DataFrame
-        :func:`update_struct`: ``kind, oid, a, b, freq, support, read_point, event_time, source,
-        sequence, last_time``. ``relation`` rows: an object's new (a, b) occurrences in this
-        micro-batch (``freq``) and 1 in ``support`` when (a, b) is new to its session; ``late``
-        rows: oid, read_point, event_time, source of a late event; ``object`` rows: an updated
-        object's session sequence and last_time.
-    """
+def _python_updates(reads, dwell_seconds: float, idle_seconds: float, max_visits: int):
+    """The state step as a Python state function (``applyInPandasWithState``): the oracle of
+    the JVM operator, and the fallback where no JDK is at hand."""
     from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
 
-    if idle_seconds < dwell_seconds:
-        raise ValueError("idle_seconds must be at least dwell_seconds")
+    idle_us = int(idle_seconds * 1e6)
 
     def run(key, frames, state):
         oid = key[0]
@@ -326,11 +307,11 @@ def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_
             state.remove()
             return
         current = _decode(state.get) if state.exists else None
-        reads = []
+        batch = []
         for pdf in frames:
-            reads.extend(zip(pdf[S.READ_POINT].tolist(), _micros(pdf[S.EVENT_TIME]).tolist(),
+            batch.extend(zip(pdf[S.READ_POINT].tolist(), pdf[TIME_US].tolist(),
                              pdf[S.SOURCE].tolist()))
-        new, out = step(current, reads, watermark_us, dwell_seconds, idle_seconds, max_visits)
+        new, out = step(current, batch, watermark_us, dwell_seconds, idle_seconds, max_visits)
         if new is None or should_evict(new, watermark_us, idle_seconds):
             if state.exists:
                 state.remove()
@@ -339,37 +320,132 @@ def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_
             state.setTimeoutTimestamp(-(-(new.last.time_us + idle_us) // 1000))
         yield _update_frame(oid, new, out)
 
-    idle_us = int(idle_seconds * 1e6)
+    return reads.groupBy(F.col(S.OID)).applyInPandasWithState(
+        run, update_struct(), _state_struct(), "append", GroupStateTimeout.EventTimeTimeout)
+
+
+def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_seconds: float,
+                   max_visits: int = 1000, operator: str = "jvm"):
+    """Relational Dependency Updater with per-oid state (Spark state store).
+
+    Parameters
+    ----------
+    events : DataFrame (streaming)
+        At least ``oid, read_point, event_time, source``.
+    dwell_seconds, idle_seconds, watermark_seconds, max_visits
+        The policy of the module docstring.
+    operator : {"jvm", "python"}
+        ``jvm``: ``RelationUpdater`` (soads/java), flatMapGroupsWithState, microseconds per
+        object; the session needs its jar (:func:`spark_jars`). ``python``:
+        applyInPandasWithState running :func:`step`, ~0.2-1 ms per object and micro-batch.
+        Both give the same rows (the tests compare them).
+
+    Returns
+    -------
+    DataFrame
+        :func:`update_struct`: ``relation`` rows: an object's new (a, b) occurrences in this
+        micro-batch (``freq``) and 1 in ``support`` when (a, b) is new to its session; ``late``
+        rows: oid, read_point, time_us, source of a late event; ``object`` rows: an updated
+        object's session sequence and last_us.
+    """
+    from pyspark.sql import functions as F
+
+    if idle_seconds < dwell_seconds:
+        raise ValueError("idle_seconds must be at least dwell_seconds")
+    if operator not in OPERATORS:
+        raise ValueError(f"stream.state_operator must be one of {OPERATORS}, not {operator!r}")
     delay_ms = int(watermark_seconds * 1000)
     events = events.withWatermark(S.EVENT_TIME, f"{delay_ms} milliseconds")
     # Spark drops rows below the watermark before an event-time-timeout state function sees
-    # them; our policy records them as late instead. So the event time travels as an untagged
-    # copy and the operator's watermark column is a constant no row is ever behind (the
+    # them; our policy records them as late instead. So the event time travels as plain
+    # microseconds and the operator's watermark column is a constant no row is ever behind (the
     # watermark itself is still computed from event_time above).
-    watermarked = events.select(
-        S.OID, S.READ_POINT,
-        F.timestamp_micros(F.unix_micros(S.EVENT_TIME)).alias(S.EVENT_TIME),
-        S.SOURCE,
+    reads = events.select(
+        S.OID, S.READ_POINT, F.unix_micros(S.EVENT_TIME).alias(TIME_US), S.SOURCE,
         F.lit(_NEVER_LATE).cast("timestamp").alias(
             _WATERMARK_COLUMN, metadata={_WATERMARK_DELAY_KEY: delay_ms}),
     )
-    # oid, read_point, event_time, source, _never_late (one row per new flat event)
-    return watermarked.groupBy(F.col(S.OID)).applyInPandasWithState(
-        run, update_struct(), _state_struct(), "append", GroupStateTimeout.EventTimeTimeout)
+    # oid, read_point, time_us, source, _never_late (one row per new flat event)
+    if operator == "python":
+        return _python_updates(reads, dwell_seconds, idle_seconds, max_visits)
+    from pyspark.sql import DataFrame
+
+    spark = events.sparkSession
+    try:
+        updater = spark._jvm.soads.jvm.RelationUpdater
+        jdf = updater.apply(reads._jdf, float(dwell_seconds), float(idle_seconds),
+                            int(max_visits))
+    except Exception as e:  # py4j: class not on the class path
+        if "RelationUpdater" in str(e) or "JavaPackage" in str(e):
+            raise RuntimeError(
+                "the JVM state operator is not on Spark's class path: build the session with "
+                "spark.jars from soads.streaming.spark_jars(...) (spark-submit: --jars "
+                "$(python -m soads.jvm)), or set stream.state_operator=python") from e
+        raise
+    return DataFrame(jdf, spark)
+
+
+def _combine_batches(batches):
+    """Arrow batches of :func:`update_struct` rows -> the same rows with the relation rows
+    summed by (a, b) (oid null); late and object rows pass through unchanged."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sums: dict = {}
+    schema = None
+    for b in batches:
+        schema = b.schema
+        is_rel = pc.equal(b.column(S.KIND), KIND_RELATION)
+        others = b.filter(pc.invert(is_rel))
+        if others.num_rows:
+            yield others
+        rel = b.filter(is_rel)
+        for a, bb, f, n in zip(rel.column(S.A).to_pylist(), rel.column(S.B).to_pylist(),
+                               rel.column(S.FREQ).to_pylist(), rel.column(S.SUPPORT).to_pylist()):
+            acc = sums.setdefault((a, bb), [0, 0])
+            acc[0] += f
+            acc[1] += n
+    if sums:
+        keys = sorted(sums)
+        k = len(keys)
+        cols = {S.KIND: [KIND_RELATION] * k, S.A: [a for a, _ in keys],
+                S.B: [b for _, b in keys], S.FREQ: [sums[x][0] for x in keys],
+                S.SUPPORT: [sums[x][1] for x in keys]}
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(cols.get(f.name, [None] * k), f.type) for f in schema], schema=schema)
+
+
+def combine_relations(updates):
+    """Sum the relation rows of :func:`object_updates` by (a, b) within each Spark partition
+    (``mapInArrow``), so a micro-batch hands the driver about (partitions x distinct relations)
+    relation rows instead of one per object and relation, in one Spark job."""
+    return updates.mapInArrow(_combine_batches, update_struct())
+
+
+def spark_jars(stream: StreamConf, kafka_jars: Sequence[str] = ()) -> dict[str, str]:
+    """Session settings the event job needs: the Kafka connector jars (``source = kafka``) and
+    the JVM state operator's jar (``state_operator = jvm``, built on first use)."""
+    from soads import jvm
+
+    jars = list(kafka_jars) if stream.source == "kafka" else []
+    if stream.state_operator == "jvm":
+        jars.append(jvm.build())
+    return {"spark.jars": ",".join(jars)} if jars else {}
 
 
 # -- wiring ----------------------------------------------------------------------------------
 
+QUERY_NAME = "events"
+
 
 @dataclass
 class Queries:
-    """The running queries of :func:`start_event_queries`."""
+    """The running query of :func:`start_event_queries` (one: ``events``)."""
 
-    event_log: object
-    relations: object
+    events: object
 
     def all(self):
-        return [self.event_log, self.relations]
+        return [self.events]
 
     def process_all_available(self):
         for q in self.all():
@@ -380,14 +456,34 @@ class Queries:
             q.stop()
 
 
+def _check_operator(checkpoint: str, operator: str) -> None:
+    """The state's format is the operator's: refuse to resume a checkpoint with the other one
+    (its batch ids are in the ledger, so starting over would skip batches)."""
+    if "://" in checkpoint and not checkpoint.startswith("file://"):
+        return  # a cluster file system: nothing to check with local file calls
+    checkpoint = checkpoint[len("file://"):] if checkpoint.startswith("file://") else checkpoint
+    os.makedirs(checkpoint, exist_ok=True)
+    mark = os.path.join(checkpoint, _OPERATOR_MARK)
+    if os.path.exists(mark):
+        with open(mark) as fh:
+            made = fh.read().strip()
+        if made != operator:
+            raise ValueError(f"checkpoint {checkpoint} was made with stream.state_operator="
+                             f"{made}; resume it with that operator (or start a new checkpoint "
+                             "and a new database)")
+    else:
+        with open(mark, "w") as fh:
+            fh.write(operator + "\n")
+
+
 def start_event_queries(spark, stream: StreamConf, max_document_bytes: int, dwell_seconds: float,
                         scoring, window_seconds: int, trigger: bool = True) -> Queries:
-    """Start the two checkpointed queries of the event job (module docstring).
+    """Start the checkpointed query of the event job (module docstring).
 
     Parameters
     ----------
     spark : SparkSession
-        With the Kafka connector on its class path when ``stream.source == "kafka"``.
+        With :func:`spark_jars` in ``spark.jars`` (Kafka connector, JVM state operator).
     stream : StreamConf
     max_document_bytes : int
         Larger documents are quarantined (``too_large``).
@@ -399,49 +495,43 @@ def start_event_queries(spark, stream: StreamConf, max_document_bytes: int, dwel
         ALIGNMENT SCORE TABLE window.
     trigger : bool
         Use ``stream.trigger_seconds`` as a processing-time trigger (tests may pass False and
-        drive the queries with ``processAllAvailable``).
+        drive the query with ``processAllAvailable``).
 
     Returns
     -------
     Queries
     """
-    from soads import ingest, preprocess
+    from soads import ingest
     from soads.storage import sinks
 
     root = os.path.expanduser(stream.checkpoint_root)
-
-    def documents():
-        if stream.source == "kafka":
-            return ingest.read_kafka(spark, stream.kafka_bootstrap, stream.topic,
-                                     stream.starting_offsets, stream.max_offsets_per_trigger,
-                                     stream.min_partitions)
-        if stream.source == "files":
-            return ingest.read_files(spark, stream.input_path, stream.max_files_per_trigger)
+    checkpoint = os.path.join(root, QUERY_NAME)
+    _check_operator(checkpoint, stream.state_operator)
+    if stream.source == "kafka":
+        documents = ingest.read_kafka(spark, stream.kafka_bootstrap, stream.topic,
+                                      stream.starting_offsets, stream.max_offsets_per_trigger,
+                                      stream.min_partitions)
+    elif stream.source == "files":
+        documents = ingest.read_files(spark, stream.input_path, stream.max_files_per_trigger)
+    else:
         raise ValueError(f"stream.source must be kafka or files, not {stream.source!r}")
-
     sinks.prepare(stream.db_url, stream.event_log)
-
-    def start(df, name, writer):
-        w = df.writeStream.queryName(name).foreachBatch(writer) \
-            .option("checkpointLocation", os.path.join(root, name))
-        if trigger:
-            w = w.trigger(processingTime=f"{int(stream.trigger_seconds * 1000)} milliseconds")
-        return w.start()
-
-    # kind, oid, read_point, event_time (text), ..., source, reason, detail (one row per
-    # flat event or quarantine record)
-    parsed = preprocess.parse_documents(documents(), max_document_bytes)
-    event_log = start(parsed, "event_log", sinks.event_log_writer(
-        stream.event_log, stream.db_url,
-        stream.kafka_bootstrap if stream.source == "kafka" else "", stream.quarantine_topic))
-
-    events, _ = preprocess.split_parsed(preprocess.parse_documents(documents(),
-                                                                   max_document_bytes))
-    # oid, read_point, event_time, ..., source (one row per flat event)
-    updates = object_updates(events, dwell_seconds, stream.idle_seconds, stream.watermark_seconds,
-                             stream.max_visits)
-    # kind, oid, a, b, freq, support, read_point, event_time, source, sequence, last_time
-    relations = start(updates, "relations", sinks.updates_writer(
-        stream.db_url, scoring, window_seconds))
-    logger.info("started queries event_log (%s) and relations (%s)", event_log.id, relations.id)
-    return Queries(event_log, relations)
+    store = sinks.EventStore(
+        stream.event_log, max_document_bytes,
+        stream.kafka_bootstrap if stream.source == "kafka" else "", stream.quarantine_topic)
+    # oid, read_point, event_time, source (one row per flat event; the documents' events and
+    # quarantine records are already in the event log and quarantine tables)
+    reads = documents.select(S.SOURCE, S.CONTENT).mapInArrow(store, sinks.read_struct())
+    # kind, oid, a, b, freq, support, read_point, time_us, source, sequence, last_us
+    updates = combine_relations(object_updates(
+        reads, dwell_seconds, stream.idle_seconds, stream.watermark_seconds, stream.max_visits,
+        stream.state_operator))
+    w = (updates.writeStream.queryName(QUERY_NAME)
+         .foreachBatch(sinks.updates_writer(stream.db_url, scoring, window_seconds))
+         .option("checkpointLocation", checkpoint))
+    if trigger:
+        w = w.trigger(processingTime=f"{int(stream.trigger_seconds * 1000)} milliseconds")
+    query = w.start()
+    logger.info("started query %s (%s), state operator %s", QUERY_NAME, query.id,
+                stream.state_operator)
+    return Queries(query)

@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS object_score (
 	PRIMARY KEY (oid)
 );
 
+CREATE INDEX IF NOT EXISTS ix_object_score_run_id_last_time ON object_score (run_id, last_time);
+
 CREATE TABLE IF NOT EXISTS alignment_score (
 	window_start DATETIME NOT NULL,
 	window_end DATETIME,

@@ -1,4 +1,5 @@
-"""Shared fixtures: one session-scoped ``spark`` (local[2], 2 shuffle partitions)."""
+"""Shared fixtures: one session-scoped ``spark`` (local[2], 2 shuffle partitions, the JVM state
+operator's jar)."""
 import os
 import sys
 
@@ -16,12 +17,15 @@ EPCIS_EXAMPLES = os.path.abspath(os.path.join(SHARED, "epcis-examples"))
 
 @pytest.fixture(scope="session")
 def spark():
+    from soads import jvm
     from soads.config import SparkConf
     from soads.session import build
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    session = build(SparkConf(master="local[2]", shuffle_partitions=2, driver_memory="2g"))
+    # the JVM state operator of soads.streaming (compiled on first use, cached by content)
+    session = build(SparkConf(master="local[2]", shuffle_partitions=2, driver_memory="2g"),
+                    extra={"spark.jars": jvm.build()})
     yield session
     session.stop()
 

@@ -233,3 +233,28 @@ def test_quarantine_roundtrip(spark, hbase_location):
 def test_read_missing_table(spark, hbase_location):
     with pytest.raises(FileNotFoundError):
         H.read_events(spark, hbase_location + "_missing")
+
+
+@pytest.mark.integration
+def test_put_records_pipelined_equals_decode_and_fails_loudly(hbase_location):
+    """The streaming parse stage's writer: parser dicts (event_time as the parser's text), more
+    than two batches so the sender thread overlaps, replay-idempotent; a dead server raises."""
+    loc = hbase_location + "_put"
+    H.ensure_table(loc, H.EVENT_TABLE, overwrite=True)
+    events = [dict(e, **{S.EVENT_TIME: e[S.EVENT_TIME].strftime("%Y-%m-%dT%H:%M:%S.")
+                         + f"{e[S.EVENT_TIME].microsecond // 1000:03d}Z"})
+              for e in (ev(f"urn:epc:id:sgtin:1.2.{i % 97}", i * 0.25) for i in range(2500))]
+    assert H.put_records(loc, H.EVENT_TABLE, events, batch_size=1000) == 2500
+    assert H.put_records(loc, H.EVENT_TABLE, events[:10], batch_size=1000) == 10  # replay
+    conn = H.connect(loc)
+    try:
+        stored = {k: H.decode(c) for k, c in conn.table(H.EVENT_TABLE).scan()}
+        conn.delete_table(H.EVENT_TABLE, disable=True)
+    finally:
+        conn.close()
+    assert set(stored) == {H.row_key(e) for e in events}
+    e = events[7]
+    assert stored[H.row_key(e)] == dict(e, **{S.EVENT_TIME: H.from_micros(H.to_micros(
+        e[S.EVENT_TIME]))})
+    with pytest.raises(Exception):
+        H.put_records("hbase://127.0.0.1:1/nothing", H.EVENT_TABLE, events, batch_size=100)

@@ -180,3 +180,22 @@ def test_window_scores(spark):
         f"{S.N_OBJECTS} long",
     )
     assertDataFrameEqual(out, expected)
+
+
+@pytest.mark.parametrize("params", PARAMS)
+def test_trie_kernel_equals_per_pattern_kernel(params):
+    """Shared prefixes (PrefixSpan's prefix-closed runs), duplicates, one-symbol patterns,
+    sequences with unknown symbols and empty ones: both kernels give identical arrays."""
+    rnd = random.Random(17)
+    for _ in range(25):
+        alpha = "ABCDEFG"[:rnd.randrange(2, 8)]
+        pats = [[rnd.choice(alpha) for _ in range(rnd.randrange(1, 9))]
+                for _ in range(rnd.randrange(1, 30))]
+        if rnd.random() < 0.5:
+            pats += [p[:k] for p in pats for k in range(1, len(p))]
+        seqs = [[rnd.choice(alpha + "XY") for _ in range(rnd.randrange(0, 16))]
+                for _ in range(rnd.randrange(1, 50))]
+        fast = score_batch(seqs, pats, params, trie=True)
+        plain = score_batch(seqs, pats, params, trie=False)
+        for a, b in zip(fast, plain):
+            np.testing.assert_array_equal(a, b)

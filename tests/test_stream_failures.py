@@ -32,10 +32,10 @@ def conf():
 
 
 def _catch_up(proc, cmd, ck, end, log_path, log, exits):
-    """Wait until both queries committed ``end``; a job that died is checked (non-zero exit,
+    """Wait until the query committed ``end``; a job that died is checked (non-zero exit,
     the error in its log) and restarted on the same checkpoint. Returns the running process."""
     deadline = time.monotonic() + STEP_TIMEOUT
-    while min(st.committed(ck, "event_log"), st.committed(ck, "relations")) < end:
+    while st.committed(ck, "events") < end:
         if proc.poll() is not None:
             text = log_path.read_text(errors="replace")
             assert proc.returncode != 0, text[-3000:]
@@ -43,8 +43,8 @@ def _catch_up(proc, cmd, ck, end, log_path, log, exits):
             exits.append(proc.returncode)
             proc = st.start(cmd, log)
         assert time.monotonic() < deadline, (
-            f"the job did not catch up with offset {end}: event_log "
-            f"{st.committed(ck, 'event_log')}, relations {st.committed(ck, 'relations')}\n"
+            f"the job did not catch up with offset {end}: committed "
+            f"{st.committed(ck, 'events')}\n"
             + log_path.read_text(errors="replace")[-3000:])
         time.sleep(1)
     return proc
@@ -80,7 +80,7 @@ def test_broker_and_hbase_restarts_lose_nothing_then_the_miner_reads_the_table(c
             proc = _catch_up(proc, cmd, ck, published[-1][0] + 1, log_path, log, exits)
             after_kafka = len(exits)
 
-            # 2. HBase goes away while records keep coming: the event_log sink must fail
+            # 2. HBase goes away while records keep coming: the parse stage's puts must fail
             published += st.publish(place.bootstrap, place.topic, thirds[2][:len(thirds[2]) // 2])
             hbase_service.down()
             time.sleep(8)  # at least one trigger with HBase down

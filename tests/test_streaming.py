@@ -93,6 +93,55 @@ def test_step_equals_recomputation_on_random_batches():
             assert list(st.visits) == seqs[-1]
 
 
+def _java_step(spark, state, reads, watermark_us, dwell, idle, max_visits):
+    """RelationUpdater.step through py4j, in the Python step's terms."""
+    from py4j.java_collections import ListConverter  # noqa: F401  (py4j is pyspark's)
+
+    gw = spark.sparkContext._gateway
+
+    def arr(kind, values):
+        a = gw.new_array(kind, len(values))
+        for i, v in enumerate(values):
+            a[i] = v
+        return a
+
+    jstr, jlong = gw.jvm.java.lang.String, gw.jvm.long
+    if state is None:
+        args = [None, 0, arr(jstr, []), arr(jstr, []), arr(jstr, [])]
+    else:
+        seen = sorted(state.seen)
+        args = [state.last.read_point, state.last.time_us, arr(jstr, list(state.visits)),
+                arr(jstr, [a for a, _ in seen]), arr(jstr, [b for _, b in seen])]
+    res = spark._jvm.soads.jvm.RelationUpdater.stepForTest(
+        *args, arr(jstr, [r[0] for r in reads]), arr(jlong, [r[1] for r in reads]),
+        arr(jstr, [r[2] for r in reads]), watermark_us, int(dwell * 1e6), int(idle * 1e6),
+        max_visits)
+    nxt, rel, sup, late, changed = res
+    pair = lambda s: tuple(s.split("\0"))  # noqa: E731
+    nxt = None if nxt is None else (nxt[0], int(nxt[1]), tuple(nxt[2].split("\0")))
+    return nxt, [pair(r) for r in rel], [pair(r) for r in sup], list(late), bool(changed)
+
+
+def test_java_step_equals_python_step_on_random_batches(spark):
+    import random
+
+    rnd = random.Random(11)
+    for case in range(300):
+        st = None
+        wm = 0
+        for _ in range(3):
+            reads = [(rnd.choice("ABCD"), rnd.randrange(0, 120) * 20_000_000,
+                      rnd.choice(["f", "t/0", "t/1"]) + f":{rnd.randrange(0, 12)}")
+                     for _ in range(rnd.randrange(0, 12))]
+            max_visits = rnd.choice([2, 1000])
+            java = _java_step(spark, st, reads, wm, 60, 1800, max_visits)
+            st, out = step(st, reads, wm, 60, 1800, max_visits)
+            py_state = None if st is None else (st.last.read_point, st.last.time_us, st.visits)
+            assert java == (py_state, list(out.relations), list(out.new_support),
+                            [r[2] for r in out.late], out.changed), (case, reads)
+            wm = max(wm, rnd.randrange(0, 120) * 20_000_000 - 600_000_000)
+
+
 # -- Spark: file source, Parquet, SQLite -----------------------------------------------------
 
 T0 = dt.datetime(2024, 3, 4, 8, 0, 0)
@@ -147,17 +196,20 @@ def _put(directory, index, data):
     os.utime(path, (1_700_000_000 + index, 1_700_000_000 + index))  # file source order
 
 
-def _stream_conf(tmp_path):
+def _stream_conf(tmp_path, operator="jvm"):
     return streaming.StreamConf(
         source="files", input_path=str(tmp_path / "in"), max_files_per_trigger=1,
         event_log=str(tmp_path / "log"), db_url=f"sqlite:///{tmp_path}/soads.db",
         checkpoint_root=str(tmp_path / "ck"), watermark_seconds=600, idle_seconds=3600,
-        quarantine_topic="")
+        quarantine_topic="", state_operator=operator)
 
 
 def _start(spark, conf):
     return streaming.start_event_queries(spark, conf, 1 << 20, 60.0, ScoringConf(), 3600,
                                          trigger=False)
+
+
+OPERATORS = pytest.mark.parametrize("operator", ["jvm", "python"])
 
 
 def _add_run(url, run_id, patterns, when):
@@ -196,12 +248,11 @@ def _recompute(spark, conf):
     return events, late, sessions, last_time
 
 
-def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_path):
-    from soads.storage import tables
+@OPERATORS
+def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_path, operator):
+    from soads.storage import sinks, tables
 
-    from soads.storage import sinks
-
-    conf = _stream_conf(tmp_path)
+    conf = _stream_conf(tmp_path, operator)
     os.makedirs(conf.input_path)
     sinks.prepare(conf.db_url, conf.event_log)
     run1 = [[_rp(x) for x in "ABCDE"], [_rp(x) for x in "BCD"]]
@@ -225,7 +276,7 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     for i, d in enumerate(docs[4:], start=4):
         _put(conf.input_path, i, d)
     q.process_all_available()
-    state_rows = q.relations.lastProgress["stateOperators"][0]["numRowsTotal"]
+    state_rows = q.events.lastProgress["stateOperators"][0]["numRowsTotal"]
     q.stop()
     # the clock read ten hours later moved the watermark: every other object was evicted
     assert state_rows == 1
@@ -255,33 +306,48 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     assert [r[S.REASON] for r in quarantine] == ["malformed_xml"]
 
 
-def test_ledger_replay_changes_nothing(spark, tmp_path):
+def test_ledger_replay_changes_nothing(tmp_path):
     from soads.storage import sinks, tables
 
     url = f"sqlite:///{tmp_path}/ledger.db"
     sinks.prepare(url, str(tmp_path / "log"))
     _add_run(url, "run-1", [["A", "B", "C"]], dt.datetime(2024, 1, 1))
-    t = dt.datetime(2024, 3, 4, 10, 30)
-    rows = [
-        (streaming.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
-        (streaming.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
-        (streaming.KIND_LATE, "o1", None, None, None, None, "Z", t, "f:9", None, None),
-        (streaming.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], t),
-    ]
-    updates = spark.createDataFrame(rows, streaming.update_struct())
-    assert sinks.write_relations(updates, 7, url)
-    assert sinks.write_scores(updates, 7, url, ScoringConf(), 3600)
+    t = (dt.datetime(2024, 3, 4, 10, 30) - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+    batch = sinks.BatchUpdates(relations=[("A", "B", 3, 2)], late=[("o1", "f:9", "Z", t)],
+                               objects=[("o1", ["A", "B"], t)])
+    assert sinks.write_updates(batch, 7, url, ScoringConf(), 3600)
     once = _snapshot(url)
-    assert not sinks.write_relations(updates, 7, url)
-    assert not sinks.write_scores(updates, 7, url, ScoringConf(), 3600)
+    assert not sinks.write_updates(batch, 7, url, ScoringConf(), 3600)
     assert _snapshot(url) == once
     assert tables.read_table(url, "relational_dependency") == [
         {S.A: "A", S.B: "B", S.FREQ: 3, S.SUPPORT: 2}]
+    assert [r[S.READ_POINT] for r in sinks.read_late(url)] == ["Z"]
     # a new batch id increments
-    assert sinks.write_relations(updates, 8, url)
+    assert sinks.write_updates(batch, 8, url, ScoringConf(), 3600)
     assert tables.read_table(url, "relational_dependency")[0][S.FREQ] == 6
     (w,) = tables.read_table(url, "alignment_score")
     assert (w[S.WINDOW_START], w[S.N_OBJECTS]) == (dt.datetime(2024, 3, 4, 10), 1)
+
+
+def test_collect_updates_sums_relations_on_the_executors(spark):
+    from soads.storage import sinks
+
+    rows = [
+        (streaming.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
+        (streaming.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
+        (streaming.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None),
+        (streaming.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7),
+    ]
+    got = sinks.collect_updates(spark.createDataFrame(rows, streaming.update_struct()))
+    assert got == sinks.BatchUpdates([("A", "B", 3, 2)], [("o1", "f:9", "Z", 5)],
+                                     [("o1", ["A", "B"], 7)])
+
+
+def test_checkpoint_refuses_the_other_state_operator(tmp_path):
+    streaming._check_operator(str(tmp_path / "ck"), "jvm")
+    streaming._check_operator(str(tmp_path / "ck"), "jvm")
+    with pytest.raises(ValueError, match="state_operator=jvm"):
+        streaming._check_operator(str(tmp_path / "ck"), "python")
 
 
 def test_error_in_a_sink_surfaces_as_streaming_query_exception(spark, tmp_path):
@@ -305,3 +371,47 @@ def test_error_in_a_sink_surfaces_as_streaming_query_exception(spark, tmp_path):
     finally:
         q.stop()
     assert q.exception() is not None
+
+
+def test_pattern_cache_scores_equal_score_batch_and_follow_the_newest_run(tmp_path):
+    import random
+
+    from soads.storage import sinks
+
+    url = f"sqlite:///{tmp_path}/cache.db"
+    sinks.prepare(url, str(tmp_path / "log"))
+    run1 = [["A", "B", "C"], ["B", "D"]]
+    _add_run(url, "run-1", run1, dt.datetime(2024, 1, 1))
+    cache = sinks.PatternCache(url, maximal_only=False, max_cached=5)
+    assert cache.newest() == ("run-1", run1)
+    rnd = random.Random(3)
+    for _ in range(4):  # repeats, new sequences, and the cache overflowing (max 5)
+        seqs = [[rnd.choice("ABCD") for _ in range(rnd.randrange(0, 5))] for _ in range(6)]
+        scores, raws, best = score_batch(seqs, run1, ScoringConf())
+        assert cache.score(seqs, ScoringConf()) == list(zip(scores.tolist(), raws.tolist(),
+                                                            best.tolist()))
+    run2 = [["D", "C"]]
+    _add_run(url, "run-2", run2, dt.datetime(2024, 1, 2))
+    assert cache.newest() == ("run-2", run2)
+    s, r, b = score_batch([["D", "C"]], run2, ScoringConf())
+    assert cache.score([["D", "C"]], ScoringConf()) == [(s[0], r[0], b[0])]
+
+
+def test_combine_relations_sums_per_partition_and_keeps_the_rest(spark):
+    rows = [
+        (streaming.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
+        (streaming.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
+        (streaming.KIND_RELATION, "o2", "B", "C", 1, 0, None, None, None, None, None),
+        (streaming.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None),
+        (streaming.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7),
+    ]
+    df = spark.createDataFrame(rows, streaming.update_struct()).coalesce(1)
+
+    def key(r):
+        return repr(tuple(tuple(v) if isinstance(v, list) else v for v in r))
+
+    got = sorted(map(key, streaming.combine_relations(df).collect()))
+    assert got == sorted(map(key, [
+        (streaming.KIND_RELATION, None, "A", "B", 3, 2, None, None, None, None, None),
+        (streaming.KIND_RELATION, None, "B", "C", 1, 0, None, None, None, None, None),
+        rows[3], rows[4]]))

@@ -1,17 +1,17 @@
 """Benchmark of the long-running event job through the real parts: Kafka -> Spark Structured
 Streaming (soads.streaming) -> HBase EVENT LOG TABLE + MySQL relation and score tables.
 
-(a) sustained ingest: ``events`` flat events pre-published to a fresh topic; the two queries
-    (event_log, relations) run with scoring on (a mining run from the batch miner is in the
-    PATTERN TABLE) and no trigger interval. Throughput = flat events committed by BOTH queries
-    between the end of their first micro-batch (JVM/Python warm-up, the stateful operator's
-    first batch) and the end of the last one, divided by that time.
-(b) latency: the queries run (warmed up) on a fresh topic; documents are published at ``rate``
+(a) sustained ingest: ``events`` flat events pre-published to a fresh topic; the query runs
+    with scoring on (a mining run from the batch miner is in the PATTERN TABLE) and no trigger
+    interval. Throughput = flat events committed between the end of the first micro-batch
+    (JVM/Python warm-up, the stateful operator's first batch) and the end of the last one,
+    divided by that time. Once per state operator (JVM port, Python state function).
+(b) latency: the query runs (warmed up) on a fresh topic; documents are published at ``rate``
     flat events/s for ``seconds``. Latency of a document = the wall time at which the
-    micro-batch holding its Kafka record was committed by the ``relations`` query (its
-    object_score rows are written and committed in MySQL before Spark writes the batch's commit
-    file: the commit file's mtime) minus the wall time the producer was handed the record. The
-    same for the ``event_log`` query (HBase). p50/p95/max over documents.
+    micro-batch holding its Kafka record was committed (its events are in HBase and its
+    object_score rows committed in MySQL before Spark writes the batch's commit file: the
+    commit file's mtime) minus the wall time the producer was handed the record.
+    p50/p95/max over documents.
 
 Each part uses its own topic, MySQL database and HBase table prefix (dropped afterwards).
 
@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -36,7 +37,9 @@ from soads import schema as S
 
 logger = logging.getLogger(__name__)
 
-EVENTS_PER_OBJECT = 18.2  # simulator: flat reads per object, measured (for sizing only)
+EVENTS_PER_OBJECT = 18.2
+QUERY = "events"  # soads.streaming.QUERY_NAME
+WARM_UP_DOCUMENTS = 10  # simulator: flat reads per object, measured (for sizing only)
 
 
 def _place(conf, tag: str) -> dict:
@@ -111,10 +114,10 @@ def _prepare_db(p: dict, patterns: list[dict], run: dict) -> None:
 
 
 def _stream_conf(p: dict, ck: str, max_offsets: int, trigger_seconds: float,
-                 min_partitions: int = 0):
+                 min_partitions: int = 0, operator: str = "jvm"):
     from soads.config import StreamConf
 
-    return StreamConf(min_partitions=min_partitions, source="kafka",
+    return StreamConf(min_partitions=min_partitions, source="kafka", state_operator=operator,
                       kafka_bootstrap=p["bootstrap"], topic=p["topic"],
                       quarantine_topic="", starting_offsets="earliest",
                       max_offsets_per_trigger=max_offsets, event_log=p["location"],
@@ -138,20 +141,20 @@ def _wait_committed(ck: str, end: int, queries, timeout: float) -> None:
         for q in queries.all():
             if q.exception() is not None:
                 raise RuntimeError(f"query {q.name} failed: {q.exception()}")
-        done = [(_commits(ck, n) or [(0, -1)])[-1][1] >= end for n in ("event_log", "relations")]
-        if all(done):
+        if (_commits(ck, QUERY) or [(0, -1)])[-1][1] >= end:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"not all of offset {end} committed in {timeout:.0f} s")
         time.sleep(0.5)
 
 
-def _start(spark, p, ck, max_offsets, trigger_seconds, maximal_only=False, min_partitions=0):
+def _start(spark, p, ck, max_offsets, trigger_seconds, maximal_only=False, min_partitions=0,
+           operator="jvm"):
     from soads import streaming
     from soads.config import PreprocessConf, ScoringConf, SequencesConf
 
     return streaming.start_event_queries(
-        spark, _stream_conf(p, ck, max_offsets, trigger_seconds, min_partitions),
+        spark, _stream_conf(p, ck, max_offsets, trigger_seconds, min_partitions, operator),
         PreprocessConf().max_document_bytes, SequencesConf().dwell_seconds,
         ScoringConf(maximal_only=maximal_only), ScoringConf().window_seconds)
 
@@ -182,7 +185,8 @@ def _percentile(xs: list[float], q: float) -> float:
 
 
 def sustained(spark, conf, patterns, run, events: int, workdir: str, max_offsets: int,
-              events_per_file: int, maximal_only: bool = False, min_partitions: int = 0) -> dict:
+              events_per_file: int, maximal_only: bool = False, min_partitions: int = 0,
+              operator: str = "jvm") -> dict:
     from soads.simulator.publish import publish
 
     p = _place(conf, "a")
@@ -196,28 +200,28 @@ def sustained(spark, conf, patterns, run, events: int, workdir: str, max_offsets
         cum = [0]
         for n in counts:
             cum.append(cum[-1] + n)  # cum[k] = flat events in offsets < k
-        ck = os.path.join(workdir, "ck-a")
+        ck = os.path.join(workdir, f"ck-a-{operator}")
         t0 = time.time()
-        queries = _start(spark, p, ck, max_offsets, 0.0, maximal_only, min_partitions)
+        queries = _start(spark, p, ck, max_offsets, 0.0, maximal_only, min_partitions, operator)
         try:
             _wait_committed(ck, len(counts), queries, timeout=3600)
             profile = _durations(queries)
         finally:
             queries.stop()
-        both = {n: _commits(ck, n) for n in ("event_log", "relations")}
-        # steady part: after the first micro-batch of both queries, until both are done
-        start_t = max(c[0][0] for c in both.values())
-        start_off = min(c[0][1] for c in both.values())
-        end_t = max(c[-1][0] for c in both.values())
+        commits = _commits(ck, QUERY)
+        # steady part: after the first micro-batch, until the last one
+        start_t, start_off = commits[0]
+        end_t = commits[-1][0]
         steady_events = cum[len(counts)] - cum[start_off]
-        first_batch = {n: round(c[0][0] - t0, 1) for n, c in both.items()}
-        n_batches = {n: len(c) for n, c in both.items()}
+        first_batch = round(start_t - t0, 1)
+        n_batches = len(commits)
         return {"events": cum[-1], "documents": len(counts), "publish_events_per_s":
                 stats["events_per_s"], "steady_events": steady_events,
                 "steady_seconds": round(end_t - start_t, 1),
                 "events_per_s": round(steady_events / max(end_t - start_t, 1e-9)),
                 "total_seconds": round(end_t - t0, 1), "first_batch_seconds": first_batch,
                 "batches": n_batches, "max_offsets_per_trigger": max_offsets,
+                "state_operator": operator,
                 "median_batch_ms": profile,
                 "events_per_document": round(cum[-1] / len(counts), 1)}
     finally:
@@ -226,7 +230,7 @@ def sustained(spark, conf, patterns, run, events: int, workdir: str, max_offsets
 
 def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: str,
             max_offsets: int, trigger_seconds: float, events_per_file: int,
-            maximal_only: bool = False, min_partitions: int = 0) -> dict:
+            maximal_only: bool = False, min_partitions: int = 0, operator: str = "jvm") -> dict:
     from soads.simulator.publish import publish
 
     p = _place(conf, "b")
@@ -235,13 +239,17 @@ def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: st
         _prepare_db(p, patterns, run)
         ck = os.path.join(workdir, "ck-b")
         queries = _start(spark, p, ck, max_offsets, trigger_seconds, maximal_only,
-                         min_partitions)
+                         min_partitions, operator)
         try:
-            # warm-up: the first micro-batches (stateful operator start) are not measured
-            warm = publish(_docs(50, 5, events_per_file), p["bootstrap"], p["topic"], 0.0)
+            # warm-up: the first micro-batches (stateful operator start) are not measured. They
+            # are the head of the same simulated log, so event time runs on: a separate log
+            # would start at the same simulated clock and all of it would be late (below the
+            # watermark the warm-up moved).
+            n_objects = int(rate * seconds / EVENTS_PER_OBJECT * 1.3) + 60
+            docs = iter(_docs(n_objects, 31, events_per_file))
+            warm = publish(itertools.islice(docs, WARM_UP_DOCUMENTS), p["bootstrap"], p["topic"],
+                           0.0)
             _wait_committed(ck, warm["documents"], queries, timeout=300)
-            n_objects = int(rate * seconds / EVENTS_PER_OBJECT * 1.3) + 10
-            docs = _docs(n_objects, 31, events_per_file)
             stop_at = [None]
 
             def limited():
@@ -260,17 +268,16 @@ def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: st
             queries.stop()
         out = {"publish": {k: stats[k] for k in ("documents", "events", "seconds",
                                                  "events_per_s")}, "median_batch_ms": profile}
-        for name in ("relations", "event_log"):
-            commits = _commits(ck, name)
-            lat, k = [], 0
-            for i, (_, t_pub) in enumerate(sent):
-                offset = warm["documents"] + i
-                while commits[k][1] <= offset:
-                    k += 1
-                lat.append(commits[k][0] - t_pub)
-            out[name] = {"p50": round(statistics.median(lat), 3),
-                         "p95": round(_percentile(lat, 0.95), 3), "max": round(max(lat), 3),
-                         "batches": sum(1 for c in commits if c[1] > warm["documents"])}
+        commits = _commits(ck, QUERY)
+        lat, k = [], 0
+        for i, (_, t_pub) in enumerate(sent):
+            offset = warm["documents"] + i
+            while commits[k][1] <= offset:
+                k += 1
+            lat.append(commits[k][0] - t_pub)
+        out.update({"p50": round(statistics.median(lat), 3),
+                    "p95": round(_percentile(lat, 0.95), 3), "max": round(max(lat), 3),
+                    "batches": sum(1 for c in commits if c[1] > warm["documents"])})
         return out
     finally:
         _drop(conf, p)
@@ -280,28 +287,33 @@ def run(events: int = 300_000, rate: float = 2000.0, seconds: float = 60.0,
         services_conf=None, sustained_max_offsets: int = 80, sustained_events_per_file: int = 500,
         latency_max_offsets: int = 200, latency_trigger_seconds: float = 0.0,
         latency_events_per_file: int = 100, shuffle_partitions: int = 2,
-        maximal_only: bool = False, min_partitions: int = 2) -> list[str]:
+        maximal_only: bool = False, min_partitions: int = 2,
+        operators: tuple[str, ...] = ("jvm", "python")) -> list[str]:
     """Both parts; returns the report lines (the last one is JSON).
 
+    Part (a) runs once per state operator in ``operators`` (side by side: the JVM port and the
+    Python state function); part (b) runs with the first.
     ``maximal_only`` scores against the run's maximal patterns only (``scoring.maximal_only``):
     the Anomaly Evaluator's cost is objects x patterns, and a run at minsup 0.01 holds ~1,300
     patterns of which few are maximal."""
-    from soads import services, session
-    from soads.config import SparkConf
+    from soads import services, session, streaming
+    from soads.config import SparkConf, StreamConf
 
     conf = services_conf or services.load_conf()
-    jars = services.spark_kafka_jars(conf)
+    extra = streaming.spark_jars(StreamConf(source="kafka", state_operator="jvm"),
+                                 services.spark_kafka_jars(conf))
     spark = session.build(SparkConf(master="local[*]", shuffle_partitions=shuffle_partitions,
                                     driver_memory="4g", app_name="soads-bench-stream"),
-                          extra={"spark.jars": ",".join(jars)})
+                          extra={**extra, "spark.ui.showConsoleProgress": "false"})
     workdir = tempfile.mkdtemp(prefix="soads-bench-stream-")
     try:
         patterns, mining_run = _mining_run(spark, workdir)
-        a = sustained(spark, conf, patterns, mining_run, events, workdir, sustained_max_offsets,
-                      sustained_events_per_file, maximal_only, min_partitions)
+        a = {op: sustained(spark, conf, patterns, mining_run, events, workdir,
+                           sustained_max_offsets, sustained_events_per_file, maximal_only,
+                           min_partitions, op) for op in operators}
         b = latency(spark, conf, patterns, mining_run, rate, seconds, workdir,
                     latency_max_offsets, latency_trigger_seconds, latency_events_per_file,
-                    maximal_only, min_partitions)
+                    maximal_only, min_partitions, operators[0])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     cores = os.cpu_count()
@@ -311,15 +323,20 @@ def run(events: int = 300_000, rate: float = 2000.0, seconds: float = 60.0,
         f"{mining_run[S.RUN_ID]} ({len(patterns)} patterns, "
         f"{sum(bool(r[S.MAXIMAL]) for r in patterns)} maximal; scoring against "
         f"{'the maximal ones' if maximal_only else 'all'})",
-        f"(a) sustained: {a['events']:,} flat events in {a['documents']:,} records pre-published;"
-        f" steady {a['steady_events']:,} events in {a['steady_seconds']} s = "
-        f"{a['events_per_s']:,} events/s into HBase + MySQL (target 20,000); first micro-batch "
-        f"ended after {a['first_batch_seconds']} s; batches {a['batches']}",
-        f"(b) latency at {rate:,.0f} events/s for {seconds:.0f} s "
-        f"({b['publish']['events']:,} events, achieved {b['publish']['events_per_s']:,.0f}/s): "
-        f"publish -> object_score committed p50 {b['relations']['p50']} s, p95 "
-        f"{b['relations']['p95']} s, max {b['relations']['max']} s (target p95 <= 2.5 s); "
-        f"-> HBase p50 {b['event_log']['p50']} s, p95 {b['event_log']['p95']} s",
+    ]
+    for op, r in a.items():
+        lines.append(
+            f"(a) sustained, state operator {op}: {r['events']:,} flat events in "
+            f"{r['documents']:,} records pre-published; steady {r['steady_events']:,} events in "
+            f"{r['steady_seconds']} s = {r['events_per_s']:,} events/s into HBase + MySQL "
+            f"(target 20,000); first micro-batch ended after {r['first_batch_seconds']} s; "
+            f"{r['batches']} batches")
+    lines += [
+        f"(b) latency at {rate:,.0f} events/s for {seconds:.0f} s, state operator "
+        f"{operators[0]} ({b['publish']['events']:,} events, achieved "
+        f"{b['publish']['events_per_s']:,.0f}/s): publish -> event log in HBase and "
+        f"object_score committed in MySQL p50 {b['p50']} s, p95 {b['p95']} s, max {b['max']} s "
+        f"(target p95 <= 2.5 s)",
         json.dumps({"sustained": a, "latency": b, "at": dt.datetime.now(
             dt.timezone.utc).isoformat(timespec="seconds")}),
     ]

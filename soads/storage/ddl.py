@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 import sqlalchemy as sa
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from soads.storage.tables import TABLE
 
@@ -24,6 +24,9 @@ def ddl(dialect: str) -> str:
         stmt = str(CreateTable(t, if_not_exists=True).compile(dialect=d.dialect())).strip()
         stmt = "\n".join(line.rstrip() for line in stmt.splitlines())
         parts.append(stmt + ";\n")
+        for ix in sorted(t.indexes, key=lambda i: i.name):
+            parts.append(str(CreateIndex(ix, if_not_exists=True).compile(
+                dialect=d.dialect())).strip() + ";\n")
     return "\n".join(parts)
 
 

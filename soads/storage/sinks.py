@@ -1,14 +1,17 @@
-"""Streaming sinks: ``foreachBatch`` writers ``(batch_df, batch_id)``, one per table group.
+"""Streaming sinks of the event job (:mod:`soads.streaming`).
 
-Exactly-once (DESIGN.md "Streaming guarantees"):
+Two places write, both exactly-once in effect (DESIGN.md "Streaming guarantees"):
 
-- relational sinks claim ``(sink, batch_id)`` in the ledger (table ``sink_batch``) and write their
-  rows in ONE transaction; a batch id already in the ledger is skipped, so a replayed batch
-  changes nothing. Relation counts are increments and go only through the ledger.
-- the EVENT LOG TABLE is keyed by the event itself: HBase row keys
-  (:func:`soads.storage.hbase.row_key`) and, for Parquet, one set of files per batch id that a
-  replay replaces. The quarantine topic is at-least-once (Kafka's sink); its messages are keyed
-  by source so a consumer can drop a repeat, and a batch in the ledger is not sent again.
+- the parse stage (:class:`EventStore`, on the executors): the EVENT LOG TABLE is keyed by the
+  event itself -- HBase row keys (:func:`soads.storage.hbase.row_key`), or Parquet files named
+  by micro-batch id and partition that a replay replaces -- and so is the quarantine table.
+  The quarantine topic is at-least-once; its messages are keyed by source so a consumer can
+  drop a repeat.
+- the ``foreachBatch`` writer (:func:`updates_writer`, on the driver): relation increments, late
+  events, object scores and window scores of a micro-batch go into ONE transaction with its
+  ``(sink, batch_id)`` ledger row (table ``sink_batch``); a batch id already in the ledger is
+  skipped, so a replayed batch changes nothing. Relation counts are increments and go only
+  through the ledger.
 
 Event log backend: ``hbase://host:port/prefix`` -> :mod:`soads.storage.hbase`, anything else is
 a directory for Parquet (the one ``if``: :func:`_is_hbase`).
@@ -16,10 +19,11 @@ a directory for Parquet (the one ``if``: :func:`_is_hbase`).
 from __future__ import annotations
 
 import datetime as dt
-import glob
+import json
 import logging
 import os
-import shutil
+import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import sqlalchemy as sa
@@ -29,9 +33,7 @@ from soads.storage import tables
 
 logger = logging.getLogger(__name__)
 
-SINK_RELATIONS = "relational_dependency"
-SINK_SCORES = "object_score"
-SINK_QUARANTINE_TOPIC = "quarantine_topic"
+SINK_EVENTS = "events"  # relations, late events and scores of a micro-batch: one ledger row
 LATE_TABLE = "late_event"
 _CHUNK = 1000
 
@@ -61,127 +63,143 @@ def prepare(db_url: str, event_log: str) -> None:
         hbase.ensure_table(event_log, hbase.QUARANTINE_TABLE)
 
 
-# -- event log and quarantine -----------------------------------------------------------------
+# -- the parse stage: event log and quarantine, written by the executors ---------------------
+
+BATCH_ID_PROPERTY = "streaming.sql.batchId"  # Spark's MicroBatchExecution.BATCH_ID_KEY
 
 
-def _write_parquet_batch(df, root: str, table: str, batch_id: int) -> None:
-    """Files ``root/table/batch-<id>-*.parquet``: a replay of the batch replaces them (local
-    filesystem: the embedded default)."""
-    staging = os.path.join(root, table, f"_staging-{batch_id}")
-    df.write.mode("overwrite").parquet(staging)
-    for old in glob.glob(os.path.join(root, table, f"batch-{batch_id}-*.parquet")):
-        os.remove(old)
-    for i, part in enumerate(sorted(glob.glob(os.path.join(staging, "part-*.parquet")))):
-        os.replace(part, os.path.join(root, table, f"batch-{batch_id}-{i:05d}.parquet"))
-    shutil.rmtree(staging)
+def read_struct():
+    """Spark schema of the parse stage's output (:class:`EventStore`): oid, read_point,
+    event_time (timestamp), source -- one row per flat event, what the state step needs."""
+    from pyspark.sql import types as T
+
+    return T.StructType([
+        T.StructField(S.OID, T.StringType(), False),
+        T.StructField(S.READ_POINT, T.StringType(), False),
+        T.StructField(S.EVENT_TIME, T.TimestampType(), False),
+        T.StructField(S.SOURCE, T.StringType(), False),
+    ])
 
 
-def _batch_done(db_url: str, sink: str, batch_id: int) -> bool:
-    eng = tables.engine(db_url)
-    try:
-        t = tables.TABLE["sink_batch"]
-        with eng.connect() as conn:
-            return conn.execute(sa.select(t.c[S.BATCH_ID]).where(
-                t.c[S.SINK] == sink, t.c[S.BATCH_ID] == int(batch_id))).first() is not None
-    finally:
-        eng.dispose()
+@dataclass(frozen=True)
+class EventStore:
+    """Where the parse stage stores what it parsed (pickled to the executors).
 
+    The stream parses every document once, on the executors, and writes its flat events to the
+    EVENT LOG TABLE and its quarantine records to the quarantine table (and topic) right there,
+    before the rows move on to the state step: the full events never cross a shuffle and never
+    reach the driver. Replays are harmless: HBase row keys are derived from the event; Parquet
+    files are named by micro-batch id and Spark partition (``batch-<id>-<partition>.parquet``),
+    and a replayed micro-batch reads the same offsets into the same partitions, so it rewrites
+    the same files. The quarantine topic is at-least-once (a consumer drops repeats by key).
 
-def write_quarantine_topic(quarantine, batch_id: int, kafka_bootstrap: str, topic: str,
-                           db_url: str) -> None:
-    """Quarantine records -> Kafka topic (key = source, value = JSON source, reason, detail),
-    once per batch id as far as the ledger can tell (at-least-once after a crash)."""
-    from pyspark.sql import functions as F
-
-    if _batch_done(db_url, SINK_QUARANTINE_TOPIC, batch_id):
-        return
-    (quarantine.select(F.col(S.SOURCE).alias("key"),
-                       F.to_json(F.struct(*S.QUARANTINE_COLUMNS)).alias("value"))
-     .write.format("kafka").option("kafka.bootstrap.servers", kafka_bootstrap)
-     .option("topic", topic).save())
-    eng = tables.engine(db_url)
-    try:
-        with eng.begin() as conn:
-            tables.claim_batch(conn, SINK_QUARANTINE_TOPIC, batch_id)
-    finally:
-        eng.dispose()
-
-
-def event_log_writer(location: str, db_url: str, kafka_bootstrap: str = "",
-                     quarantine_topic: str = ""):
-    """``foreachBatch`` writer of parsed documents (:func:`soads.preprocess.parse_documents`
-    rows) -> EVENT LOG TABLE + quarantine table (+ quarantine topic when both Kafka arguments
-    are given)."""
-    from soads import preprocess
-
-    def write(batch_df, batch_id):
-        parsed = batch_df.persist()
-        try:
-            events, quarantine = preprocess.split_parsed(parsed)
-            if _is_hbase(location):
-                from soads.storage import hbase
-
-                hbase.write_events(events, location)
-                hbase.write_quarantine(quarantine, location)
-            else:
-                _write_parquet_batch(events.select(*S.EVENT_COLUMNS), location, "event_log",
-                                     batch_id)
-                _write_parquet_batch(quarantine.select(*S.QUARANTINE_COLUMNS), location,
-                                     "quarantine", batch_id)
-            if kafka_bootstrap and quarantine_topic:
-                write_quarantine_topic(quarantine, batch_id, kafka_bootstrap, quarantine_topic,
-                                       db_url)
-        finally:
-            parsed.unpersist()
-
-    return write
-
-
-# -- relations, late events, scores -----------------------------------------------------------
-
-
-def _kind(updates, kind: str):
-    from pyspark.sql import functions as F
-
-    return updates.filter(F.col(S.KIND) == kind)
-
-
-def write_relations(updates, batch_id: int, db_url: str) -> bool:
-    """Relation increments (freq, support) and late events of one batch of
-    :func:`soads.streaming.object_updates` rows, with the ledger, in one transaction.
-
-    Returns False when the batch id was already written (nothing changes).
+    Parameters
+    ----------
+    location : str
+        ``hbase://host:port/prefix`` or a directory (Parquet, the embedded default).
+    max_bytes : int
+        Larger documents are quarantined (``too_large``).
+    kafka_bootstrap, quarantine_topic : str
+        Both set: quarantine records are also published there (key = source, value = JSON).
     """
-    from pyspark.sql import functions as F
 
-    from soads import streaming
+    location: str
+    max_bytes: int
+    kafka_bootstrap: str = ""
+    quarantine_topic: str = ""
 
-    rel = (_kind(updates, streaming.KIND_RELATION).groupBy(S.A, S.B)
-           .agg(F.sum(S.FREQ).alias(S.FREQ), F.sum(S.SUPPORT).alias(S.SUPPORT)).collect())
-    late = _kind(updates, streaming.KIND_LATE).select(
-        S.OID, S.SOURCE, S.READ_POINT, F.unix_micros(S.EVENT_TIME).alias(S.EVENT_TIME)).collect()
-    rel_rows = [{S.A: r[S.A], S.B: r[S.B], S.FREQ: int(r[S.FREQ]), S.SUPPORT: int(r[S.SUPPORT])}
-                for r in rel]
-    late_rows = [{S.OID: r[S.OID], S.SOURCE: r[S.SOURCE], S.READ_POINT: r[S.READ_POINT],
-                  S.EVENT_TIME: _from_micros(r[S.EVENT_TIME])} for r in late]
-    eng = tables.engine(db_url)
-    try:
-        with eng.begin() as conn:
-            if not tables.claim_batch(conn, SINK_RELATIONS, batch_id):
-                logger.info("batch %d already in the ledger for %s: skipped", batch_id,
-                            SINK_RELATIONS)
-                return False
-            for i in range(0, len(rel_rows), _CHUNK):
-                tables.increment(conn, "relational_dependency", rel_rows[i:i + _CHUNK],
-                                 (S.FREQ, S.SUPPORT))
-            for i in range(0, len(late_rows), _CHUNK):
-                _upsert_late(conn, late_rows[i:i + _CHUNK])
-    finally:
-        eng.dispose()
-    if late_rows:
-        logger.warning("batch %d: %d late events (stored, no relation)", batch_id, len(late_rows))
-    logger.info("batch %d: %d relations updated", batch_id, len(rel_rows))
-    return True
+    def __call__(self, batches):
+        """``mapInArrow`` function: Arrow batches of (source, content) documents -> Arrow batches
+        of :func:`read_struct` rows, after storing them."""
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        from soads import epcis
+
+        ctx = TaskContext.get()
+        schema = pa.schema([pa.field(S.OID, pa.string(), False),
+                            pa.field(S.READ_POINT, pa.string(), False),
+                            pa.field(S.EVENT_TIME, pa.timestamp("us", tz="UTC"), False),
+                            pa.field(S.SOURCE, pa.string(), False)])
+        parquet_events, parquet_quarantine, producer = [], [], None
+        try:
+            for batch in batches:
+                events, quarantine = [], []
+                sources = batch.column(S.SOURCE).to_pylist()
+                contents = batch.column(S.CONTENT)
+                for i, source in enumerate(sources):
+                    ev, qu = epcis.parse_document(contents[i].as_py(), source, self.max_bytes)
+                    events.extend(ev)
+                    quarantine.extend(qu)
+                times = pa.array([e[S.EVENT_TIME] for e in events], pa.string()).cast(
+                    pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("us", tz="UTC"))
+                if _is_hbase(self.location):
+                    from soads.storage import hbase
+
+                    hbase.put_records(self.location, hbase.EVENT_TABLE, events)
+                    if quarantine:
+                        hbase.put_records(self.location, hbase.QUARANTINE_TABLE, quarantine)
+                else:
+                    parquet_events.append(_event_table(events, times))
+                    parquet_quarantine.extend(quarantine)
+                if quarantine and self.kafka_bootstrap and self.quarantine_topic:
+                    producer = producer or _quarantine_producer(self.kafka_bootstrap)
+                    for q in quarantine:
+                        producer.send(self.quarantine_topic, key=q[S.SOURCE].encode("utf-8"),
+                                      value=json.dumps({c: q.get(c) for c in
+                                                        S.QUARANTINE_COLUMNS}).encode("utf-8"))
+                if events:
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array([e[S.OID] for e in events], pa.string()),
+                         pa.array([e[S.READ_POINT] for e in events], pa.string()), times,
+                         pa.array([e[S.SOURCE] for e in events], pa.string())], schema=schema)
+            if not _is_hbase(self.location) and (parquet_events or parquet_quarantine):
+                batch_id = ctx.getLocalProperty(BATCH_ID_PROPERTY) if ctx else None
+                if batch_id is None:
+                    raise RuntimeError("the Parquet event log is written by a streaming "
+                                       "micro-batch only (no batch id in this task)")
+                name = f"batch-{int(batch_id)}-{ctx.partitionId():05d}.parquet"
+                _write_parquet_file(pa.concat_tables(parquet_events), self.location,
+                                    "event_log", name)
+                if parquet_quarantine:
+                    _write_parquet_file(pa.table({c: pa.array([q.get(c) for q in
+                                                               parquet_quarantine], pa.string())
+                                                  for c in S.QUARANTINE_COLUMNS}),
+                                        self.location, "quarantine", name)
+            if producer is not None:
+                producer.flush()
+        finally:
+            if producer is not None:
+                producer.close()
+
+
+def _event_table(events: Sequence[dict], times):
+    import pyarrow as pa
+
+    cols = {}
+    for c in S.EVENT_COLUMNS:
+        cols[c] = times if c == S.EVENT_TIME else pa.array([e.get(c) for e in events], pa.string())
+    return pa.table(cols)
+
+
+def _write_parquet_file(table, root: str, kind: str, name: str) -> None:
+    """``root/kind/name``, atomically (a reader never sees half a file; a replay replaces it)."""
+    import pyarrow.parquet as pq
+
+    directory = os.path.join(root, kind)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, os.path.join(directory, name))
+
+
+def _quarantine_producer(bootstrap: str):
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+
+
+# -- relations, late events, scores: one transaction per micro-batch -------------------------
 
 
 def _upsert_late(conn, rows: Sequence[dict]) -> None:
@@ -229,79 +247,180 @@ def window_start(last_time: dt.datetime, window_seconds: int) -> dt.datetime:
     return _from_micros(us // w * w)
 
 
-def write_scores(updates, batch_id: int, db_url: str, scoring, window_seconds: int) -> bool:
-    """Anomaly Evaluator for the objects updated in one batch: score them against the newest
-    mining run (re-read every batch), upsert object_score, recompute the alignment_score rows
-    of every window an updated object left or entered; ledger in the same transaction.
+@dataclass
+class BatchUpdates:
+    """What the state step produced in one micro-batch, on the driver (small: one row per
+    relation, per late read and per updated object -- never the events themselves).
 
-    Returns False when the batch id was already written or no mining run exists yet.
+    relations : list of (a, b, freq, support) increments
+    late : list of (oid, source, read_point, time_us)
+    objects : list of (oid, sequence, last_us)
     """
-    from pyspark.sql import functions as F
 
-    from soads import scoring as scorer
+    relations: list
+    late: list
+    objects: list
+
+
+def collect_updates(updates) -> BatchUpdates:
+    """A micro-batch of :func:`soads.streaming.object_updates` rows (relation rows already summed
+    per partition by :func:`soads.streaming.combine_relations`, or not) -> :class:`BatchUpdates`,
+    in one Spark job; the relation rows are summed by (a, b) here."""
     from soads import streaming
 
-    run_id, patterns = patterns_of_newest_run(db_url, scoring.maximal_only)
-    objects = _kind(updates, streaming.KIND_OBJECT).select(S.OID, S.SEQUENCE, S.LAST_TIME)
+    got = updates.select(S.KIND, S.OID, S.A, S.B, S.FREQ, S.SUPPORT, S.READ_POINT,
+                         streaming.TIME_US, S.SOURCE, S.SEQUENCE,
+                         streaming.LAST_US).toArrow().to_pydict()
+    sums: dict = {}
+    late, objects = [], []
+    for kind, oid, a, b, f, n, rp, t, src, seq, last in zip(*got.values()):
+        if kind == streaming.KIND_RELATION:
+            acc = sums.setdefault((a, b), [0, 0])
+            acc[0] += f
+            acc[1] += n
+        elif kind == streaming.KIND_LATE:
+            late.append((oid, src, rp, t))
+        else:
+            objects.append((oid, seq, last))
+    relations = [(a, b, f, n) for (a, b), (f, n) in sorted(sums.items())]
+    return BatchUpdates(relations, late, objects)
+
+
+class PatternCache:
+    """The newest mining run's patterns, re-read only when a newer run appears (a new run is
+    picked up at the next micro-batch, without a restart), and the scores of sequences already
+    seen against them.
+
+    Scoring is most of a micro-batch's cost (objects x patterns alignments), yet objects of one
+    process walk the same few paths: the alignment score is a pure function of (sequence, run),
+    so each distinct sequence is aligned once per run and remembered (at most ``max_cached``
+    sequences; the memory is dropped when full or when the run changes).
+    """
+
+    def __init__(self, db_url: str, maximal_only: bool, max_cached: int = 200_000):
+        self.db_url, self.maximal_only, self.max_cached = db_url, maximal_only, max_cached
+        self.run_id, self.patterns = None, []
+        self._scores: dict[tuple, tuple[float, float, int]] = {}
+
+    def newest(self) -> tuple[str | None, list[list[str]]]:
+        run = tables.latest_run(self.db_url)
+        if run is None:
+            return None, []
+        if run[S.RUN_ID] != self.run_id:
+            self.run_id, self.patterns = patterns_of_newest_run(self.db_url, self.maximal_only)
+            self._scores = {}
+        return self.run_id, self.patterns
+
+    def score(self, sequences: Sequence[Sequence[str]], scoring) -> list[tuple[float, float, int]]:
+        """``(score, raw, best pattern index)`` per sequence against :meth:`newest`'s patterns
+        (:func:`soads.scoring.score_batch` on the sequences not seen before)."""
+        from soads import scoring as scorer
+
+        keys = [tuple(s) for s in sequences]
+        todo = list({k: None for k in keys if k not in self._scores})
+        new = {}
+        if todo:
+            scores, raws, best = scorer.score_batch(todo, self.patterns, scoring)
+            new = dict(zip(todo, zip(scores.tolist(), raws.tolist(), best.tolist())))
+        out = [new[k] if k in new else self._scores[k] for k in keys]
+        if len(self._scores) + len(new) > self.max_cached:
+            self._scores = {}
+        self._scores.update(new)
+        return out
+
+
+def write_updates(batch: BatchUpdates, batch_id: int, db_url: str, scoring, window_seconds: int,
+                  patterns: PatternCache | None = None) -> bool:
+    """One micro-batch into the relational tables, in ONE transaction with its ledger row:
+    relation increments (freq, support), late events, and the Anomaly Evaluator -- the updated
+    objects scored against the newest mining run (numpy Smith-Waterman on the driver: one
+    sequence per updated object), their object_score rows and the alignment_score rows of every
+    window an updated object left or entered.
+
+    Returns False when the batch id was already written (nothing changes).
+    """
+    t0 = time.perf_counter()
+    patterns = patterns or PatternCache(db_url, scoring.maximal_only)
+    run_id, pats = patterns.newest()
+    rows = []
     if run_id is None:
-        logger.warning("batch %d: no mining run yet, objects are not scored", batch_id)
-        scored = []
-    else:
-        # oid, score, raw, pattern, last_time (one row per updated object; scored on executors)
-        scored = scorer.score_sequences(objects, patterns, scoring).select(
-            S.OID, S.SCORE, S.RAW, S.PATTERN, F.unix_micros(S.LAST_TIME).alias(S.LAST_TIME)
-        ).collect()
-    rows = [tables._to_row("object_score", {
-        S.OID: r[S.OID], S.SCORE: r[S.SCORE], S.RAW: r[S.RAW], S.PATTERN: r[S.PATTERN],
-        S.SURPRISAL: None, S.LAST_TIME: _from_micros(r[S.LAST_TIME]), S.RUN_ID: run_id,
-    }) for r in scored]
-    t = tables.TABLE["object_score"]
-    a = tables.TABLE["alignment_score"]
+        if batch.objects:
+            logger.warning("batch %d: no mining run yet, %d objects are not scored", batch_id,
+                           len(batch.objects))
+    elif batch.objects:
+        for (oid, _, last), (sc, raw, k) in zip(batch.objects, patterns.score(
+                [o[1] for o in batch.objects], scoring)):
+            rows.append(tables._to_row("object_score", {
+                S.OID: oid, S.SCORE: sc, S.RAW: raw, S.PATTERN: pats[k] if k >= 0 else None,
+                S.SURPRISAL: None, S.LAST_TIME: _from_micros(last), S.RUN_ID: run_id}))
+    rel_rows = [{S.A: a, S.B: b, S.FREQ: int(f), S.SUPPORT: int(n)}
+                for a, b, f, n in batch.relations]
+    late_rows = [{S.OID: oid, S.SOURCE: src, S.READ_POINT: rp, S.EVENT_TIME: _from_micros(t)}
+                 for oid, src, rp, t in batch.late]
+    t1 = time.perf_counter()
     eng = tables.engine(db_url)
     try:
         with eng.begin() as conn:
-            if not tables.claim_batch(conn, SINK_SCORES, batch_id):
-                logger.info("batch %d already in the ledger for %s: skipped", batch_id,
-                            SINK_SCORES)
+            if not tables.claim_batch(conn, SINK_EVENTS, batch_id):
+                logger.info("batch %d already in the ledger: skipped", batch_id)
                 return False
-            windows = {(window_start(r[S.LAST_TIME], window_seconds), run_id) for r in rows}
-            oids = [r[S.OID] for r in rows]
-            for i in range(0, len(oids), _CHUNK):
-                for old in conn.execute(sa.select(t.c[S.LAST_TIME], t.c[S.RUN_ID]).where(
-                        t.c[S.OID].in_(oids[i:i + _CHUNK]))):
-                    if old[0] is not None and old[1] is not None:
-                        windows.add((window_start(old[0], window_seconds), old[1]))
-            for i in range(0, len(rows), _CHUNK):
-                tables.upsert(conn, "object_score", rows[i:i + _CHUNK])
-            width = dt.timedelta(seconds=int(window_seconds))
-            for start, rid in sorted(windows):
-                scores = [s for (s,) in conn.execute(sa.select(t.c[S.SCORE]).where(
-                    t.c[S.RUN_ID] == rid, t.c[S.LAST_TIME] >= start,
-                    t.c[S.LAST_TIME] < start + width))]
-                if scores:
-                    tables.upsert(conn, "alignment_score", [{
-                        S.WINDOW_START: start, S.WINDOW_END: start + width,
-                        S.MEAN_SCORE: sum(scores) / len(scores), S.N_OBJECTS: len(scores),
-                        S.RUN_ID: rid}])
-                else:
-                    conn.execute(a.delete().where(a.c[S.WINDOW_START] == start,
-                                                  a.c[S.RUN_ID] == rid))
+            for i in range(0, len(rel_rows), _CHUNK):
+                tables.increment(conn, "relational_dependency", rel_rows[i:i + _CHUNK],
+                                 (S.FREQ, S.SUPPORT))
+            for i in range(0, len(late_rows), _CHUNK):
+                _upsert_late(conn, late_rows[i:i + _CHUNK])
+            _write_scores(conn, rows, window_seconds)
     finally:
         eng.dispose()
-    logger.info("batch %d: %d objects scored (run %s)", batch_id, len(rows), run_id)
-    return run_id is not None
+    if late_rows:
+        logger.warning("batch %d: %d late events (stored, no relation)", batch_id, len(late_rows))
+    logger.info("batch %d: %d relations updated, %d objects scored (run %s); scoring %.2f s, "
+                "transaction %.2f s", batch_id, len(rel_rows), len(rows), run_id, t1 - t0,
+                time.perf_counter() - t1)
+    return True
+
+
+def _write_scores(conn, rows: list[dict], window_seconds: int) -> None:
+    """Upsert object_score rows and recompute the alignment_score rows of the windows they
+    left or entered (inside the caller's transaction)."""
+    if not rows:
+        return
+    t = tables.TABLE["object_score"]
+    a = tables.TABLE["alignment_score"]
+    windows = {(window_start(r[S.LAST_TIME], window_seconds), r[S.RUN_ID]) for r in rows}
+    oids = [r[S.OID] for r in rows]
+    for i in range(0, len(oids), _CHUNK):
+        for old in conn.execute(sa.select(t.c[S.LAST_TIME], t.c[S.RUN_ID]).where(
+                t.c[S.OID].in_(oids[i:i + _CHUNK]))):
+            if old[0] is not None and old[1] is not None:
+                windows.add((window_start(old[0], window_seconds), old[1]))
+    for i in range(0, len(rows), _CHUNK):
+        tables.upsert(conn, "object_score", rows[i:i + _CHUNK])
+    width = dt.timedelta(seconds=int(window_seconds))
+    for start, rid in sorted(windows):
+        total, n = conn.execute(sa.select(sa.func.sum(t.c[S.SCORE]), sa.func.count()).where(
+            t.c[S.RUN_ID] == rid, t.c[S.LAST_TIME] >= start,
+            t.c[S.LAST_TIME] < start + width)).one()
+        if n:
+            tables.upsert(conn, "alignment_score", [{
+                S.WINDOW_START: start, S.WINDOW_END: start + width,
+                S.MEAN_SCORE: float(total) / n, S.N_OBJECTS: int(n), S.RUN_ID: rid}])
+        else:
+            conn.execute(a.delete().where(a.c[S.WINDOW_START] == start, a.c[S.RUN_ID] == rid))
 
 
 def updates_writer(db_url: str, scoring, window_seconds: int):
-    """``foreachBatch`` writer of :func:`soads.streaming.object_updates` rows: relations and
-    late events, then scores (each sink with its own ledger entry)."""
+    """``foreachBatch`` writer of :func:`soads.streaming.object_updates` rows
+    (:func:`collect_updates`, then :func:`write_updates`)."""
+    patterns = PatternCache(db_url, scoring.maximal_only)
 
     def write(batch_df, batch_id):
-        updates = batch_df.persist()  # the state step runs once per batch, not once per sink
-        try:
-            write_relations(updates, batch_id, db_url)
-            write_scores(updates, batch_id, db_url, scoring, window_seconds)
-        finally:
-            updates.unpersist()
+        # always evaluated, even for a batch already in the ledger: the state step of a
+        # micro-batch commits its state only when the batch's rows are computed
+        t0 = time.perf_counter()
+        batch = collect_updates(batch_df)
+        logger.info("batch %d: parse, store and state step %.2f s", batch_id,
+                    time.perf_counter() - t0)
+        write_updates(batch, batch_id, db_url, scoring, window_seconds, patterns)
 
     return write

@@ -37,6 +37,7 @@ TABLE = {
         *[sa.Column(col, _TYPES[kind](), primary_key=col in S.PRIMARY_KEYS[name],
                     nullable=col not in S.PRIMARY_KEYS[name])
           for col, kind in cols],
+        *[sa.Index(f"ix_{name}_{'_'.join(cols)}", *cols) for cols in S.INDEXES.get(name, ())],
     )
     for name, cols in S.TABLES.items()
 }
@@ -55,8 +56,11 @@ def engine(url: str) -> sa.Engine:
 
 
 def create_tables(eng: sa.Engine) -> None:
-    """Create every SOADS table that does not exist yet."""
+    """Create every SOADS table, and every index, that does not exist yet."""
     metadata.create_all(eng)
+    for t in TABLE.values():  # create_all skips the indexes of tables that already existed
+        for ix in t.indexes:
+            ix.create(eng, checkfirst=True)
 
 
 def _insert(eng: sa.Engine, name: str):
