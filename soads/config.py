@@ -18,6 +18,11 @@ class SparkConf:
     shuffle_partitions: int = 8
     driver_memory: str = "4g"
     app_name: str = "soads"
+    java_options: str = ""
+    """Extra JVM options of the driver and the executors (``spark.{driver,executor}.
+    extraJavaOptions``), e.g. ``-XX:TieredStopAtLevel=1`` for the streaming job."""
+    whole_stage_codegen: bool = True
+    """``spark.sql.codegen.wholeStage``."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,11 @@ def build(conf: SparkConf, master: str | None = None, extra: dict[str, str] | No
         .config("spark.ui.enabled", "false")
         .config("spark.driver.host", "127.0.0.1")
     )
+    if conf.java_options:
+        builder = (builder.config("spark.driver.extraJavaOptions", conf.java_options)
+                   .config("spark.executor.extraJavaOptions", conf.java_options))
+    if not conf.whole_stage_codegen:
+        builder = builder.config("spark.sql.codegen.wholeStage", "false")
     for k, v in (extra or {}).items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()

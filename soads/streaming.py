@@ -415,10 +415,17 @@ def _combine_batches(batches):
             [pa.array(cols.get(f.name, [None] * k), f.type) for f in schema], schema=schema)
 
 
-def combine_relations(updates):
-    """Sum the relation rows of :func:`object_updates` by (a, b) within each Spark partition
-    (``mapInArrow``), so a micro-batch hands the driver about (partitions x distinct relations)
-    relation rows instead of one per object and relation, in one Spark job."""
+def combine_relations(updates, operator: str = "python"):
+    """Sum the relation rows of :func:`object_updates` by (a, b) within each Spark partition, so
+    a micro-batch hands the driver about (partitions x distinct relations) relation rows instead
+    of one per object and relation, in one Spark job. ``operator``: ``jvm`` runs
+    ``RelationUpdater.combineRelations`` (no Python worker round trip), ``python`` a
+    ``mapInArrow`` (same rows)."""
+    if operator == "jvm":
+        from pyspark.sql import DataFrame
+
+        jdf = updates.sparkSession._jvm.soads.jvm.RelationUpdater.combineRelations(updates._jdf)
+        return DataFrame(jdf, updates.sparkSession)
     return updates.mapInArrow(_combine_batches, update_struct())
 
 
@@ -525,7 +532,7 @@ def start_event_queries(spark, stream: StreamConf, max_document_bytes: int, dwel
     # kind, oid, a, b, freq, support, read_point, time_us, source, sequence, last_us
     updates = combine_relations(object_updates(
         reads, dwell_seconds, stream.idle_seconds, stream.watermark_seconds, stream.max_visits,
-        stream.state_operator))
+        stream.state_operator), stream.state_operator)
     w = (updates.writeStream.queryName(QUERY_NAME)
          .foreachBatch(sinks.updates_writer(stream.db_url, scoring, window_seconds))
          .option("checkpointLocation", checkpoint))

@@ -20,6 +20,10 @@ def test_services_stream_conf_is_a_stream_section():
     here = os.path.dirname(CONF)
     cfg = config.load([CONF, os.path.join(here, "services-stream.toml")])
     assert cfg.stream.source == "kafka" and cfg.stream.event_log.startswith("hbase://")
+    # the stream job's Spark settings ride in the same file
+    assert cfg.spark.java_options == "-XX:TieredStopAtLevel=1"
+    assert cfg.spark.whole_stage_codegen is False and cfg.spark.shuffle_partitions == 2
+    assert cfg.stream.state_operator == "jvm"
 
 
 def test_overrides_coerce_types():

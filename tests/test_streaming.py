@@ -397,7 +397,8 @@ def test_pattern_cache_scores_equal_score_batch_and_follow_the_newest_run(tmp_pa
     assert cache.score([["D", "C"]], ScoringConf()) == [(s[0], r[0], b[0])]
 
 
-def test_combine_relations_sums_per_partition_and_keeps_the_rest(spark):
+@OPERATORS
+def test_combine_relations_sums_per_partition_and_keeps_the_rest(spark, operator):
     rows = [
         (streaming.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
         (streaming.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
@@ -410,7 +411,7 @@ def test_combine_relations_sums_per_partition_and_keeps_the_rest(spark):
     def key(r):
         return repr(tuple(tuple(v) if isinstance(v, list) else v for v in r))
 
-    got = sorted(map(key, streaming.combine_relations(df).collect()))
+    got = sorted(map(key, streaming.combine_relations(df, operator).collect()))
     assert got == sorted(map(key, [
         (streaming.KIND_RELATION, None, "A", "B", 3, 2, None, None, None, None, None),
         (streaming.KIND_RELATION, None, "B", "C", 1, 0, None, None, None, None, None),

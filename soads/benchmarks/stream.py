@@ -286,7 +286,7 @@ def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: st
 def run(events: int = 300_000, rate: float = 2000.0, seconds: float = 60.0,
         services_conf=None, sustained_max_offsets: int = 80, sustained_events_per_file: int = 500,
         latency_max_offsets: int = 200, latency_trigger_seconds: float = 0.0,
-        latency_events_per_file: int = 100, shuffle_partitions: int = 2,
+        latency_events_per_file: int = 100, spark_conf=None,
         maximal_only: bool = False, min_partitions: int = 2,
         operators: tuple[str, ...] = ("jvm", "python")) -> list[str]:
     """Both parts; returns the report lines (the last one is JSON).
@@ -295,16 +295,21 @@ def run(events: int = 300_000, rate: float = 2000.0, seconds: float = 60.0,
     Python state function); part (b) runs with the first.
     ``maximal_only`` scores against the run's maximal patterns only (``scoring.maximal_only``):
     the Anomaly Evaluator's cost is objects x patterns, and a run at minsup 0.01 holds ~1,300
-    patterns of which few are maximal."""
+    patterns of which few are maximal. ``spark_conf`` (:class:`soads.config.SparkConf`; master
+    and app name are set here) is the stream job's: ``soads bench stream`` passes the ``[spark]``
+    of conf/soads.toml + conf/services-stream.toml."""
     from soads import services, session, streaming
     from soads.config import SparkConf, StreamConf
+
+    import dataclasses
 
     conf = services_conf or services.load_conf()
     extra = streaming.spark_jars(StreamConf(source="kafka", state_operator="jvm"),
                                  services.spark_kafka_jars(conf))
-    spark = session.build(SparkConf(master="local[*]", shuffle_partitions=shuffle_partitions,
-                                    driver_memory="4g", app_name="soads-bench-stream"),
-                          extra={**extra, "spark.ui.showConsoleProgress": "false"})
+    spark_conf = dataclasses.replace(spark_conf or SparkConf(shuffle_partitions=2),
+                                     master="local[*]", app_name="soads-bench-stream")
+    shuffle_partitions = spark_conf.shuffle_partitions
+    spark = session.build(spark_conf, extra={**extra, "spark.ui.showConsoleProgress": "false"})
     workdir = tempfile.mkdtemp(prefix="soads-bench-stream-")
     try:
         patterns, mining_run = _mining_run(spark, workdir)
@@ -319,7 +324,9 @@ def run(events: int = 300_000, rate: float = 2000.0, seconds: float = 60.0,
     cores = os.cpu_count()
     lines = [
         f"stream benchmark on {cores} cores, Spark local[*], shuffle partitions "
-        f"{shuffle_partitions}, Kafka minPartitions {min_partitions}; mining run "
+        f"{shuffle_partitions}, JVM options {spark_conf.java_options or 'none'!r}, whole-stage "
+        f"codegen {spark_conf.whole_stage_codegen}, Kafka minPartitions {min_partitions}; "
+        f"mining run "
         f"{mining_run[S.RUN_ID]} ({len(patterns)} patterns, "
         f"{sum(bool(r[S.MAXIMAL]) for r in patterns)} maximal; scoring against "
         f"{'the maximal ones' if maximal_only else 'all'})",

@@ -14,6 +14,7 @@ import java.util.regex.Pattern;
 
 import org.apache.spark.api.java.function.FlatMapGroupsWithStateFunction;
 import org.apache.spark.api.java.function.MapFunction;
+import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
@@ -279,6 +280,39 @@ public final class RelationUpdater {
         .groupByKey((MapFunction<Row, String>) r -> r.getString(iOid), Encoders.STRING())
         .flatMapGroupsWithState(fn, OutputMode.Append(), Encoders.bean(ObjectState.class),
             Encoders.row(OUTPUT), GroupStateTimeout.EventTimeTimeout());
+  }
+
+  /**
+   * soads.streaming.combine_relations on the JVM: the relation rows of {@link #apply} summed by
+   * (a, b) within each partition (oid null); late and object rows pass through. A micro-batch
+   * then hands the driver about partitions x distinct relations relation rows instead of one per
+   * object and relation, without a round trip through a Python worker.
+   */
+  public static Dataset<Row> combineRelations(Dataset<Row> updates) {
+    MapPartitionsFunction<Row, Row> fn = it -> {
+      Map<List<String>, long[]> sums = new TreeMap<>((x, y) -> {
+        int c = compareCodePoints(x.get(0), y.get(0));
+        return c != 0 ? c : compareCodePoints(x.get(1), y.get(1));
+      });
+      List<Row> out = new ArrayList<>();
+      while (it.hasNext()) {
+        Row r = it.next();
+        if (KIND_RELATION.equals(r.getString(0))) {
+          long[] acc = sums.computeIfAbsent(List.of(r.getString(2), r.getString(3)),
+              k -> new long[2]);
+          acc[0] += r.getLong(4);
+          acc[1] += r.getLong(5);
+        } else {
+          out.add(r);
+        }
+      }
+      for (Map.Entry<List<String>, long[]> e : sums.entrySet()) {
+        out.add(RowFactory.create(KIND_RELATION, null, e.getKey().get(0), e.getKey().get(1),
+            e.getValue()[0], e.getValue()[1], null, null, null, null, null));
+      }
+      return out.iterator();
+    };
+    return updates.mapPartitions(fn, Encoders.row(OUTPUT));
   }
 
   /**

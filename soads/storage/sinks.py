@@ -226,7 +226,8 @@ def read_late(db_url: str) -> list[dict]:
         eng.dispose()
 
 
-def patterns_of_newest_run(db_url: str, maximal_only: bool) -> tuple[str | None, list[list[str]]]:
+def patterns_of_newest_run(db_url: str | sa.Engine, maximal_only: bool
+                           ) -> tuple[str | None, list[list[str]]]:
     """``(run_id, patterns in use)`` of the newest mining run, ``(None, [])`` before any."""
     run = tables.latest_run(db_url)
     if run is None:
@@ -297,7 +298,7 @@ class PatternCache:
     sequences; the memory is dropped when full or when the run changes).
     """
 
-    def __init__(self, db_url: str, maximal_only: bool, max_cached: int = 200_000):
+    def __init__(self, db_url: str | sa.Engine, maximal_only: bool, max_cached: int = 200_000):
         self.db_url, self.maximal_only, self.max_cached = db_url, maximal_only, max_cached
         self.run_id, self.patterns = None, []
         self._scores: dict[tuple, tuple[float, float, int]] = {}
@@ -329,8 +330,8 @@ class PatternCache:
         return out
 
 
-def write_updates(batch: BatchUpdates, batch_id: int, db_url: str, scoring, window_seconds: int,
-                  patterns: PatternCache | None = None) -> bool:
+def write_updates(batch: BatchUpdates, batch_id: int, db_url: str | sa.Engine, scoring,
+                  window_seconds: int, patterns: PatternCache | None = None) -> bool:
     """One micro-batch into the relational tables, in ONE transaction with its ledger row:
     relation increments (freq, support), late events, and the Anomaly Evaluator -- the updated
     objects scored against the newest mining run (numpy Smith-Waterman on the driver: one
@@ -358,7 +359,7 @@ def write_updates(batch: BatchUpdates, batch_id: int, db_url: str, scoring, wind
     late_rows = [{S.OID: oid, S.SOURCE: src, S.READ_POINT: rp, S.EVENT_TIME: _from_micros(t)}
                  for oid, src, rp, t in batch.late]
     t1 = time.perf_counter()
-    eng = tables.engine(db_url)
+    eng = tables.engine(db_url) if isinstance(db_url, str) else db_url
     try:
         with eng.begin() as conn:
             if not tables.claim_batch(conn, SINK_EVENTS, batch_id):
@@ -371,7 +372,8 @@ def write_updates(batch: BatchUpdates, batch_id: int, db_url: str, scoring, wind
                 _upsert_late(conn, late_rows[i:i + _CHUNK])
             _write_scores(conn, rows, window_seconds)
     finally:
-        eng.dispose()
+        if isinstance(db_url, str):
+            eng.dispose()
     if late_rows:
         logger.warning("batch %d: %d late events (stored, no relation)", batch_id, len(late_rows))
     logger.info("batch %d: %d relations updated, %d objects scored (run %s); scoring %.2f s, "
@@ -412,7 +414,8 @@ def _write_scores(conn, rows: list[dict], window_seconds: int) -> None:
 def updates_writer(db_url: str, scoring, window_seconds: int):
     """``foreachBatch`` writer of :func:`soads.streaming.object_updates` rows
     (:func:`collect_updates`, then :func:`write_updates`)."""
-    patterns = PatternCache(db_url, scoring.maximal_only)
+    eng = tables.engine(db_url)  # kept for the query's life: a MySQL connect costs ~50 ms
+    patterns = PatternCache(eng, scoring.maximal_only)
 
     def write(batch_df, batch_id):
         # always evaluated, even for a batch already in the ledger: the state step of a
@@ -421,6 +424,6 @@ def updates_writer(db_url: str, scoring, window_seconds: int):
         batch = collect_updates(batch_df)
         logger.info("batch %d: parse, store and state step %.2f s", batch_id,
                     time.perf_counter() - t0)
-        write_updates(batch, batch_id, db_url, scoring, window_seconds, patterns)
+        write_updates(batch, batch_id, eng, scoring, window_seconds, patterns)
 
     return write
