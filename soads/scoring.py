@@ -481,7 +481,12 @@ def score_batch(
         sw = np.empty((P, w), dtype=np.float64)
         if trie:
             colmax = _sw_trie_kernel(X[:, 0, :], levels, terminal, params, m_max)
-            sw[...] = np.where(valid[:, None, :], colmax, 0).max(axis=0)
+            if params.mismatch <= 0:
+                # padding never raises a maximum: a cell past the sequence's end scores a
+                # mismatch (<= 0) on top of an earlier cell, and gaps are <= 0 too
+                sw[...] = colmax.max(axis=0)
+            else:
+                sw[...] = np.where(valid[:, None, :], colmax, 0).max(axis=0)
         else:
             def eq_rows():
                 for i in range(m_max):

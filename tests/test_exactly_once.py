@@ -240,6 +240,16 @@ def test_killed_and_restarted_job_ends_exactly_as_the_batch_recomputation(conf, 
             assert scores[o][S.PATTERN] == (patterns[bi] if bi >= 0 else None), o
         windows = tables.read_table(db_url, "alignment_score")
         assert sum(w[S.N_OBJECTS] for w in windows) == len(scores)
+        # the windows, maintained incrementally across the kills, equal a recomputation
+        expected = {}
+        for row in scores.values():
+            key = (sinks.window_start(row[S.LAST_TIME], 3600), row[S.RUN_ID])
+            expected.setdefault(key, []).append(row[S.SCORE])
+        assert {(w[S.WINDOW_START], w[S.RUN_ID]): w[S.N_OBJECTS] for w in windows} == {
+            k: len(v) for k, v in expected.items()}
+        for w in windows:
+            got = expected[(w[S.WINDOW_START], w[S.RUN_ID])]
+            assert w[S.MEAN_SCORE] == pytest.approx(sum(got) / len(got), rel=1e-9)
     finally:
         admin.delete_topics([topic, qtopic])
         admin.close()
