@@ -391,7 +391,7 @@ def _identity_is_best(params: ScoringConf) -> bool:
 
 def score_batch(
     seqs: Sequence[Sequence[str]], patterns: Sequence[Sequence[str]], params: ScoringConf,
-    trie: bool = True,
+    trie: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised scores, raw scores and best-pattern indices of many sequences (fast scorer).
 
@@ -405,9 +405,12 @@ def score_batch(
         Patterns in use; ties in the normalised score go to the first.
     params : ScoringConf
         match, mismatch, gap_open, gap_extend.
-    trie : bool
-        Run :func:`_sw_trie_kernel` (shared pattern prefixes computed once); False runs the
-        per-pattern :func:`_sw_kernel` (the tests' second oracle). Same results.
+    trie : bool, optional
+        True runs :func:`_sw_trie_kernel` (shared pattern prefixes computed once), False the
+        per-pattern :func:`_sw_kernel` (the tests' second oracle); same results. By default the
+        trie runs when it saves at least a third of the rows (a mining run's prefix-closed
+        patterns: about a pattern length's worth); unrelated patterns share nothing and the
+        per-pattern kernel, which reuses its buffers, is faster there.
 
     Returns
     -------
@@ -466,7 +469,11 @@ def score_batch(
     p_mat = np.full((P, m_max), _PAD - 1, dtype=np.int32)
     for r, k in enumerate(p_order):
         p_mat[r, : len(pcodes[k])] = pcodes[k]
-    levels, terminal = _pattern_trie(pcodes) if trie else (None, None)
+    levels, terminal = (None, None)
+    if trie is not False:
+        levels, terminal = _pattern_trie(pcodes)
+        if trie is None:
+            trie = 3 * sum(len(p) for p, _ in levels) <= 2 * sum(map(len, pcodes))
     order = np.argsort(lengths, kind="stable")
     order = order[lengths[order] > 0]  # empty sequences keep score 0, raw 0, no pattern
     lengths_sorted = lengths[order]
