@@ -442,6 +442,23 @@ def spark_jars(stream: StreamConf, kafka_jars: Sequence[str] = ()) -> dict[str, 
 
 # -- wiring ----------------------------------------------------------------------------------
 
+
+def committed_batches(checkpoint_root: str, name: str) -> list[tuple[float, int]]:
+    """``[(commit wall time, end offset)]`` of a Kafka-fed query's committed micro-batches, in
+    order, read from its checkpoint ``<checkpoint_root>/<name>``: the commit file's mtime and
+    the largest partition offset the batch read up to (exclusive). Benchmarks time latency with
+    it; tests wait on it."""
+    commits = os.path.join(checkpoint_root, name, "commits")
+    if not os.path.isdir(commits):
+        return []
+    out = []
+    for f in sorted((f for f in os.listdir(commits) if f.isdigit()), key=int):
+        with open(os.path.join(checkpoint_root, name, "offsets", f)) as fh:
+            ends = json.loads(fh.read().splitlines()[2]).popitem()[1]
+        out.append((os.path.getmtime(os.path.join(commits, f)), max(int(v) for v in ends.values())))
+    return out
+
+
 QUERY_NAME = "events"
 
 

@@ -176,13 +176,10 @@ def kill(proc, sig=signal.SIGTERM):
 
 def committed(ck, name):
     """Last committed Kafka end offset of a query (from its checkpoint), or -1."""
-    d = os.path.join(ck, name, "commits")
-    commits = [int(f) for f in os.listdir(d) if f.isdigit()] if os.path.isdir(d) else []
-    if not commits:
-        return -1
-    with open(os.path.join(ck, name, "offsets", str(max(commits)))) as fh:
-        lines = fh.read().splitlines()
-    return max(int(v) for v in json.loads(lines[2]).popitem()[1].values())
+    from soads.streaming import committed_batches
+
+    done = committed_batches(ck, name)
+    return done[-1][1] if done else -1
 
 
 def stored_events(location):

@@ -22,7 +22,7 @@ from soads.config import ScoringConf
 from soads.dependencies import relation_counts
 from soads.scoring import score_batch
 from soads.simulator.generate import iter_documents, iter_sequences
-from streamtools import require  # fail under CI=true, skip elsewhere
+from streamtools import committed, require  # require: fail under CI=true, skip elsewhere
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 N_OBJECTS, SEED = 300, 11
@@ -98,17 +98,6 @@ def _publish(bootstrap, topic):
     return out, reasons
 
 
-def _committed(ck, name):
-    """Last committed Kafka end offset of a query (from its checkpoint), or -1."""
-    commits = [int(f) for f in os.listdir(os.path.join(ck, name, "commits"))
-               if f.isdigit()] if os.path.isdir(os.path.join(ck, name, "commits")) else []
-    if not commits:
-        return -1
-    with open(os.path.join(ck, name, "offsets", str(max(commits)))) as fh:
-        lines = fh.read().splitlines()
-    return max(int(v) for v in json.loads(lines[2]).popitem()[1].values())
-
-
 def _start(cmd, env, log):
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -178,11 +167,11 @@ def test_killed_and_restarted_job_ends_exactly_as_the_batch_recomputation(conf, 
                 proc = _start(cmd, env, log)
                 time.sleep(rnd.uniform(20, 40))
                 assert proc.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
-                kills.append(_committed(ck, "events"))
+                kills.append(committed(ck, "events"))
                 _kill(proc, signal.SIGKILL)
             proc = _start(cmd, env, log)
             deadline = time.monotonic() + DONE_TIMEOUT
-            while _committed(ck, "events") < end:
+            while committed(ck, "events") < end:
                 assert proc.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, f"not done: {kills}"
                 time.sleep(2)

@@ -13,9 +13,9 @@ import pytest
 
 from soads import schema as S
 from soads import services
+from streamtools import require  # fail under CI=true, skip elsewhere
 
 SQL = os.path.join(os.path.dirname(__file__), "..", "sql")
-IN_CI = os.environ.get("CI") == "true"
 TEN_MB = 10 * 1024 * 1024
 
 
@@ -64,13 +64,7 @@ def conf():
 
 
 def _require(name, conf):
-    try:
-        services.check(name, conf)
-    except Exception as e:  # noqa: BLE001 - turned into a failure (CI) or a skip with the reason
-        msg = f"{name} is not reachable ({e!r}); start it: python -m soads.services up {name}"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(name, lambda: services.check(name, conf))
 
 
 @pytest.fixture(scope="module")

@@ -95,8 +95,6 @@ def test_step_equals_recomputation_on_random_batches():
 
 def _java_step(spark, state, reads, watermark_us, dwell, idle, max_visits):
     """RelationUpdater.step through py4j, in the Python step's terms."""
-    from py4j.java_collections import ListConverter  # noqa: F401  (py4j is pyspark's)
-
     gw = spark.sparkContext._gateway
 
     def arr(kind, values):

@@ -39,15 +39,9 @@ QUERY = "sensor_anomaly"  # the sensor query's name = its checkpoint directory
 
 def _commits(ck: str) -> list[tuple[float, int]]:
     """``[(commit wall time, end offset)]`` of the sensor query's committed micro-batches."""
-    out = []
-    d = os.path.join(ck, QUERY, "commits")
-    if not os.path.isdir(d):
-        return out
-    for f in sorted((f for f in os.listdir(d) if f.isdigit()), key=int):
-        with open(os.path.join(ck, QUERY, "offsets", f)) as fh:
-            ends = json.loads(fh.read().splitlines()[2]).popitem()[1]
-        out.append((os.path.getmtime(os.path.join(d, f)), max(int(v) for v in ends.values())))
-    return out
+    from soads.streaming import committed_batches
+
+    return committed_batches(ck, QUERY)
 
 
 def _wait_committed(ck: str, end: int, query, timeout: float) -> None:

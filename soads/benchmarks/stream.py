@@ -29,7 +29,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 
@@ -125,14 +124,9 @@ def _stream_conf(p: dict, ck: str, max_offsets: int, trigger_seconds: float,
 
 
 def _commits(ck: str, name: str) -> list[tuple[float, int]]:
-    """``[(commit wall time, end offset)]`` of a query's committed micro-batches, in order."""
-    out = []
-    d = os.path.join(ck, name, "commits")
-    for f in sorted((f for f in os.listdir(d) if f.isdigit()), key=int):
-        with open(os.path.join(ck, name, "offsets", f)) as fh:
-            end = max(int(v) for v in json.loads(fh.read().splitlines()[2]).popitem()[1].values())
-        out.append((os.path.getmtime(os.path.join(d, f)), end))
-    return out
+    from soads.streaming import committed_batches
+
+    return committed_batches(ck, name)
 
 
 def _wait_committed(ck: str, end: int, queries, timeout: float) -> None:

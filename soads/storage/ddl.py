@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 
-import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from soads.storage.tables import TABLE

@@ -39,8 +39,8 @@ Tables keep one version.
 
 Writes
 ------
-Per Spark partition (``foreachPartition``; nothing is collected to the driver): one happybase
-connection and ``Table.batch(batch_size=1000)`` puts. ``mode="append"`` (the default here) is an
+Per Spark partition (``foreachPartition``; nothing is collected to the driver) through
+:func:`put_records`: puts of 1,000 rows, pipelined on a second connection. ``mode="append"`` (the default here) is an
 idempotent upsert by row key; ``mode="overwrite"`` drops and re-creates the table first. (The
 Parquet backend defaults to overwrite; for HBase, upsert is the point of the key design.)
 
@@ -287,21 +287,9 @@ def _check_mode(mode: str) -> bool:
 
 
 # -- writes -------------------------------------------------------------------------------
-def _put_partition(location: str, name: str, kind: str, batch_size: int, rows: Iterable) -> None:
-    rows = iter(rows)
-    first = next(rows, None)
-    if first is None:
-        return
-    key_of, cells_of = (row_key, encode) if kind == "events" else (quarantine_key, encode_quarantine)
-    conn = connect(location)
-    try:
-        table = conn.table(name)
-        with table.batch(batch_size=batch_size) as batch:
-            for row in _chain(first, rows):
-                record = row.asDict()
-                batch.put(key_of(record), cells_of(record))
-    finally:
-        conn.close()
+def _put_partition(location: str, name: str, batch_size: int, rows: Iterable) -> None:
+    """``foreachPartition`` body of :func:`write_events` / :func:`write_quarantine`."""
+    put_records(location, name, (row.asDict() for row in rows), batch_size)
 
 
 def put_records(location: str, name: str, records: Iterable[dict],
@@ -365,11 +353,6 @@ def put_records(location: str, name: str, records: Iterable[dict],
     return n
 
 
-def _chain(first, rest: Iterator) -> Iterator:
-    yield first
-    yield from rest
-
-
 def write_events(events, location: str, mode: str = "append", batch_size: int = BATCH_SIZE) -> None:
     """Write flat events (``schema.event_struct()`` columns) to ``<prefix>_event_log``.
 
@@ -383,7 +366,7 @@ def write_events(events, location: str, mode: str = "append", batch_size: int = 
     cols = [F.unix_micros(F.col(c)).alias(c) if c == S.EVENT_TIME else F.col(c)
             for c in S.EVENT_COLUMNS]
     events.select(*cols).foreachPartition(
-        partial(_put_partition, location, EVENT_TABLE, "events", batch_size))
+        partial(_put_partition, location, EVENT_TABLE, batch_size))
 
 
 def write_quarantine(quarantine, location: str, mode: str = "append",
@@ -391,7 +374,7 @@ def write_quarantine(quarantine, location: str, mode: str = "append",
     """Write quarantine records (source, reason, detail) to ``<prefix>_quarantine``."""
     ensure_table(location, QUARANTINE_TABLE, overwrite=_check_mode(mode))
     quarantine.select(*S.QUARANTINE_COLUMNS).foreachPartition(
-        partial(_put_partition, location, QUARANTINE_TABLE, "quarantine", batch_size))
+        partial(_put_partition, location, QUARANTINE_TABLE, batch_size))
 
 
 # -- reads: a Python Data Source over bucket ranges ----------------------------------------

@@ -226,15 +226,18 @@ def read_late(db_url: str) -> list[dict]:
         eng.dispose()
 
 
+def _patterns_of(db_url: str | sa.Engine, run_id: str, maximal_only: bool) -> list[list[str]]:
+    rows = tables.read_table(db_url, "pattern", {S.RUN_ID: run_id}, order_by=[S.PATTERN_ID])
+    return [list(r[S.PATTERN]) for r in rows if r[S.MAXIMAL] or not maximal_only]
+
+
 def patterns_of_newest_run(db_url: str | sa.Engine, maximal_only: bool
                            ) -> tuple[str | None, list[list[str]]]:
     """``(run_id, patterns in use)`` of the newest mining run, ``(None, [])`` before any."""
     run = tables.latest_run(db_url)
     if run is None:
         return None, []
-    rows = tables.read_table(db_url, "pattern", {S.RUN_ID: run[S.RUN_ID]},
-                             order_by=[S.PATTERN_ID])
-    return run[S.RUN_ID], [list(r[S.PATTERN]) for r in rows if r[S.MAXIMAL] or not maximal_only]
+    return run[S.RUN_ID], _patterns_of(db_url, run[S.RUN_ID], maximal_only)
 
 
 def window_start(last_time: dt.datetime, window_seconds: int) -> dt.datetime:
@@ -308,7 +311,8 @@ class PatternCache:
         if run is None:
             return None, []
         if run[S.RUN_ID] != self.run_id:
-            self.run_id, self.patterns = patterns_of_newest_run(self.db_url, self.maximal_only)
+            self.run_id = run[S.RUN_ID]
+            self.patterns = _patterns_of(self.db_url, self.run_id, self.maximal_only)
             self._scores = {}
         return self.run_id, self.patterns
 
