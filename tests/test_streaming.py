@@ -2,6 +2,7 @@
 a file source, Parquet event log, SQLite tables."""
 import datetime as dt
 import os
+import time
 
 import pytest
 
@@ -274,7 +275,14 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     for i, d in enumerate(docs[4:], start=4):
         _put(conf.input_path, i, d)
     q.process_all_available()
-    state_rows = q.events.lastProgress["stateOperators"][0]["numRowsTotal"]
+    # the eviction happens in the no-data micro-batch Spark runs after the watermark moved,
+    # which may still be under way when processAllAvailable returns
+    deadline = time.monotonic() + 60
+    while True:
+        state_rows = q.events.lastProgress["stateOperators"][0]["numRowsTotal"]
+        if state_rows == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     q.stop()
     # the clock read ten hours later moved the watermark: every other object was evicted
     assert state_rows == 1
