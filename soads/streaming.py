@@ -210,6 +210,9 @@ _WATERMARK_COLUMN = "_never_late"
 _WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.delayKey
 _NEVER_LATE = "2200-01-01 00:00:00"  # within pandas' nanosecond range
 _OPERATOR_MARK = "state_operator"
+# what the marker holds per operator: the operator and its state layout (the JVM operator's
+# ObjectState.FORMAT; the Python one stores _encode's tuple)
+_STATE_FORMATS = {"jvm": "jvm state-format-1", "python": "python"}
 
 
 def update_struct():
@@ -482,22 +485,29 @@ class Queries:
 
 def _check_operator(checkpoint: str, operator: str) -> None:
     """The state's format is the operator's: refuse to resume a checkpoint with the other one
-    (its batch ids are in the ledger, so starting over would skip batches)."""
+    (its batch ids are in the ledger, so starting over would skip batches), or one whose state
+    an older version wrote in another format (:data:`_STATE_FORMATS`)."""
     if "://" in checkpoint and not checkpoint.startswith("file://"):
         return  # a cluster file system: nothing to check with local file calls
     checkpoint = checkpoint[len("file://"):] if checkpoint.startswith("file://") else checkpoint
     os.makedirs(checkpoint, exist_ok=True)
     mark = os.path.join(checkpoint, _OPERATOR_MARK)
+    want = _STATE_FORMATS[operator]
     if os.path.exists(mark):
         with open(mark) as fh:
             made = fh.read().strip()
-        if made != operator:
+        made_op = made.split()[0] if made else ""
+        if made_op != operator:
             raise ValueError(f"checkpoint {checkpoint} was made with stream.state_operator="
-                             f"{made}; resume it with that operator (or start a new checkpoint "
+                             f"{made_op}; resume it with that operator (or start a new checkpoint "
                              "and a new database)")
+        if made != want:
+            raise ValueError(f"checkpoint {checkpoint} holds state in format {made!r}, this "
+                             f"version writes {want!r}: start a new checkpoint and a new database "
+                             "(or finish this one with the version that made it)")
     else:
         with open(mark, "w") as fh:
-            fh.write(operator + "\n")
+            fh.write(want + "\n")
 
 
 def start_event_queries(spark, stream: StreamConf, max_document_bytes: int, dwell_seconds: float,

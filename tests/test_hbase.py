@@ -105,6 +105,31 @@ def test_encode_decode_roundtrip():
         assert all(k.startswith(b"e:") for k in H.encode(e))
 
 
+def test_event_puts_equal_row_key_and_encode():
+    """The stream's one-pass encoder against the two reference functions, on every official
+    EPCIS example, a simulated document and events off the fast path."""
+    import glob
+    import itertools
+
+    from soads import epcis
+    from soads.simulator.generate import iter_documents
+
+    shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "epcis-examples")
+    events = []
+    for path in sorted(glob.glob(os.path.join(shared, "**", "*.*"), recursive=True)):
+        events += epcis.parse_file(path)[0]
+    for name, content, *_ in itertools.islice(iter_documents(30, seed=5, events_per_file=200), 3):
+        events += epcis.parse_document(content, f"t/0/{name}", 10**8)[0]
+    assert len(events) > 500
+    events += sample_events()  # datetimes and None values: the generic path
+    events += [dict(events[0], oid="urn:ü:1", read_point=None),
+               dict(events[0], event_time="2024-02-29T23:59:59.999Z", source="s:\u00e9"),
+               dict(events[0], event_time=1_700_000_000_123_456),
+               dict(events[0], biz_step=7)]
+    got = H.event_puts(events)
+    assert got == [(H.row_key(e), H.encode(e)[H.EVENT_CELL]) for e in events]
+
+
 def test_quarantine_key_stable():
     r = {S.SOURCE: "bad.xml:0", S.REASON: "malformed_xml", S.DETAIL: "line 1"}
     assert H.quarantine_key(r) == H.quarantine_key(dict(r))

@@ -368,6 +368,14 @@ def test_checkpoint_refuses_the_other_state_operator(tmp_path):
         streaming._check_operator(str(tmp_path / "ck"), "python")
 
 
+def test_checkpoint_refuses_an_older_state_format(tmp_path):
+    # the JVM operator's state was a bean before it was bytes: such a checkpoint says only "jvm"
+    os.makedirs(tmp_path / "ck")
+    (tmp_path / "ck" / streaming._OPERATOR_MARK).write_text("jvm\n")
+    with pytest.raises(ValueError, match="format 'jvm'"):
+        streaming._check_operator(str(tmp_path / "ck"), "jvm")
+
+
 def test_error_in_a_sink_surfaces_as_streaming_query_exception(spark, tmp_path):
     from pyspark.errors import StreamingQueryException
 
