@@ -9,9 +9,10 @@ One checkpointed query, every document parsed once::
          -> reads (oid, read_point, event_time, source): all the rest needs of an event
       -> per-oid state (object_updates: the Java port of :func:`step`, or the Python one)
          -> relation deltas, late events, updated objects
+      -> Anomaly Evaluator on the executors, same stage (soads.storage.sinks.ObjectScorer):
+         each updated object's sequence vs the newest PATTERN TABLE run
       -> foreachBatch on the driver: one transaction per micro-batch with its ledger row --
-         RELATIONAL DEPENDENCY TABLE increments, late_event, and the Anomaly Evaluator (the
-         updated objects vs the newest PATTERN TABLE run) -> object_score, alignment_score
+         RELATIONAL DEPENDENCY TABLE increments, late_event, object_score, alignment_score
 
 Why this shape (``soads bench stream``): an earlier version ran two queries, each parsing every
 document, and a Python state function; it sustained ~2,400 events/s. Parsing once, writing the
@@ -560,8 +561,10 @@ def start_event_queries(spark, stream: StreamConf, max_document_bytes: int, dwel
     updates = combine_relations(object_updates(
         reads, dwell_seconds, stream.idle_seconds, stream.watermark_seconds, stream.max_visits,
         stream.state_operator), stream.state_operator)
-    w = (updates.writeStream.queryName(QUERY_NAME)
-         .foreachBatch(sinks.updates_writer(stream.db_url, scoring, window_seconds))
+    # + score, raw, pattern, run_id on the object rows (the Anomaly Evaluator, same stage)
+    scored = updates.mapInArrow(sinks.ObjectScorer(stream.db_url, scoring), sinks.scored_struct())
+    w = (scored.writeStream.queryName(QUERY_NAME)
+         .foreachBatch(sinks.updates_writer(stream.db_url, window_seconds))
          .option("checkpointLocation", checkpoint))
     if trigger:
         w = w.trigger(processingTime=f"{int(stream.trigger_seconds * 1000)} milliseconds")

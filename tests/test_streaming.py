@@ -331,34 +331,55 @@ def test_ledger_replay_changes_nothing(tmp_path):
     sinks.prepare(url, str(tmp_path / "log"))
     _add_run(url, "run-1", [["A", "B", "C"]], dt.datetime(2024, 1, 1))
     t = (dt.datetime(2024, 3, 4, 10, 30) - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+    objects = sinks.score_objects([("o1", ["A", "B"], t)],
+                                  sinks.PatternCache(url, maximal_only=False), ScoringConf())
+    assert objects[0][6] == "run-1"
     batch = sinks.BatchUpdates(relations=[("A", "B", 3, 2)], late=[("o1", "f:9", "Z", t)],
-                               objects=[("o1", ["A", "B"], t)])
-    assert sinks.write_updates(batch, 7, url, ScoringConf(), 3600)
+                               objects=objects)
+    assert sinks.write_updates(batch, 7, url, 3600)
     once = _snapshot(url)
-    assert not sinks.write_updates(batch, 7, url, ScoringConf(), 3600)
+    assert not sinks.write_updates(batch, 7, url, 3600)
     assert _snapshot(url) == once
     assert tables.read_table(url, "relational_dependency") == [
         {S.A: "A", S.B: "B", S.FREQ: 3, S.SUPPORT: 2}]
     assert [r[S.READ_POINT] for r in sinks.read_late(url)] == ["Z"]
     # a new batch id increments
-    assert sinks.write_updates(batch, 8, url, ScoringConf(), 3600)
+    assert sinks.write_updates(batch, 8, url, 3600)
     assert tables.read_table(url, "relational_dependency")[0][S.FREQ] == 6
     (w,) = tables.read_table(url, "alignment_score")
     assert (w[S.WINDOW_START], w[S.N_OBJECTS]) == (dt.datetime(2024, 3, 4, 10), 1)
 
 
-def test_collect_updates_sums_relations_on_the_executors(spark):
+def test_scorer_and_collect_updates_on_the_executors(spark, tmp_path):
     from soads.storage import sinks
 
+    url = f"sqlite:///{tmp_path}/scorer.db"
+    sinks.prepare(url, str(tmp_path / "log"))
     rows = [
         (streaming.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
         (streaming.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
         (streaming.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None),
         (streaming.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7),
+        (streaming.KIND_OBJECT, "o2", None, None, None, None, None, None, None, ["C", "X"], 9),
     ]
-    got = sinks.collect_updates(spark.createDataFrame(rows, streaming.update_struct()))
-    assert got == sinks.BatchUpdates([("A", "B", 3, 2)], [("o1", "f:9", "Z", 5)],
-                                     [("o1", ["A", "B"], 7)])
+    df = spark.createDataFrame(rows, streaming.update_struct())
+
+    def collect():
+        return sinks.collect_updates(
+            df.mapInArrow(sinks.ObjectScorer(url, ScoringConf()), sinks.scored_struct()))
+
+    # before any mining run: collected, not scored
+    assert collect() == sinks.BatchUpdates(
+        [("A", "B", 3, 2)], [("o1", "f:9", "Z", 5)],
+        [("o1", ["A", "B"], 7, None, None, None, None),
+         ("o2", ["C", "X"], 9, None, None, None, None)])
+    patterns = [["A", "B", "C"], ["C", "X"]]
+    _add_run(url, "run-1", patterns, dt.datetime(2024, 1, 1))
+    scores, raws, best = score_batch([["A", "B"], ["C", "X"]], patterns, ScoringConf())
+    # a new run is picked up by the same (reused) workers
+    assert sorted(collect().objects) == [
+        (oid, seq, last, scores[i], raws[i], patterns[best[i]], "run-1")
+        for i, (oid, seq, last) in enumerate([("o1", ["A", "B"], 7), ("o2", ["C", "X"], 9)])]
 
 
 def test_checkpoint_refuses_the_other_state_operator(tmp_path):
@@ -388,8 +409,9 @@ def test_error_in_a_sink_surfaces_as_streaming_query_exception(spark, tmp_path):
 
     events, _ = preprocess.split_parsed(preprocess.parse_documents(
         ingest.read_files(spark, conf.input_path)))
-    updates = streaming.object_updates(events, 60, 3600, 600)
-    q = (updates.writeStream.foreachBatch(sinks.updates_writer(conf.db_url, ScoringConf(), 3600))
+    updates = streaming.object_updates(events, 60, 3600, 600).mapInArrow(
+        sinks.ObjectScorer(conf.db_url, ScoringConf()), sinks.scored_struct())
+    q = (updates.writeStream.foreachBatch(sinks.updates_writer(conf.db_url, 3600))
          .option("checkpointLocation", str(tmp_path / "ck-err")).start())
     try:
         with pytest.raises(StreamingQueryException, match="no such table"):

@@ -13,6 +13,10 @@ Two places write, both exactly-once in effect (DESIGN.md "Streaming guarantees")
   skipped, so a replayed batch changes nothing. Relation counts are increments and go only
   through the ledger.
 
+Between the two, :class:`ObjectScorer` (executors) scores the updated objects against the
+newest mining run; it writes nothing. The executors therefore read the PATTERN TABLE
+(``stream.db_url`` must be reachable from them, as the event log already is).
+
 Event log backend: ``hbase://host:port/prefix`` -> :mod:`soads.storage.hbase`, anything else is
 a directory for Parquet (the one ``if``: :func:`_is_hbase`).
 """
@@ -258,7 +262,8 @@ class BatchUpdates:
 
     relations : list of (a, b, freq, support) increments
     late : list of (oid, source, read_point, time_us)
-    objects : list of (oid, sequence, last_us)
+    objects : list of (oid, sequence, last_us, score, raw, pattern, run_id), scored on the
+        executors (:class:`ObjectScorer`); run_id None = no mining run yet, not scored
     """
 
     relations: list
@@ -267,17 +272,17 @@ class BatchUpdates:
 
 
 def collect_updates(updates) -> BatchUpdates:
-    """A micro-batch of :func:`soads.streaming.object_updates` rows (relation rows already summed
-    per partition by :func:`soads.streaming.combine_relations`, or not) -> :class:`BatchUpdates`,
-    in one Spark job; the relation rows are summed by (a, b) here."""
+    """A micro-batch of :class:`ObjectScorer` rows (relation rows already summed per partition
+    by :func:`soads.streaming.combine_relations`, or not) -> :class:`BatchUpdates`, in one Spark
+    job; the relation rows are summed by (a, b) here."""
     from soads import streaming
 
     got = updates.select(S.KIND, S.OID, S.A, S.B, S.FREQ, S.SUPPORT, S.READ_POINT,
-                         streaming.TIME_US, S.SOURCE, S.SEQUENCE,
-                         streaming.LAST_US).toArrow().to_pydict()
+                         streaming.TIME_US, S.SOURCE, S.SEQUENCE, streaming.LAST_US,
+                         *SCORE_COLUMNS).toArrow().to_pydict()
     sums: dict = {}
     late, objects = [], []
-    for kind, oid, a, b, f, n, rp, t, src, seq, last in zip(*got.values()):
+    for kind, oid, a, b, f, n, rp, t, src, seq, last, sc, raw, pat, rid in zip(*got.values()):
         if kind == streaming.KIND_RELATION:
             acc = sums.setdefault((a, b), [0, 0])
             acc[0] += f
@@ -285,9 +290,105 @@ def collect_updates(updates) -> BatchUpdates:
         elif kind == streaming.KIND_LATE:
             late.append((oid, src, rp, t))
         else:
-            objects.append((oid, seq, last))
+            objects.append((oid, seq, last, sc, raw, pat, rid))
     relations = [(a, b, f, n) for (a, b), (f, n) in sorted(sums.items())]
     return BatchUpdates(relations, late, objects)
+
+
+# -- the Anomaly Evaluator, on the executors -------------------------------------------------
+
+SCORE_COLUMNS = (S.SCORE, S.RAW, S.PATTERN, S.RUN_ID)
+
+
+def scored_struct():
+    """:func:`soads.streaming.update_struct` plus score, raw, pattern (array<string>) and
+    run_id: set on object rows by :class:`ObjectScorer`, null elsewhere."""
+    from pyspark.sql import types as T
+
+    from soads import streaming
+
+    return T.StructType(list(streaming.update_struct().fields) + [
+        T.StructField(S.SCORE, T.DoubleType(), True),
+        T.StructField(S.RAW, T.DoubleType(), True),
+        T.StructField(S.PATTERN, T.ArrayType(T.StringType(), True), True),
+        T.StructField(S.RUN_ID, T.StringType(), True),
+    ])
+
+
+_WORKER_CACHES: dict = {}  # (db_url, maximal_only) -> PatternCache, per Python worker process
+
+
+def score_objects(objects: Sequence[tuple], cache: "PatternCache", scoring,
+                  refresh: bool = True) -> list[tuple]:
+    """``(oid, sequence, last_us)`` -> ``(oid, sequence, last_us, score, raw, pattern, run_id)``
+    against the newest mining run (score fields None before the first run). ``refresh=False``
+    keeps the run the cache last read."""
+    run_id, pats = cache.newest() if refresh else (cache.run_id, cache.patterns)
+    if run_id is None or not objects:
+        return [(*o, None, None, None, None) for o in objects]
+    return [(oid, seq, last, sc, raw, pats[k] if k >= 0 else None, run_id)
+            for (oid, seq, last), (sc, raw, k) in zip(objects, cache.score(
+                [o[1] for o in objects], scoring))]
+
+
+@dataclass(frozen=True)
+class ObjectScorer:
+    """``mapInArrow`` stage after the state step: the Anomaly Evaluator on the executors.
+
+    Each updated object's sequence is scored against the newest mining run (read once per task,
+    so a new run is picked up at the next micro-batch without a restart). The scorer and its
+    per-sequence cache (:class:`PatternCache`) live in the Python worker process and outlive the
+    task (Spark reuses workers), so patterns are re-read only when a newer run appears. Scoring
+    here rather than in the driver's transaction runs it in parallel over the partitions, and
+    the driver's part of a micro-batch (which holds up the next one) shrinks to the writes.
+    Replays are harmless: a batch already in the ledger is skipped whatever its scores are.
+
+    Parameters
+    ----------
+    db_url : str
+        Where the PATTERN TABLE is (the executors read it).
+    scoring : soads.config.ScoringConf
+    """
+
+    db_url: str
+    scoring: object
+
+    def __call__(self, batches):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from soads import streaming
+
+        key = (self.db_url, self.scoring.maximal_only)
+        cache = _WORKER_CACHES.get(key)
+        if cache is None:
+            cache = _WORKER_CACHES[key] = PatternCache(tables.engine(self.db_url),
+                                                       self.scoring.maximal_only)
+        schema = _arrow_schema(scored_struct())
+        fresh = True
+        for b in batches:
+            is_obj = pc.equal(b.column(S.KIND), streaming.KIND_OBJECT).to_pylist()
+            rows = [i for i, x in enumerate(is_obj) if x]
+            scores = [None] * b.num_rows
+            if rows:
+                if fresh:
+                    cache.newest()  # once per task: this micro-batch's newest run
+                    fresh = False
+                oids = b.column(S.OID).to_pylist()
+                seqs = b.column(S.SEQUENCE).to_pylist()
+                for i, got in zip(rows, score_objects(
+                        [(oids[i], seqs[i], None) for i in rows], cache, self.scoring,
+                        refresh=False)):
+                    scores[i] = got[3:]
+            extra = [pa.array([x[j] if x else None for x in scores], schema.field(c).type)
+                     for j, c in enumerate(SCORE_COLUMNS)]
+            yield pa.RecordBatch.from_arrays(b.columns + extra, schema=schema)
+
+
+def _arrow_schema(struct):
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(struct)
 
 
 class PatternCache:
@@ -334,48 +435,31 @@ class PatternCache:
         return out
 
 
-def write_updates(batch: BatchUpdates, batch_id: int, db_url: str | sa.Engine, scoring,
-                  window_seconds: int, patterns: PatternCache | None = None) -> bool:
+def write_updates(batch: BatchUpdates, batch_id: int, db_url: str | sa.Engine,
+                  window_seconds: int) -> bool:
     """One micro-batch into the relational tables, in ONE transaction with its ledger row:
-    relation increments (freq, support), late events, and the Anomaly Evaluator -- the updated
-    objects scored against the newest mining run (numpy Smith-Waterman on the driver: one
-    sequence per updated object), their object_score rows and the alignment_score rows of every
+    relation increments (freq, support), late events, the updated objects' object_score rows
+    (scored on the executors, :class:`ObjectScorer`) and the alignment_score rows of every
     window an updated object left or entered.
-
-    The scoring runs in a second thread while the transaction writes what does not depend on
-    it (ledger, relations, late events, the scores the objects replace): the numpy kernel and
-    MySQL's round trips both release the GIL.
 
     Returns False when the batch id was already written (nothing changes).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     t0 = time.perf_counter()
-    patterns = patterns or PatternCache(db_url, scoring.maximal_only)
-    run_id, pats = patterns.newest()
-    if run_id is None and batch.objects:
+    unscored = sum(1 for o in batch.objects if o[6] is None)
+    if unscored:
         logger.warning("batch %d: no mining run yet, %d objects are not scored", batch_id,
-                       len(batch.objects))
-
-    def score_rows() -> list[dict]:
-        if run_id is None or not batch.objects:
-            return []
-        return [tables._to_row("object_score", {
-            S.OID: oid, S.SCORE: sc, S.RAW: raw, S.PATTERN: pats[k] if k >= 0 else None,
-            S.SURPRISAL: None, S.LAST_TIME: _from_micros(last), S.RUN_ID: run_id})
-            for (oid, _, last), (sc, raw, k) in zip(batch.objects, patterns.score(
-                [o[1] for o in batch.objects], scoring))]
-
+                       unscored)
+    rows = [tables._to_row("object_score", {
+        S.OID: oid, S.SCORE: sc, S.RAW: raw, S.PATTERN: pat, S.SURPRISAL: None,
+        S.LAST_TIME: _from_micros(last), S.RUN_ID: rid})
+        for oid, _, last, sc, raw, pat, rid in batch.objects if rid is not None]
     rel_rows = [{S.A: a, S.B: b, S.FREQ: int(f), S.SUPPORT: int(n)}
                 for a, b, f, n in batch.relations]
     late_rows = [{S.OID: oid, S.SOURCE: src, S.READ_POINT: rp, S.EVENT_TIME: _from_micros(t)}
                  for oid, src, rp, t in batch.late]
     eng = tables.engine(db_url) if isinstance(db_url, str) else db_url
-    rows: list[dict] = []
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="soads-score") as pool, \
-                eng.begin() as conn:
-            scored = pool.submit(score_rows)
+        with eng.begin() as conn:
             if not tables.claim_batch(conn, SINK_EVENTS, batch_id):
                 logger.info("batch %d already in the ledger: skipped", batch_id)
                 return False
@@ -384,17 +468,17 @@ def write_updates(batch: BatchUpdates, batch_id: int, db_url: str | sa.Engine, s
                                  (S.FREQ, S.SUPPORT))
             for i in range(0, len(late_rows), _CHUNK):
                 _upsert_late(conn, late_rows[i:i + _CHUNK])
-            old = _old_scores(conn, [o[0] for o in batch.objects] if run_id else [])
-            rows = scored.result()
             t1 = time.perf_counter()
-            _write_scores(conn, rows, old, window_seconds)
+            _write_scores(conn, rows, _old_scores(conn, [r[S.OID] for r in rows]),
+                          window_seconds)
     finally:
         if isinstance(db_url, str):
             eng.dispose()
     if late_rows:
         logger.warning("batch %d: %d late events (stored, no relation)", batch_id, len(late_rows))
-    logger.info("batch %d: %d relations updated, %d objects scored (run %s); %.2f s, of which "
-                "scores and windows %.2f s", batch_id, len(rel_rows), len(rows), run_id,
+    logger.info("batch %d: %d relations updated, %d objects scored (runs %s); %.2f s, of which "
+                "scores and windows %.2f s", batch_id, len(rel_rows), len(rows),
+                ",".join(sorted({r[S.RUN_ID] for r in rows})) or "none",
                 time.perf_counter() - t0, time.perf_counter() - t1)
     return True
 
@@ -455,19 +539,18 @@ def _write_scores(conn, rows: list[dict], old: dict, window_seconds: int) -> Non
             conn.execute(a.delete().where(a.c[S.WINDOW_START] == start, a.c[S.RUN_ID] == rid))
 
 
-def updates_writer(db_url: str, scoring, window_seconds: int):
-    """``foreachBatch`` writer of :func:`soads.streaming.object_updates` rows
-    (:func:`collect_updates`, then :func:`write_updates`)."""
+def updates_writer(db_url: str, window_seconds: int):
+    """``foreachBatch`` writer of :class:`ObjectScorer` rows (:func:`collect_updates`, then
+    :func:`write_updates`)."""
     eng = tables.engine(db_url)  # kept for the query's life: a MySQL connect costs ~50 ms
-    patterns = PatternCache(eng, scoring.maximal_only)
 
     def write(batch_df, batch_id):
         # always evaluated, even for a batch already in the ledger: the state step of a
         # micro-batch commits its state only when the batch's rows are computed
         t0 = time.perf_counter()
         batch = collect_updates(batch_df)
-        logger.info("batch %d: parse, store and state step %.2f s", batch_id,
+        logger.info("batch %d: parse, store, state step and scores %.2f s", batch_id,
                     time.perf_counter() - t0)
-        write_updates(batch, batch_id, eng, scoring, window_seconds, patterns)
+        write_updates(batch, batch_id, eng, window_seconds)
 
     return write
