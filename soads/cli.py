@@ -584,10 +584,11 @@ def cmd_bench(args) -> int:
         from soads.benchmarks.stream import run
         from soads import config
 
-        spark_conf = config.load(args.conf or [
-            p for p in (DEFAULT_CONF, "conf/services-stream.toml") if os.path.exists(p)]).spark
-        lines = run(events=(args.events or [300_000])[0], rate=args.rate, seconds=args.seconds,
-                    maximal_only=args.maximal_only, spark_conf=spark_conf,
+        job = config.load(args.conf or [
+            p for p in (DEFAULT_CONF, "conf/services-stream.toml") if os.path.exists(p)])
+        lines = run(events=(args.events or [1_300_000])[0], rate=args.rate,
+                    seconds=args.seconds,
+                    maximal_only=args.maximal_only, spark_conf=job.spark, job=job.stream,
                     operators=tuple(args.operator or ("jvm", "python")))
     elif args.what == "sensor":
         from soads.benchmarks.sensor import run
@@ -719,8 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--maximal-only", action="store_true",
                    help="stream: score against the mining run's maximal patterns only")
     s.add_argument("--conf", action="append", metavar="TOML",
-                   help="stream: the job's config files for its [spark] section (repeatable; "
-                        "default conf/soads.toml and conf/services-stream.toml)")
+                   help="stream: the job's config files for its [spark] and [stream] sections "
+                        "(repeatable; default conf/soads.toml and conf/services-stream.toml)")
     s.add_argument("--operator", action="append", choices=("jvm", "python"),
                    help="stream: state operator(s) of the sustained run, side by side "
                         "(repeatable; default jvm and python; the latency run uses the first)")

@@ -52,7 +52,7 @@ DEFAULTS: dict = {
     "regionserver_port": 16020,
     "zookeeper_port": 2181,
     "thrift_port": 9090,
-    "master_heap": "768m",
+    "master_heap": "2g",
     "thrift_heap": "256m",
     "timeout": 240.0,          # seconds from start to healthy
     "java": "java",

@@ -1,28 +1,28 @@
 """Benchmark of the long-running event job through the real parts: Kafka -> Spark Structured
-Streaming (soads.streaming) -> HBase EVENT LOG TABLE + MySQL relation and score tables.
+Streaming (soads.streaming) -> HBase EVENT LOG TABLE + MySQL relation and score tables, with
+the job's own ``[stream]`` and ``[spark]`` settings.
 
+(b) latency, run first (on quiet services): the query runs on a fresh topic, warmed up for
+    WARM_UP_SECONDS at the rate; then documents are published at ``rate`` flat events/s for
+    ``seconds``. Latency of a document = the wall time at which the micro-batch holding its
+    Kafka record was committed (its events are in HBase and its object_score rows committed in
+    MySQL before Spark writes the batch's commit file: the commit file's mtime) minus the wall
+    time the producer was handed the record. p50/p95/max over documents.
 (a) sustained ingest: ``events`` flat events pre-published to a fresh topic; the query runs
-    with scoring on (a mining run from the batch miner is in the PATTERN TABLE) and no trigger
-    interval. Throughput = flat events committed between the end of the first micro-batch
-    (JVM/Python warm-up, the stateful operator's first batch) and the end of the last one,
-    divided by that time. Once per state operator (JVM port, Python state function).
-(b) latency: the query runs (warmed up) on a fresh topic; documents are published at ``rate``
-    flat events/s for ``seconds``. Latency of a document = the wall time at which the
-    micro-batch holding its Kafka record was committed (its events are in HBase and its
-    object_score rows committed in MySQL before Spark writes the batch's commit file: the
-    commit file's mtime) minus the wall time the producer was handed the record.
-    p50/p95/max over documents.
+    with scoring on (a mining run from the batch miner is in the PATTERN TABLE). Throughput =
+    flat events committed between the end of the first micro-batch (JVM/Python warm-up, the
+    stateful operator's first batch) and the end of the last one, divided by that time. Once
+    per state operator (JVM port, Python state function).
 
 Each part uses its own topic, MySQL database and HBase table prefix (dropped afterwards).
 
 Usage::
 
-    soads bench stream [--events 300000] [--rate 2000] [--seconds 60]
+    soads bench stream [--events 1300000] [--rate 2000] [--seconds 60] [--conf TOML ...]
 """
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import logging
 import os
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 EVENTS_PER_OBJECT = 18.2
 QUERY = "events"  # soads.streaming.QUERY_NAME
-WARM_UP_DOCUMENTS = 10  # simulator: flat reads per object, measured (for sizing only)
+WARM_UP_SECONDS = 20.0  # (b): published at the rate before the measured part
 
 
 def _place(conf, tag: str) -> dict:
@@ -180,7 +180,7 @@ def _percentile(xs: list[float], q: float) -> float:
 
 def sustained(spark, conf, patterns, run, events: int, workdir: str, max_offsets: int,
               events_per_file: int, maximal_only: bool = False, min_partitions: int = 0,
-              operator: str = "jvm") -> dict:
+              operator: str = "jvm", trigger_seconds: float = 0.0) -> dict:
     from soads.simulator.publish import publish
 
     p = _place(conf, "a")
@@ -196,7 +196,8 @@ def sustained(spark, conf, patterns, run, events: int, workdir: str, max_offsets
             cum.append(cum[-1] + n)  # cum[k] = flat events in offsets < k
         ck = os.path.join(workdir, f"ck-a-{operator}")
         t0 = time.time()
-        queries = _start(spark, p, ck, max_offsets, 0.0, maximal_only, min_partitions, operator)
+        queries = _start(spark, p, ck, max_offsets, trigger_seconds, maximal_only, min_partitions,
+                         operator)
         try:
             _wait_committed(ck, len(counts), queries, timeout=3600)
             profile = _durations(queries)
@@ -235,25 +236,24 @@ def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: st
         queries = _start(spark, p, ck, max_offsets, trigger_seconds, maximal_only,
                          min_partitions, operator)
         try:
-            # warm-up: the first micro-batches (stateful operator start) are not measured. They
-            # are the head of the same simulated log, so event time runs on: a separate log
-            # would start at the same simulated clock and all of it would be late (below the
-            # watermark the warm-up moved).
-            n_objects = int(rate * seconds / EVENTS_PER_OBJECT * 1.3) + 60
+            # warm-up: the first micro-batches (stateful operator start, the services' JIT
+            # compilers) are not measured: WARM_UP_SECONDS at the rate, then a pause until
+            # they are committed. They are the head of the same simulated log, so event time
+            # runs on: a separate log would start at the same simulated clock and all of it
+            # would be late (below the watermark the warm-up moved).
+            n_objects = int(rate * (seconds + WARM_UP_SECONDS) / EVENTS_PER_OBJECT * 1.3) + 60
             docs = iter(_docs(n_objects, 31, events_per_file))
-            warm = publish(itertools.islice(docs, WARM_UP_DOCUMENTS), p["bootstrap"], p["topic"],
-                           0.0)
-            _wait_committed(ck, warm["documents"], queries, timeout=300)
-            stop_at = [None]
 
-            def limited():
+            def for_seconds(span):
+                stop_at = time.monotonic() + span
                 for d in docs:
-                    if stop_at[0] is not None and time.monotonic() >= stop_at[0]:
-                        return
                     yield d
+                    if time.monotonic() >= stop_at:
+                        return
 
-            stop_at[0] = time.monotonic() + seconds
-            stats = publish(limited(), p["bootstrap"], p["topic"], rate,
+            warm = publish(for_seconds(WARM_UP_SECONDS), p["bootstrap"], p["topic"], rate)
+            _wait_committed(ck, warm["documents"], queries, timeout=300)
+            stats = publish(for_seconds(seconds), p["bootstrap"], p["topic"], rate,
                             on_sent=lambda name, n, t: sent.append((n, t)))
             end = warm["documents"] + len(sent)
             _wait_committed(ck, end, queries, timeout=600)
@@ -277,27 +277,28 @@ def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: st
         _drop(conf, p)
 
 
-def run(events: int = 300_000, rate: float = 2000.0, seconds: float = 60.0,
-        services_conf=None, sustained_max_offsets: int = 80, sustained_events_per_file: int = 500,
-        latency_max_offsets: int = 200, latency_trigger_seconds: float = 0.0,
-        latency_events_per_file: int = 100, spark_conf=None,
-        maximal_only: bool = False, min_partitions: int = 2,
+def run(events: int = 1_300_000, rate: float = 2000.0, seconds: float = 60.0,
+        services_conf=None, job=None, sustained_events_per_file: int = 500,
+        latency_events_per_file: int = 100, spark_conf=None, maximal_only: bool = False,
         operators: tuple[str, ...] = ("jvm", "python")) -> list[str]:
     """Both parts; returns the report lines (the last one is JSON).
 
+    ``job`` (:class:`soads.config.StreamConf`) is the stream job's ``[stream]`` section and
+    ``spark_conf`` (:class:`soads.config.SparkConf`; master and app name are set here) its
+    ``[spark]``: ``soads bench stream`` passes those of conf/soads.toml +
+    conf/services-stream.toml, so the figures are those of the job as configured (records per
+    micro-batch, Kafka partitions, trigger interval, JVM options). Part (b) runs first, on
+    quiet services: part (a) leaves HBase flushing and compacting hundreds of thousands of rows.
     Part (a) runs once per state operator in ``operators`` (side by side: the JVM port and the
-    Python state function); part (b) runs with the first.
-    ``maximal_only`` scores against the run's maximal patterns only (``scoring.maximal_only``):
-    the Anomaly Evaluator's cost is objects x patterns, and a run at minsup 0.01 holds ~1,300
-    patterns of which few are maximal. ``spark_conf`` (:class:`soads.config.SparkConf`; master
-    and app name are set here) is the stream job's: ``soads bench stream`` passes the ``[spark]``
-    of conf/soads.toml + conf/services-stream.toml."""
+    Python state function); part (b) with the first. ``maximal_only`` scores against the run's
+    maximal patterns only (``scoring.maximal_only``)."""
     from soads import services, session, streaming
     from soads.config import SparkConf, StreamConf
 
     import dataclasses
 
     conf = services_conf or services.load_conf()
+    job = job or StreamConf()
     extra = streaming.spark_jars(StreamConf(source="kafka", state_operator="jvm"),
                                  services.spark_kafka_jars(conf))
     spark_conf = dataclasses.replace(spark_conf or SparkConf(shuffle_partitions=2),
@@ -305,25 +306,31 @@ def run(events: int = 300_000, rate: float = 2000.0, seconds: float = 60.0,
     shuffle_partitions = spark_conf.shuffle_partitions
     spark = session.build(spark_conf, extra={**extra, "spark.ui.showConsoleProgress": "false"})
     workdir = tempfile.mkdtemp(prefix="soads-bench-stream-")
+    knobs = (job.max_offsets_per_trigger, job.min_partitions, job.trigger_seconds)
     try:
         patterns, mining_run = _mining_run(spark, workdir)
-        a = {op: sustained(spark, conf, patterns, mining_run, events, workdir,
-                           sustained_max_offsets, sustained_events_per_file, maximal_only,
-                           min_partitions, op) for op in operators}
         b = latency(spark, conf, patterns, mining_run, rate, seconds, workdir,
-                    latency_max_offsets, latency_trigger_seconds, latency_events_per_file,
-                    maximal_only, min_partitions, operators[0])
+                    job.max_offsets_per_trigger, job.trigger_seconds, latency_events_per_file,
+                    maximal_only, job.min_partitions, operators[0])
+        a = {op: sustained(spark, conf, patterns, mining_run, events, workdir,
+                           job.max_offsets_per_trigger, sustained_events_per_file, maximal_only,
+                           job.min_partitions, op, job.trigger_seconds) for op in operators}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     cores = os.cpu_count()
     lines = [
         f"stream benchmark on {cores} cores, Spark local[*], shuffle partitions "
         f"{shuffle_partitions}, JVM options {spark_conf.java_options or 'none'!r}, whole-stage "
-        f"codegen {spark_conf.whole_stage_codegen}, Kafka minPartitions {min_partitions}; "
-        f"mining run "
+        f"codegen {spark_conf.whole_stage_codegen}; [stream] max_offsets_per_trigger {knobs[0]}, "
+        f"min_partitions {knobs[1]}, trigger_seconds {knobs[2]}; mining run "
         f"{mining_run[S.RUN_ID]} ({len(patterns)} patterns, "
         f"{sum(bool(r[S.MAXIMAL]) for r in patterns)} maximal; scoring against "
         f"{'the maximal ones' if maximal_only else 'all'})",
+        f"(b) latency at {rate:,.0f} events/s for {seconds:.0f} s, state operator "
+        f"{operators[0]} ({b['publish']['events']:,} events, achieved "
+        f"{b['publish']['events_per_s']:,.0f}/s): publish -> event log in HBase and "
+        f"object_score committed in MySQL p50 {b['p50']} s, p95 {b['p95']} s, max {b['max']} s "
+        f"(target p95 <= 2.5 s)",
     ]
     for op, r in a.items():
         lines.append(
@@ -332,13 +339,6 @@ def run(events: int = 300_000, rate: float = 2000.0, seconds: float = 60.0,
             f"{r['steady_seconds']} s = {r['events_per_s']:,} events/s into HBase + MySQL "
             f"(target 20,000); first micro-batch ended after {r['first_batch_seconds']} s; "
             f"{r['batches']} batches")
-    lines += [
-        f"(b) latency at {rate:,.0f} events/s for {seconds:.0f} s, state operator "
-        f"{operators[0]} ({b['publish']['events']:,} events, achieved "
-        f"{b['publish']['events_per_s']:,.0f}/s): publish -> event log in HBase and "
-        f"object_score committed in MySQL p50 {b['p50']} s, p95 {b['p95']} s, max {b['max']} s "
-        f"(target p95 <= 2.5 s)",
-        json.dumps({"sustained": a, "latency": b, "at": dt.datetime.now(
-            dt.timezone.utc).isoformat(timespec="seconds")}),
-    ]
+    lines.append(json.dumps({"latency": b, "sustained": a, "at": dt.datetime.now(
+        dt.timezone.utc).isoformat(timespec="seconds")}))
     return lines
