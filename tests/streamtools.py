@@ -2,7 +2,7 @@
 MariaDB): a private topic, database and HBase prefix per test, the job as a subprocess, its
 checkpoint progress, and the exactly-once checks (tables == batch recomputation).
 
-Not a test module; imported by tests/test_stream_failures.py (tests/ is on sys.path under
+Not a test module; imported by the stream tests (tests/ is on sys.path under
 pytest's rootdir import mode).
 """
 import json
@@ -223,3 +223,19 @@ def assert_exactly_once(published, topic, location, db_url, dwell=60.0, idle=360
            for r in tables.read_table(db_url, "relational_dependency")}
     assert got == relation_counts([s for ss in sessions.values() for s in ss])
     return sessions
+
+
+def assert_windows_recompute(windows, scores, window_seconds=3600, rel=1e-9):
+    """alignment_score rows (maintained incrementally by the stream) equal a recomputation from
+    the object_score rows ``scores`` ({oid: row}): the same windows, counts and mean scores."""
+    from soads.storage.sinks import window_start
+
+    expected = {}
+    for row in scores.values():
+        key = (window_start(row[S.LAST_TIME], window_seconds), row[S.RUN_ID])
+        expected.setdefault(key, []).append(row[S.SCORE])
+    assert {(w[S.WINDOW_START], w[S.RUN_ID]): w[S.N_OBJECTS] for w in windows} == {
+        k: len(v) for k, v in expected.items()}
+    for w in windows:
+        got = expected[(w[S.WINDOW_START], w[S.RUN_ID])]
+        assert w[S.MEAN_SCORE] == pytest.approx(sum(got) / len(got), rel=rel)

@@ -12,6 +12,7 @@ from soads.config import ScoringConf
 from soads.dependencies import LastRead, relation_counts
 from soads.scoring import score_batch
 from soads.streaming import ObjectState, recompute_sequences, step
+from streamtools import assert_windows_recompute
 
 MIN = 60_000_000  # µs
 
@@ -308,17 +309,7 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     windows = tables.read_table(conf.db_url, "alignment_score")
     assert sum(w[S.N_OBJECTS] for w in windows) == len(scores)
     # maintained incrementally, the windows equal a recomputation from object_score
-    from soads.storage.sinks import window_start
-
-    expected = {}
-    for row in scores.values():
-        key = (window_start(row[S.LAST_TIME], 3600), row[S.RUN_ID])
-        expected.setdefault(key, []).append(row[S.SCORE])
-    assert {(w[S.WINDOW_START], w[S.RUN_ID]): w[S.N_OBJECTS] for w in windows} == {
-        k: len(v) for k, v in expected.items()}
-    for w in windows:
-        got = expected[(w[S.WINDOW_START], w[S.RUN_ID])]
-        assert w[S.MEAN_SCORE] == pytest.approx(sum(got) / len(got), rel=1e-12)
+    assert_windows_recompute(windows, scores, rel=1e-12)
 
     quarantine = spark.read.parquet(os.path.join(conf.event_log, "quarantine")).collect()
     assert [r[S.REASON] for r in quarantine] == ["malformed_xml"]
