@@ -23,6 +23,11 @@ class SparkConf:
     extraJavaOptions``), e.g. ``-XX:TieredStopAtLevel=1`` for the streaming job."""
     whole_stage_codegen: bool = True
     """``spark.sql.codegen.wholeStage``."""
+    codegen_factory_mode: str = ""
+    """``spark.sql.codegen.factoryMode`` (empty: Spark's default, ``FALLBACK``): ``NO_CODEGEN``
+    builds projections interpreted instead of generating their code in every task."""
+    checkpoint_file_manager: str = ""
+    """``spark.sql.streaming.checkpointFileManagerClass`` (empty: Spark's default)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,10 @@ class StreamConf:
     min_partitions: int = 0
     """Kafka ``minPartitions``: split a micro-batch's offset ranges into at least this many Spark
     tasks (0: one task per topic partition)."""
+    max_records_per_partition: int = 0
+    """Kafka ``maxRecordsPerPartition``: at most this many records per Spark task (0: no
+    limit). With ``min_partitions`` it sizes the tasks by the batch: a small micro-batch (low
+    input rate) runs ``min_partitions`` tasks, a full one more."""
     input_path: str = ""
     max_files_per_trigger: int = 20
     event_log: str = "hbase://127.0.0.1:9090/soads"

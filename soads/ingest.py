@@ -18,7 +18,8 @@ _KAFKA_TOPIC, _KAFKA_PARTITION, _KAFKA_OFFSET, _KAFKA_VALUE = "topic", "partitio
 
 
 def read_kafka(spark, bootstrap: str, topic: str, starting_offsets: str = "earliest",
-               max_offsets_per_trigger: int | None = None, min_partitions: int | None = None):
+               max_offsets_per_trigger: int | None = None, min_partitions: int | None = None,
+               max_records_per_partition: int | None = None):
     """Kafka records -> one document per record (streaming).
 
     Parameters
@@ -35,6 +36,9 @@ def read_kafka(spark, bootstrap: str, topic: str, starting_offsets: str = "earli
     min_partitions : int, optional
         Spark tasks per micro-batch at least (Kafka ``minPartitions``): a one-partition topic
         is parsed on several cores.
+    max_records_per_partition : int, optional
+        Records per Spark task at most (Kafka ``maxRecordsPerPartition``): a full micro-batch
+        is split into more tasks than a small one.
 
     Returns
     -------
@@ -50,6 +54,8 @@ def read_kafka(spark, bootstrap: str, topic: str, starting_offsets: str = "earli
         reader = reader.option("maxOffsetsPerTrigger", str(int(max_offsets_per_trigger)))
     if min_partitions:
         reader = reader.option("minPartitions", str(int(min_partitions)))
+    if max_records_per_partition:
+        reader = reader.option("maxRecordsPerPartition", str(int(max_records_per_partition)))
     df = reader.load()
     # source, content (one row per Kafka record)
     return df.select(

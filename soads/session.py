@@ -36,6 +36,11 @@ def build(conf: SparkConf, master: str | None = None, extra: dict[str, str] | No
                    .config("spark.executor.extraJavaOptions", conf.java_options))
     if not conf.whole_stage_codegen:
         builder = builder.config("spark.sql.codegen.wholeStage", "false")
+    if conf.codegen_factory_mode:
+        builder = builder.config("spark.sql.codegen.factoryMode", conf.codegen_factory_mode)
+    if conf.checkpoint_file_manager:
+        builder = builder.config("spark.sql.streaming.checkpointFileManagerClass",
+                                 conf.checkpoint_file_manager)
     for k, v in (extra or {}).items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()

@@ -545,7 +545,7 @@ def start_event_queries(spark, stream: StreamConf, max_document_bytes: int, dwel
     if stream.source == "kafka":
         documents = ingest.read_kafka(spark, stream.kafka_bootstrap, stream.topic,
                                       stream.starting_offsets, stream.max_offsets_per_trigger,
-                                      stream.min_partitions)
+                                      stream.min_partitions, stream.max_records_per_partition)
     elif stream.source == "files":
         documents = ingest.read_files(spark, stream.input_path, stream.max_files_per_trigger)
     else:

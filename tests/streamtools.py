@@ -128,14 +128,27 @@ def publish(bootstrap, topic, documents):
     return out
 
 
+def job_spark_section() -> str:
+    """The ``[spark]`` section of conf/services-stream.toml: the tests run the job with the
+    Spark settings it ships with (checkpoint file manager, codegen mode, JVM options)."""
+    import tomllib
+
+    with open(os.path.join(REPO, "conf", "services-stream.toml"), "rb") as fh:
+        spark = tomllib.load(fh)["spark"]
+    return "[spark]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in spark.items())
+
+
 def write_stream_toml(path, p: Place, checkpoint_root: str, **over) -> str:
+    """A ``[stream]`` section on this test's topic, tables and checkpoint (``over`` replaces
+    keys), and the job's own ``[spark]`` (:func:`job_spark_section`)."""
     values = {"source": "kafka", "kafka_bootstrap": p.bootstrap, "topic": p.topic,
               "quarantine_topic": p.qtopic, "max_offsets_per_trigger": 8,
               "event_log": p.location, "db_url": p.db_url, "checkpoint_root": checkpoint_root,
               "trigger_seconds": 1.0, "watermark_seconds": 600.0, "idle_seconds": 3600.0}
     values.update(over)
     path.write_text("[stream]\n" + "\n".join(f"{k} = {json.dumps(v)}"
-                                             for k, v in values.items()) + "\n")
+                                             for k, v in values.items()) + "\n"
+                    + job_spark_section())
     return str(path)
 
 

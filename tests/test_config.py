@@ -24,6 +24,10 @@ def test_services_stream_conf_is_a_stream_section():
     assert cfg.spark.java_options == "-XX:TieredStopAtLevel=1"
     assert cfg.spark.whole_stage_codegen is False and cfg.spark.shuffle_partitions == 2
     assert cfg.stream.state_operator == "jvm"
+    assert cfg.spark.codegen_factory_mode == "NO_CODEGEN"
+    assert cfg.spark.checkpoint_file_manager.endswith(".FileSystemBasedCheckpointFileManager")
+    # small micro-batches in 2 tasks, full ones (400 records) in 4
+    assert (cfg.stream.min_partitions, cfg.stream.max_records_per_partition) == (2, 100)
 
 
 def test_overrides_coerce_types():

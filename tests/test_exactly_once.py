@@ -22,7 +22,7 @@ from soads.config import ScoringConf
 from soads.dependencies import relation_counts
 from soads.scoring import score_batch
 from soads.simulator.generate import iter_documents, iter_sequences
-from streamtools import assert_windows_recompute, committed, require  # require: fail under CI=true, skip elsewhere
+from streamtools import assert_windows_recompute, committed, job_spark_section, require  # require: fail under CI=true, skip elsewhere
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 N_OBJECTS, SEED = 300, 11
@@ -153,7 +153,11 @@ def test_killed_and_restarted_job_ends_exactly_as_the_batch_recomputation(conf, 
                 "quarantine_topic": qtopic, "max_offsets_per_trigger": 8,
                 "event_log": location, "db_url": db_url, "checkpoint_root": ck,
                 "trigger_seconds": 1.0, "watermark_seconds": 600.0,
-                "idle_seconds": 3600.0}.items()) + "\n")
+                "idle_seconds": 3600.0,
+                # 8 records per micro-batch in tasks of at most 3: Kafka ranges split and
+                # replayed across the kills
+                "min_partitions": 2, "max_records_per_partition": 3}.items()) + "\n"
+            + job_spark_section())
         cmd = [sys.executable, "jobs/stream_events.py", "--conf", "conf/soads.toml",
                "--stream-conf", str(stream_toml), "--set", "spark.master=local[2]",
                "--set", "spark.shuffle_partitions=2", "--set", "spark.driver_memory=1g",

@@ -112,15 +112,16 @@ def _prepare_db(p: dict, patterns: list[dict], run: dict) -> None:
     tables.write_rows(p["db_url"], "mining_run", [run])
 
 
-def _stream_conf(p: dict, ck: str, max_offsets: int, trigger_seconds: float,
-                 min_partitions: int = 0, operator: str = "jvm"):
-    from soads.config import StreamConf
+def _stream_conf(p: dict, ck: str, job, operator: str = "jvm"):
+    """The job's ``[stream]`` (``job``) on this part's topic, database, HBase prefix and
+    checkpoint, with the state operator under test."""
+    import dataclasses
 
-    return StreamConf(min_partitions=min_partitions, source="kafka", state_operator=operator,
-                      kafka_bootstrap=p["bootstrap"], topic=p["topic"],
-                      quarantine_topic="", starting_offsets="earliest",
-                      max_offsets_per_trigger=max_offsets, event_log=p["location"],
-                      db_url=p["db_url"], checkpoint_root=ck, trigger_seconds=trigger_seconds)
+    return dataclasses.replace(job, source="kafka", state_operator=operator,
+                               kafka_bootstrap=p["bootstrap"], topic=p["topic"],
+                               quarantine_topic="", starting_offsets="earliest",
+                               event_log=p["location"], db_url=p["db_url"],
+                               checkpoint_root=ck)
 
 
 def _commits(ck: str, name: str) -> list[tuple[float, int]]:
@@ -142,15 +143,14 @@ def _wait_committed(ck: str, end: int, queries, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def _start(spark, p, ck, max_offsets, trigger_seconds, maximal_only=False, min_partitions=0,
-           operator="jvm"):
+def _start(spark, p, ck, job, maximal_only=False, operator="jvm"):
     from soads import streaming
     from soads.config import PreprocessConf, ScoringConf, SequencesConf
 
     return streaming.start_event_queries(
-        spark, _stream_conf(p, ck, max_offsets, trigger_seconds, min_partitions, operator),
-        PreprocessConf().max_document_bytes, SequencesConf().dwell_seconds,
-        ScoringConf(maximal_only=maximal_only), ScoringConf().window_seconds)
+        spark, _stream_conf(p, ck, job, operator), PreprocessConf().max_document_bytes,
+        SequencesConf().dwell_seconds, ScoringConf(maximal_only=maximal_only),
+        ScoringConf().window_seconds)
 
 
 def _docs(n_objects: int, seed: int, events_per_file: int):
@@ -173,14 +173,24 @@ def _durations(queries) -> dict:
     return out
 
 
+def _slowest(queries, first_batch: int, k: int = 3) -> list[dict]:
+    """The ``k`` longest micro-batches from ``first_batch`` on: id, records and ``durationMs``
+    parts (where a latency tail comes from)."""
+    progress = [json.loads(p.json) for q in queries.all() if q.name == QUERY
+                for p in q.recentProgress]
+    progress = [p for p in progress if p["batchId"] >= first_batch and p["numInputRows"]]
+    progress.sort(key=lambda p: -p["durationMs"].get("triggerExecution", 0))
+    return [{"batch": p["batchId"], "records": p["numInputRows"], **{
+        k: v for k, v in p["durationMs"].items() if v}} for p in progress[:k]]
+
+
 def _percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))]
 
 
-def sustained(spark, conf, patterns, run, events: int, workdir: str, max_offsets: int,
-              events_per_file: int, maximal_only: bool = False, min_partitions: int = 0,
-              operator: str = "jvm", trigger_seconds: float = 0.0) -> dict:
+def sustained(spark, conf, patterns, run, events: int, workdir: str, job,
+              events_per_file: int, maximal_only: bool = False, operator: str = "jvm") -> dict:
     from soads.simulator.publish import publish
 
     p = _place(conf, "a")
@@ -196,8 +206,7 @@ def sustained(spark, conf, patterns, run, events: int, workdir: str, max_offsets
             cum.append(cum[-1] + n)  # cum[k] = flat events in offsets < k
         ck = os.path.join(workdir, f"ck-a-{operator}")
         t0 = time.time()
-        queries = _start(spark, p, ck, max_offsets, trigger_seconds, maximal_only, min_partitions,
-                         operator)
+        queries = _start(spark, p, ck, job, maximal_only, operator)
         try:
             _wait_committed(ck, len(counts), queries, timeout=3600)
             profile = _durations(queries)
@@ -215,7 +224,7 @@ def sustained(spark, conf, patterns, run, events: int, workdir: str, max_offsets
                 "steady_seconds": round(end_t - start_t, 1),
                 "events_per_s": round(steady_events / max(end_t - start_t, 1e-9)),
                 "total_seconds": round(end_t - t0, 1), "first_batch_seconds": first_batch,
-                "batches": n_batches, "max_offsets_per_trigger": max_offsets,
+                "batches": n_batches, "max_offsets_per_trigger": job.max_offsets_per_trigger,
                 "state_operator": operator,
                 "median_batch_ms": profile,
                 "events_per_document": round(cum[-1] / len(counts), 1)}
@@ -223,9 +232,8 @@ def sustained(spark, conf, patterns, run, events: int, workdir: str, max_offsets
         _drop(conf, p)
 
 
-def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: str,
-            max_offsets: int, trigger_seconds: float, events_per_file: int,
-            maximal_only: bool = False, min_partitions: int = 0, operator: str = "jvm") -> dict:
+def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: str, job,
+            events_per_file: int, maximal_only: bool = False, operator: str = "jvm") -> dict:
     from soads.simulator.publish import publish
 
     p = _place(conf, "b")
@@ -233,8 +241,7 @@ def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: st
     try:
         _prepare_db(p, patterns, run)
         ck = os.path.join(workdir, "ck-b")
-        queries = _start(spark, p, ck, max_offsets, trigger_seconds, maximal_only,
-                         min_partitions, operator)
+        queries = _start(spark, p, ck, job, maximal_only, operator)
         try:
             # warm-up: the first micro-batches (stateful operator start, the services' JIT
             # compilers) are not measured: WARM_UP_SECONDS at the rate, then a pause until
@@ -253,15 +260,18 @@ def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: st
 
             warm = publish(for_seconds(WARM_UP_SECONDS), p["bootstrap"], p["topic"], rate)
             _wait_committed(ck, warm["documents"], queries, timeout=300)
+            first_measured = len(_commits(ck, QUERY))
             stats = publish(for_seconds(seconds), p["bootstrap"], p["topic"], rate,
                             on_sent=lambda name, n, t: sent.append((n, t)))
             end = warm["documents"] + len(sent)
             _wait_committed(ck, end, queries, timeout=600)
             profile = _durations(queries)
+            slowest = _slowest(queries, first_measured)
         finally:
             queries.stop()
         out = {"publish": {k: stats[k] for k in ("documents", "events", "seconds",
-                                                 "events_per_s")}, "median_batch_ms": profile}
+                                                 "events_per_s")}, "median_batch_ms": profile,
+               "slowest_batches_ms": slowest}
         commits = _commits(ck, QUERY)
         lat, k = [], 0
         for i, (_, t_pub) in enumerate(sent):
@@ -304,25 +314,33 @@ def run(events: int = 1_300_000, rate: float = 2000.0, seconds: float = 60.0,
     spark_conf = dataclasses.replace(spark_conf or SparkConf(shuffle_partitions=2),
                                      master="local[*]", app_name="soads-bench-stream")
     shuffle_partitions = spark_conf.shuffle_partitions
-    spark = session.build(spark_conf, extra={**extra, "spark.ui.showConsoleProgress": "false"})
+    spark = session.build(spark_conf, extra={
+        **extra, "spark.ui.showConsoleProgress": "false",
+        # every micro-batch of the latency run (~150) for the slowest ones
+        "spark.sql.streaming.numRecentProgressUpdates": "1000",
+        # and its commit files, which time the latency (_commits): Spark keeps the last 100 by
+        # default, and a 0.5 s micro-batch rolled the first measured ones away
+        "spark.sql.streaming.minBatchesToRetain": "1000"})
     workdir = tempfile.mkdtemp(prefix="soads-bench-stream-")
-    knobs = (job.max_offsets_per_trigger, job.min_partitions, job.trigger_seconds)
+    knobs = (job.max_offsets_per_trigger, job.min_partitions, job.max_records_per_partition,
+             job.trigger_seconds)
     try:
         patterns, mining_run = _mining_run(spark, workdir)
-        b = latency(spark, conf, patterns, mining_run, rate, seconds, workdir,
-                    job.max_offsets_per_trigger, job.trigger_seconds, latency_events_per_file,
-                    maximal_only, job.min_partitions, operators[0])
-        a = {op: sustained(spark, conf, patterns, mining_run, events, workdir,
-                           job.max_offsets_per_trigger, sustained_events_per_file, maximal_only,
-                           job.min_partitions, op, job.trigger_seconds) for op in operators}
+        b = latency(spark, conf, patterns, mining_run, rate, seconds, workdir, job,
+                    latency_events_per_file, maximal_only, operators[0])
+        a = {op: sustained(spark, conf, patterns, mining_run, events, workdir, job,
+                           sustained_events_per_file, maximal_only, op) for op in operators}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     cores = os.cpu_count()
     lines = [
         f"stream benchmark on {cores} cores, Spark local[*], shuffle partitions "
         f"{shuffle_partitions}, JVM options {spark_conf.java_options or 'none'!r}, whole-stage "
-        f"codegen {spark_conf.whole_stage_codegen}; [stream] max_offsets_per_trigger {knobs[0]}, "
-        f"min_partitions {knobs[1]}, trigger_seconds {knobs[2]}; mining run "
+        f"codegen {spark_conf.whole_stage_codegen}, codegen factory mode "
+        f"{spark_conf.codegen_factory_mode or 'default'}, checkpoint file manager "
+        f"{spark_conf.checkpoint_file_manager.rsplit('.', 1)[-1] or 'default'}; [stream] "
+        f"max_offsets_per_trigger {knobs[0]}, min_partitions {knobs[1]}, "
+        f"max_records_per_partition {knobs[2]}, trigger_seconds {knobs[3]}; mining run "
         f"{mining_run[S.RUN_ID]} ({len(patterns)} patterns, "
         f"{sum(bool(r[S.MAXIMAL]) for r in patterns)} maximal; scoring against "
         f"{'the maximal ones' if maximal_only else 'all'})",
@@ -330,7 +348,10 @@ def run(events: int = 1_300_000, rate: float = 2000.0, seconds: float = 60.0,
         f"{operators[0]} ({b['publish']['events']:,} events, achieved "
         f"{b['publish']['events_per_s']:,.0f}/s): publish -> event log in HBase and "
         f"object_score committed in MySQL p50 {b['p50']} s, p95 {b['p95']} s, max {b['max']} s "
-        f"(target p95 <= 2.5 s)",
+        f"(target p95 <= 2.5 s); {b['batches']} micro-batches, median "
+        f"{b['median_batch_ms'].get(QUERY, {}).get('triggerExecution', 0) / 1000:.2f} s, slowest "
+        + ", ".join(f"{x['triggerExecution'] / 1000:.2f}" for x in b["slowest_batches_ms"])
+        + " s",
     ]
     for op, r in a.items():
         lines.append(
