@@ -9,8 +9,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -22,11 +20,11 @@ from soads.config import ScoringConf
 from soads.dependencies import relation_counts
 from soads.scoring import score_batch
 from soads.simulator.generate import iter_documents, iter_sequences
-from streamtools import assert_windows_recompute, committed, job_spark_section, require  # require: fail under CI=true, skip elsewhere
+import streamtools as st
+from streamtools import MAX_BYTES, assert_windows_recompute, committed, require  # require: fail under CI=true, skip elsewhere
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 N_OBJECTS, SEED = 300, 11
-MAX_BYTES = 4 * 1024 * 1024
 KILLS = 3
 DONE_TIMEOUT = 300
 
@@ -98,19 +96,6 @@ def _publish(bootstrap, topic):
     return out, reasons
 
 
-def _start(cmd, env, log):
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _kill(proc, sig):
-    try:
-        os.killpg(proc.pid, sig)  # the job's own process group: python driver + its JVM
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
-
-
 @pytest.mark.integration
 def test_killed_and_restarted_job_ends_exactly_as_the_batch_recomputation(conf, tmp_path):
     import happybase
@@ -146,40 +131,27 @@ def test_killed_and_restarted_job_ends_exactly_as_the_batch_recomputation(conf, 
         published, bad_offsets = _publish(bootstrap, topic)
         end = published[-1][0] + 1
 
-        stream_toml = tmp_path / "stream.toml"
-        stream_toml.write_text(
-            "[stream]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in {
-                "source": "kafka", "kafka_bootstrap": bootstrap, "topic": topic,
-                "quarantine_topic": qtopic, "max_offsets_per_trigger": 8,
-                "event_log": location, "db_url": db_url, "checkpoint_root": ck,
-                "trigger_seconds": 1.0, "watermark_seconds": 600.0,
-                "idle_seconds": 3600.0,
-                # 8 records per micro-batch in tasks of at most 3: Kafka ranges split and
-                # replayed across the kills
-                "min_partitions": 2, "max_records_per_partition": 3}.items()) + "\n"
-            + job_spark_section())
-        cmd = [sys.executable, "jobs/stream_events.py", "--conf", "conf/soads.toml",
-               "--stream-conf", str(stream_toml), "--set", "spark.master=local[2]",
-               "--set", "spark.shuffle_partitions=2", "--set", "spark.driver_memory=1g",
-               "--set", f"preprocess.max_document_bytes={MAX_BYTES}"]
-        env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
-               "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
+        # 8 records per micro-batch in tasks of at most 3: Kafka ranges split and replayed
+        # across the kills
+        place = st.Place(bootstrap, topic, qtopic, database, db_url, location)
+        cmd = st.job_cmd(st.write_stream_toml(tmp_path / "stream.toml", place, ck,
+                                              min_partitions=2, max_records_per_partition=3))
         rnd = random.Random(SEED)
         with open(tmp_path / "job.log", "ab") as log:
             kills = []
             for k in range(KILLS):
-                proc = _start(cmd, env, log)
+                proc = st.start(cmd, log)
                 time.sleep(rnd.uniform(20, 40))
                 assert proc.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
                 kills.append(committed(ck, "events"))
-                _kill(proc, signal.SIGKILL)
-            proc = _start(cmd, env, log)
+                st.kill(proc, signal.SIGKILL)
+            proc = st.start(cmd, log)
             deadline = time.monotonic() + DONE_TIMEOUT
             while committed(ck, "events") < end:
                 assert proc.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, f"not done: {kills}"
                 time.sleep(2)
-            _kill(proc, signal.SIGTERM)
+            st.kill(proc, signal.SIGTERM)
         # the kills hit a running job that had not yet finished the topic
         assert kills[0] < end, kills
 
