@@ -212,8 +212,8 @@ _WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.de
 _NEVER_LATE = "2200-01-01 00:00:00"  # within pandas' nanosecond range
 _OPERATOR_MARK = "state_operator"
 # what the marker holds per operator: the operator and its state layout (the JVM operator's
-# ObjectState.FORMAT; the Python one stores _encode's tuple)
-_STATE_FORMATS = {"jvm": "jvm state-format-1", "python": "python"}
+# ObjectState.FORMAT and its (hash, oid) key since format 2; the Python one stores _encode's tuple)
+_STATE_FORMATS = {"jvm": "jvm state-format-2", "python": "python"}
 
 
 def update_struct():

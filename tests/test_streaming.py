@@ -380,11 +380,14 @@ def test_checkpoint_refuses_the_other_state_operator(tmp_path):
         streaming._check_operator(str(tmp_path / "ck"), "python")
 
 
-def test_checkpoint_refuses_an_older_state_format(tmp_path):
-    # the JVM operator's state was a bean before it was bytes: such a checkpoint says only "jvm"
+@pytest.mark.parametrize("made", [
+    "jvm",                   # the state was a bean before it was bytes: the mark says only "jvm"
+    "jvm state-format-1",    # keyed by the bare oid before the (hash, oid) key
+])
+def test_checkpoint_refuses_an_older_state_format(tmp_path, made):
     os.makedirs(tmp_path / "ck")
-    (tmp_path / "ck" / streaming._OPERATOR_MARK).write_text("jvm\n")
-    with pytest.raises(ValueError, match="format 'jvm'"):
+    (tmp_path / "ck" / streaming._OPERATOR_MARK).write_text(made + "\n")
+    with pytest.raises(ValueError, match=f"format '{made}'"):
         streaming._check_operator(str(tmp_path / "ck"), "jvm")
 
 
