@@ -353,7 +353,9 @@ class LSTMAutoencoder:
         out = np.empty_like(w)
         with torch.inference_mode():
             for start in range(0, len(w), batch_size):
-                batch = torch.from_numpy(w[start : start + batch_size])
+                # the windows are a read-only strided view (sliding_windows): torch wants a
+                # writable array, and the LSTM a contiguous one anyway
+                batch = torch.from_numpy(np.require(w[start : start + batch_size], requirements="CW"))
                 out[start : start + batch_size] = self.model_(batch).numpy()
         return out
 
