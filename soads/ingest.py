@@ -65,6 +65,36 @@ def read_kafka(spark, bootstrap: str, topic: str, starting_offsets: str = "earli
     )
 
 
+def ensure_topics(bootstrap: str, topics) -> list[str]:
+    """Create the missing ones of ``topics`` (empty names are ignored) with the broker's default
+    partition count and replication factor; returns the names created.
+
+    The streaming job calls this before it subscribes: Spark's Kafka source fails the query on a
+    topic that does not exist yet (``UnknownTopicOrPartitionException``), and the README's order
+    is ``make up``, then the job, then ``soads simulate --kafka``. Topics that exist are left as
+    they are. An unreachable broker raises (the job fails loudly at start).
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = list(dict.fromkeys(t for t in topics if t))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="soads-ensure-topics")
+    try:
+        missing = [t for t in wanted if t not in set(admin.list_topics())]
+        created = []
+        for t in missing:
+            try:
+                # -1, -1: the broker's num.partitions and default.replication.factor (KIP-464)
+                admin.create_topics([NewTopic(t, -1, -1)])
+                created.append(t)
+                logger.info("created Kafka topic %s", t)
+            except TopicAlreadyExistsError:  # created meanwhile by a producer or another job
+                pass
+        return created
+    finally:
+        admin.close()
+
+
 def read_files(spark, path: str, max_files_per_trigger: int | None = None):
     """New EPCIS files (``*.xml``, ``*.json``, ``*.jsonld``) in a directory -> documents
     (streaming; the embedded default's "Kafka").

@@ -543,6 +543,7 @@ def start_event_queries(spark, stream: StreamConf, max_document_bytes: int, dwel
     checkpoint = os.path.join(root, QUERY_NAME)
     _check_operator(checkpoint, stream.state_operator)
     if stream.source == "kafka":
+        ingest.ensure_topics(stream.kafka_bootstrap, [stream.topic, stream.quarantine_topic])
         documents = ingest.read_kafka(spark, stream.kafka_bootstrap, stream.topic,
                                       stream.starting_offsets, stream.max_offsets_per_trigger,
                                       stream.min_partitions, stream.max_records_per_partition)

@@ -86,3 +86,24 @@ def test_cli_simulate_kafka_prints_stats_and_writes_truth_only_with_out(bootstra
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         admin.delete_topics([topic])
         admin.close()
+
+
+@pytest.mark.integration
+def test_ensure_topics_creates_only_the_missing_ones(bootstrap):
+    # the streaming job's first step: started before anything was published (README order:
+    # make up, the job, soads simulate), it must not fail on a topic that does not exist yet
+    from kafka.admin import KafkaAdminClient
+
+    from soads import ingest
+
+    new = [f"soads-test-ensure-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        assert ingest.ensure_topics(bootstrap, [new[0], "", new[1], new[0]]) == new
+        assert set(new) <= set(admin.list_topics())
+        # one partition: the broker's num.partitions (conf/services.toml's Kafka)
+        assert [len(t["partitions"]) for t in admin.describe_topics(new)] == [1, 1]
+        assert ingest.ensure_topics(bootstrap, new) == []
+    finally:
+        admin.delete_topics(new)
+        admin.close()
