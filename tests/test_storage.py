@@ -47,6 +47,31 @@ def test_upsert_is_idempotent(tmp_path):
     assert [(r[S.A], r[S.B], r[S.FREQ], r[S.SUPPORT]) for r in got] == [("a", "b", 4, 2), ("b", "c", 1, 1)]
 
 
+def test_create_tables_adds_the_columns_an_older_version_lacked(tmp_path):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    eng = tables.engine(url)
+    with eng.begin() as conn:  # object_score as it was before the surprisal column
+        conn.exec_driver_sql("CREATE TABLE object_score (oid VARCHAR(255) PRIMARY KEY, "
+                             "score FLOAT, raw FLOAT, pattern TEXT, last_time DATETIME, "
+                             "run_id VARCHAR(255))")
+        conn.exec_driver_sql("INSERT INTO object_score (oid, score) VALUES ('o1', 0.5)")
+    tables.create_tables(eng)
+    cols = [c["name"] for c in sa.inspect(eng).get_columns("object_score")]
+    assert sorted(cols) == sorted(c for c, _ in S.TABLES["object_score"])
+    tables.write_rows(url, "object_score", [{S.OID: "o2", S.SCORE: 0.25, S.SURPRISAL: 1.5}])
+    got = {r[S.OID]: (r[S.SCORE], r[S.SURPRISAL]) for r in tables.read_table(url, "object_score")}
+    assert got == {"o1": (0.5, None), "o2": (0.25, 1.5)}
+    tables.create_tables(eng)  # nothing left to add
+
+    with eng.begin() as conn:  # a key column cannot be added
+        conn.exec_driver_sql("DROP TABLE sink_batch")
+        conn.exec_driver_sql("CREATE TABLE sink_batch (batch_id INTEGER PRIMARY KEY)")
+    with pytest.raises(RuntimeError, match="no key column sink"):
+        tables.create_tables(eng)
+
+
 def test_write_dataframe_from_executors_and_read_back(spark, tmp_path):
     url = f"sqlite:///{tmp_path}/t.db"
     tables.create_tables(tables.engine(url))

@@ -56,8 +56,31 @@ def engine(url: str) -> sa.Engine:
 
 
 def create_tables(eng: sa.Engine) -> None:
-    """Create every SOADS table, and every index, that does not exist yet."""
+    """Create every SOADS table, column and index that does not exist yet.
+
+    A database made by an older version lacks the columns added since (for example
+    ``object_score.surprisal``): they are all nullable value columns, so they are added with
+    ``ALTER TABLE`` (logged). A missing key column cannot be added that way and raises.
+    """
     metadata.create_all(eng)
+    inspector = sa.inspect(eng)
+    for name, t in TABLE.items():
+        have = {c["name"] for c in inspector.get_columns(name)}
+        for col in t.columns:
+            if col.name in have:
+                continue
+            if col.primary_key:
+                raise RuntimeError(
+                    f"table {name} in {eng.url.render_as_string(hide_password=True)} has no key "
+                    f"column {col.name}: it was made by another version; drop it or use a new "
+                    "database")
+            ddl = (f"ALTER TABLE {eng.dialect.identifier_preparer.quote(name)} ADD COLUMN "
+                   f"{eng.dialect.identifier_preparer.quote(col.name)} "
+                   f"{col.type.compile(dialect=eng.dialect)} NULL")
+            with eng.begin() as conn:
+                conn.exec_driver_sql(ddl)
+            logger.warning("added column %s.%s (the table was made by an older version)",
+                           name, col.name)
     for t in TABLE.values():  # create_all skips the indexes of tables that already existed
         for ix in t.indexes:
             ix.create(eng, checkfirst=True)
