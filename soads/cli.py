@@ -139,13 +139,28 @@ def cmd_simulate(args) -> int:
         stats = simulate(args.out, n_objects=args.objects, seed=args.seed,
                          anomaly_rate=args.anomaly_rate, noise_rate=args.noise_rate,
                          fmt=args.format, events_per_file=args.events_per_file,
-                         progress=_progress("simulate"))
+                         progress=_progress("simulate"), start=args.start)
     except ValueError as e:
         raise UsageError(str(e)) from e
     except OSError as e:
         raise UsageError(f"cannot write to {args.out}: {e.strerror or e}") from e
     _out(json.dumps({k: v for k, v in stats.items()}, default=str))
     return 0
+
+
+def _start_time(text: str):
+    """``--start``: ``now`` or ISO-8601 -> an aware datetime (naive text is UTC)."""
+    import argparse
+    import datetime as dt
+
+    if text.strip().lower() == "now":
+        return dt.datetime.now(dt.timezone.utc)
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'now' or an ISO-8601 time (e.g. 2026-11-22T08:00:00+09:00)") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def _simulate_kafka(args) -> int:
@@ -158,7 +173,8 @@ def _simulate_kafka(args) -> int:
     try:
         stats = simulate_to_kafka(args.bootstrap, args.kafka, args.rate, args.objects, args.seed,
                                   args.anomaly_rate, args.noise_rate, args.format,
-                                  args.events_per_file or 200, truth_dir=args.out, progress=show)
+                                  args.events_per_file or 200, truth_dir=args.out, progress=show,
+                                  start=args.start)
     except ValueError as e:
         raise UsageError(str(e)) from e
     except OSError as e:
@@ -623,6 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap", default="127.0.0.1:9092", metavar="HOST:PORT")
     s.add_argument("--rate", type=float, default=0.0, metavar="EVENTS_PER_S",
                    help="--kafka: flat events per second (0: as fast as possible)")
+    s.add_argument("--start", type=_start_time, default=None, metavar="WHEN",
+                   help="event time of the plant's start: 'now' or ISO-8601 (no offset = UTC); "
+                        "default 2024-03-04T08:00+09:00. A second log published into a running "
+                        "stream needs a later start, or its events arrive late")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("parse", help="EPCIS files -> one JSON flat event per line")

@@ -87,3 +87,25 @@ def test_mine_rejects_bad_input_file(capsys, tmp_path, spark):
     code, _, err = run(capsys, "mine", "--input", str(tmp_path / "none.jsonl"), "--minsup", "0.5",
                        "--out", str(tmp_path / "p.jsonl"))
     assert code == 2 and "cannot read" in err
+
+
+def test_simulate_start_takes_now_or_iso_and_refuses_anything_else(capsys, tmp_path):
+    import datetime as dt
+
+    from soads import epcis
+
+    for when, want in (("2026-11-22T10:00:00", "2026-11-22T10:00:00.000Z"),
+                       ("2026-11-22T19:00:00+09:00", "2026-11-22T10:00:00.000Z")):
+        code, out, _ = run(capsys, "simulate", "--objects", "3", "--out", str(tmp_path),
+                           "--start", when)
+        assert code == 0
+        doc = (tmp_path / "events-00000.xml").read_bytes()
+        assert epcis.parse_document(doc, "t", 1 << 24)[0][0]["event_time"] == want
+    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    assert run(capsys, "simulate", "--objects", "3", "--out", str(tmp_path), "--start", "now")[0] == 0
+    first = epcis.parse_document((tmp_path / "events-00000.xml").read_bytes(), "t", 1 << 24)[0][0]
+    assert dt.datetime.fromisoformat(first["event_time"].replace("Z", "+00:00")) >= before
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--objects", "3", "--out", str(tmp_path), "--start", "yesterday"])
+    assert e.value.code == 2
+    assert "not 'now' or an ISO-8601 time" in capsys.readouterr().err

@@ -260,3 +260,30 @@ def test_progress_reports_finished_objects(tmp_path):
 def test_single_object(tmp_path):
     stats = simulate(str(tmp_path), n_objects=1, anomaly_rate=0.0, noise_rate=0.0)
     assert stats["objects"] == 1 and 15 <= stats["events"] <= 20 and stats["documents"] == 1
+
+
+def test_a_later_start_moves_every_event_time_and_nothing_else():
+    import datetime as dt
+
+    from soads import epcis
+
+    start = dt.datetime(2026, 11, 22, 1, 2, 3, 456000, tzinfo=dt.timezone.utc)
+    base = list(iter_documents(60, seed=3, events_per_file=50))
+    moved = list(iter_documents(60, seed=3, events_per_file=50, start=start))
+    assert [n for n, _ in base] == [n for n, _ in moved]
+    shift = None
+    for (_, a), (_, b) in zip(base, moved):
+        ea, _ = epcis.parse_document(a, "t", 1 << 24)
+        eb, _ = epcis.parse_document(b, "t", 1 << 24)
+        for x, y in zip(ea, eb, strict=True):
+            tx, ty = (dt.datetime.fromisoformat(e["event_time"].replace("Z", "+00:00"))
+                      for e in (x, y))
+            shift = shift or ty - tx
+            assert ty - tx == shift
+            assert {k: v for k, v in x.items() if k != "event_time"} == \
+                {k: v for k, v in y.items() if k != "event_time"}
+    # the default plant start is 2024-03-04 08:00 +09:00; the first read is at time 0
+    first = epcis.parse_document(moved[0][1], "t", 1 << 24)[0][0]["event_time"]
+    assert first == "2026-11-22T01:02:03.456Z"
+    with pytest.raises(ValueError, match="aware"):
+        next(iter_documents(5, start=dt.datetime(2026, 1, 1)))

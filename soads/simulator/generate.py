@@ -36,7 +36,7 @@ import re
 import time
 from bisect import bisect_right
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Iterator, NamedTuple
 
 from soads.schema import ANOMALY_TYPE, LABEL, OID
@@ -321,16 +321,29 @@ def iter_sequences(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
 # -- documents ---------------------------------------------------------------------------------
 
 
-class _Clock:
-    """Formats ``time_ms`` as local ISO-8601 with the +09:00 offset (cached per day)."""
+_PLANT_TZ = timezone(timedelta(hours=9))
 
-    def __init__(self):
+
+class _Clock:
+    """Formats ``time_ms`` as local ISO-8601 with the +09:00 offset (cached per day); time 0 is
+    ``start`` (an aware datetime; default :data:`START_DATE` 08:00 local)."""
+
+    def __init__(self, start: datetime | None = None):
         self._day, self._date = None, ""
+        if start is None:
+            self._date0, self._ms0 = START_DATE, START_MS
+        else:
+            if start.tzinfo is None:
+                raise ValueError("start must be timezone-aware")
+            local = start.astimezone(_PLANT_TZ)
+            self._date0 = local.date()
+            self._ms0 = (local.hour * 3600 + local.minute * 60 + local.second) * 1000 \
+                + local.microsecond // 1000
 
     def __call__(self, ms: int) -> str:
-        day, rem = divmod(ms + START_MS, 86_400_000)
+        day, rem = divmod(ms + self._ms0, 86_400_000)
         if day != self._day:
-            self._day, self._date = day, (START_DATE + timedelta(days=day)).isoformat()
+            self._day, self._date = day, (self._date0 + timedelta(days=day)).isoformat()
         s, milli = divmod(rem, 1000)
         h, s = divmod(s, 3600)
         m, s = divmod(s, 60)
@@ -425,10 +438,10 @@ def _global_reads(objects: Iterator[SimObject], on_object, progress, n_objects: 
 
 
 def _stream(n_objects, seed, anomaly_rate, noise_rate, fmt, events_per_file, progress,
-            reader_cycle_seconds, on_object) -> Iterator[tuple[str, bytes, int]]:
+            reader_cycle_seconds, on_object, start=None) -> Iterator[tuple[str, bytes, int]]:
     """Yield ``(name, document bytes, number of EPCIS events in it)`` in event-time order."""
     make_event, make_document = _WRITERS[fmt]
-    clock = _Clock()
+    clock = _Clock(start)
     cycle_ms = int(round(reader_cycle_seconds * 1000))
     objects = iter_objects(n_objects, seed, anomaly_rate, noise_rate, reader_cycle_seconds)
     pending: dict[tuple[str, str], list] = {}  # this read cycle: (read point, disp) -> event
@@ -471,6 +484,7 @@ def iter_documents(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
                    progress: Callable[[int, int], None] | None = None, *,
                    reader_cycle_seconds: float = 1.0,
                    on_object: Callable[[SimObject], None] | None = None,
+                   start: datetime | None = None,
                    ) -> Iterator[tuple[str, bytes]]:
     """Yield ``(file name, EPCIS document bytes)`` in event-time order.
 
@@ -482,6 +496,9 @@ def iter_documents(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
     progress : called as ``progress(finished cells, n_objects)`` every 10,000 cells and at the end.
     reader_cycle_seconds : reads of one read point in one cycle form one ObjectEvent.
     on_object : called with each :class:`SimObject` when it enters the plant (ground truth).
+    start : event time of the plant's start (aware datetime); default :data:`START_DATE`
+        08:00 +09:00. A later start lets a second log follow the first in a running stream
+        instead of arriving late.
 
     Returns
     -------
@@ -490,14 +507,16 @@ def iter_documents(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
     """
     _check(n_objects, anomaly_rate, noise_rate, reader_cycle_seconds, fmt, events_per_file)
     for name, data, _ in _stream(n_objects, seed, anomaly_rate, noise_rate, fmt,
-                                 events_per_file, progress, reader_cycle_seconds, on_object):
+                                 events_per_file, progress, reader_cycle_seconds, on_object,
+                                 start):
         yield name, data
 
 
 def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.04,
              noise_rate: float = 0.05, fmt: str = "xml", events_per_file: int = 20000,
              progress: Callable[[int, int], None] | None = None, *,
-             reader_cycle_seconds: float = 1.0, overwrite: bool = True) -> dict:
+             reader_cycle_seconds: float = 1.0, overwrite: bool = True,
+             start: datetime | None = None) -> dict:
     """Write EPCIS documents and ``truth.csv`` for ``n_objects`` cells into ``out_dir``.
 
     ``truth.csv`` has the header ``oid,label,anomaly_type`` and one row per cell in entry order
@@ -547,7 +566,7 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
 
         for name, data, n_events in _stream(n_objects, seed, anomaly_rate, noise_rate, fmt,
                                             events_per_file, progress, reader_cycle_seconds,
-                                            on_object):
+                                            on_object, start):
             with open(os.path.join(out_dir, name), "wb") as f:
                 f.write(data)
             stats["documents"] += 1

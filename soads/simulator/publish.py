@@ -116,11 +116,13 @@ def _finish(stats: dict, start: float, now: float) -> dict:
 def simulate_to_kafka(bootstrap: str, topic: str, rate: float, n_objects: int, seed: int = 7,
                       anomaly_rate: float = 0.04, noise_rate: float = 0.05, fmt: str = "xml",
                       events_per_file: int = 200, truth_dir: str | None = None,
-                      progress: Callable[[dict], None] | None = None) -> dict:
+                      progress: Callable[[dict], None] | None = None, start=None) -> dict:
     """Simulate ``n_objects`` cells and :func:`publish` their documents to ``topic``.
 
     With ``truth_dir``, the ground truth goes to ``truth_dir/truth.csv`` (header
     ``oid,label,anomaly_type``, as :func:`soads.simulator.generate.simulate` writes it).
+    ``start`` (an aware datetime) moves the plant's start in event time
+    (:func:`soads.simulator.generate.iter_documents`).
 
     Returns
     -------
@@ -147,7 +149,7 @@ def simulate_to_kafka(bootstrap: str, topic: str, rate: float, n_objects: int, s
     try:
         docs = iter_documents(n_objects, seed=seed, anomaly_rate=anomaly_rate,
                               noise_rate=noise_rate, fmt=fmt, events_per_file=events_per_file,
-                              on_object=on_object)
+                              on_object=on_object, start=start)
         stats = publish(docs, bootstrap, topic, rate, progress)
     finally:
         if truth is not None:
