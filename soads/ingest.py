@@ -80,7 +80,8 @@ def ensure_topics(bootstrap: str, topics) -> list[str]:
     wanted = list(dict.fromkeys(t for t in topics if t))
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="soads-ensure-topics")
     try:
-        missing = [t for t in wanted if t not in set(admin.list_topics())]
+        have = set(admin.list_topics())
+        missing = [t for t in wanted if t not in have]
         created = []
         for t in missing:
             try:

@@ -331,14 +331,14 @@ class _Clock:
     def __init__(self, start: datetime | None = None):
         self._day, self._date = None, ""
         if start is None:
-            self._date0, self._ms0 = START_DATE, START_MS
-        else:
-            if start.tzinfo is None:
-                raise ValueError("start must be timezone-aware")
-            local = start.astimezone(_PLANT_TZ)
-            self._date0 = local.date()
-            self._ms0 = (local.hour * 3600 + local.minute * 60 + local.second) * 1000 \
-                + local.microsecond // 1000
+            start = datetime.combine(START_DATE, datetime.min.time(), _PLANT_TZ) \
+                + timedelta(milliseconds=START_MS)
+        if start.tzinfo is None:
+            raise ValueError("start must be timezone-aware")
+        local = start.astimezone(_PLANT_TZ)
+        self._date0 = local.date()
+        self._ms0 = (local.hour * 3600 + local.minute * 60 + local.second) * 1000 \
+            + local.microsecond // 1000
 
     def __call__(self, ms: int) -> str:
         day, rem = divmod(ms + self._ms0, 86_400_000)
