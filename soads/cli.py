@@ -282,20 +282,13 @@ def cmd_score(args) -> int:
         over["scoring.maximal_only"] = "true"
     cfg = _config(args, **over)
     if args.input is None:
-        from soads.storage import tables
-
-        run = tables.latest_run(cfg.storage.db_url)
-        if run is None:
-            raise UsageError("no mining run in the PATTERN TABLE: run `soads mine` first")
-        rows = tables.read_table(cfg.storage.db_url, "pattern", {S.RUN_ID: run[S.RUN_ID]},
-                                 order_by=[S.PATTERN_ID])
-        spark = _spark(cfg)
         report = pipeline.Report()
-        seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
-        pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
-        pipeline.score(spark, seqs, rel, pats, run[S.RUN_ID], cfg, report)
+        try:
+            _, run_id, pats = pipeline.score_newest_run(lambda: _spark(cfg), cfg, report)
+        except pipeline.NoMiningRun:
+            raise UsageError("no mining run in the PATTERN TABLE: run `soads mine` first") from None
         _out(f"scored {report.counts['objects_scored']:,} objects against {len(pats)} patterns of "
-             f"run {run[S.RUN_ID]} in {report.seconds['score']:.1f} s; "
+             f"run {run_id} in {report.seconds['score']:.1f} s; "
              f"{report.counts['windows']} windows -> tables object_score, alignment_score")
         return 0
     if not args.patterns or not args.out:
