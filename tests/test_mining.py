@@ -263,8 +263,9 @@ LOCAL_CLUSTER = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_local_cluster_mode(tmp_path):
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-               SPARK_LOCAL_IP="127.0.0.1")
+    import streamtools as st
+
+    env = st.job_env()
     script = tmp_path / "local_cluster.py"
     script.write_text(LOCAL_CLUSTER)
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
