@@ -24,16 +24,31 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MAX_BYTES = 4 * 1024 * 1024
 
 
-def require(what, check):
-    """Run ``check``; a failure fails the test under CI=true, skips it elsewhere."""
+def require(what, check, module_level=False):
+    """Run ``check`` and return its result; a failure fails the test under CI=true and skips
+    it elsewhere, with the reason. ``module_level``: called while a test module is imported
+    (skips the whole module)."""
     try:
-        check()
+        return check()
     except Exception as e:  # noqa: BLE001 - turned into a failure (CI) or a skip with the reason
         msg = f"{what} is not reachable ({e!r}); start it (python -m soads.services up; " \
               f"python -m soads.hbase_service up)"
         if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg, allow_module_level=module_level)
+
+
+def require_module(name):
+    """An optional dependency (torch): imported, or the CI rule of :func:`require` applies."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        msg = f"{name} is not installed ({e}); pip install it (setup.cfg extras)"
+        if IN_CI:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg, allow_module_level=True)
 
 
 def hbase_ok():

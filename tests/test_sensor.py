@@ -4,10 +4,9 @@ import os
 import numpy as np
 import pytest
 
-if os.environ.get("CI") != "true":
-    torch = pytest.importorskip("torch")
-else:
-    import torch  # noqa: F401  (under CI a missing torch fails, never skips)
+import streamtools as st
+
+torch = st.require_module("torch")  # under CI a missing torch fails, never skips
 
 from soads.evaluate import roc_auc
 from soads.sensor import robot_arm, skab
