@@ -286,7 +286,8 @@ def cmd_score(args) -> int:
         try:
             _, run_id, pats = pipeline.score_newest_run(lambda: _spark(cfg), cfg, report)
         except pipeline.NoMiningRun:
-            raise UsageError("no mining run in the PATTERN TABLE: run `soads mine` first") from None
+            raise UsageError(
+                "no mining run in the PATTERN TABLE: run `soads mine` first") from None
         _out(f"scored {report.counts['objects_scored']:,} objects against {len(pats)} patterns of "
              f"run {run_id} in {report.seconds['score']:.1f} s; "
              f"{report.counts['windows']} windows -> tables object_score, alignment_score")

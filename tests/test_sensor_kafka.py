@@ -1,7 +1,8 @@
 """Sensor job against the real parts: Kafka -> jobs/stream_sensors.py -> MariaDB, with v2
 promoted mid-stream (no restart): every window scored exactly once (counted in the writes the
 database received, not in the table whose primary key would hide a second write), v1 before the
-switch batch and v2 after it. Also measures reading-to-score latency (printed; ``soads bench sensor`` figure).
+switch batch and v2 after it. Also measures reading-to-score latency (printed; the
+``soads bench sensor`` figure).
 
 Start the services first: ``python -m soads.services up``. Under ``CI=true`` a missing service
 fails the test; elsewhere it skips with the reason. Producer sends are retried, so a short
