@@ -377,3 +377,21 @@ def test_up_refuses_a_port_held_by_another_process(tmp_path, name):
         # nothing was started or fetched
         assert not (tmp_path / "jars").exists()
         assert services.status([name], conf)[name]["running"] is False
+
+
+def test_a_jar_set_is_fetched_once_per_pom_and_versions(tmp_path):
+    pom = tmp_path / "pom.xml"
+    pom.write_text("<project/>")
+    out = tmp_path / "spark-4.2.0"
+    out.mkdir()
+    assert not jars.ready(out, pom, "spark", {"spark.kafka.version": "4.2.0"})
+    (out / ".resolved").write_text(jars._stamp(pom, "spark", {"spark.kafka.version": "4.2.0"}))
+    assert jars.ready(out, pom, "spark", {"spark.kafka.version": "4.2.0"})
+    assert not jars.ready(out, pom, "spark", {"spark.kafka.version": "4.3.0"})
+    pom.write_text("<project><!-- changed --></project>")
+    assert not jars.ready(out, pom, "spark", {"spark.kafka.version": "4.2.0"})
+    # a copy stamped by an older soads, under a directory named by its version: kept
+    old = tmp_path / "broker-4.3.1"
+    old.mkdir()
+    (old / ".complete").write_text("mvn ...\n")
+    assert jars.ready(old, pom, "broker", {"kafka.version": "4.3.1"})

@@ -16,9 +16,9 @@ import string
 import time
 from pathlib import Path
 
+import soads.services.proc as proc
 from soads import jars
 from soads.config import Config, HBaseConf
-from soads.services import proc
 from soads.services.proc import ProbeBroken, ServiceError
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ import os
 import uuid
 from pathlib import Path
 
+import soads.services.proc as proc
 from soads import jars
 from soads.config import Config
-from soads.services import proc
 from soads.services.proc import ProbeBroken, ServiceError
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ import subprocess
 from pathlib import Path
 from urllib.parse import quote_plus
 
+import soads.services.proc as proc
 from soads.config import PASSWORD_ENV, PASSWORD_FILE_ENV, Config
-from soads.services import proc
 from soads.services.proc import ProbeBroken, ServiceError
 
 logger = logging.getLogger(__name__)
