@@ -424,14 +424,14 @@ SKAB_PUBLISHED = [  # ../shared/skab/README.md, recomputed on the 20 files of th
 ]
 
 
-def _sensor_conf(path: str) -> dict:
-    import tomllib
+def _sensor_conf(path: str):
+    """The ``[sensor]`` section of ``path`` (:class:`soads.config.SensorConf`)."""
+    from soads import config
 
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)["sensor"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
-        raise UsageError(f"cannot read sensor presets from {path}: {e}") from e
+        return config.load([path]).sensor
+    except config.ConfigError as e:
+        raise UsageError(str(e)) from e
 
 
 def cmd_sensor_evaluate(args) -> int:
@@ -440,13 +440,13 @@ def cmd_sensor_evaluate(args) -> int:
     if not os.path.isdir(args.data):
         raise UsageError(f"no such directory: {args.data}")
     conf = _sensor_conf(args.sensor_conf)
-    preset = args.preset or conf.get("preset", "skab")
-    if preset not in conf.get("presets", {}):
+    preset = args.preset or conf.preset
+    if preset not in conf.presets:
         raise UsageError(f"unknown preset {preset!r} in {args.sensor_conf}")
     if args.select:
         return _sensor_select(args, conf, preset)
     t0 = time.perf_counter()
-    r = evaluate_skab(args.data, params=conf["presets"][preset], **conf.get("skab", {}))
+    r = evaluate_skab(args.data, params=conf.params(preset), **conf.skab.kwargs())
     seconds = time.perf_counter() - t0
     if not r.get("files"):
         raise UsageError(f"no SKAB csv files with an 'anomaly' column under {args.data}")
@@ -461,7 +461,7 @@ def cmd_sensor_evaluate(args) -> int:
     return 0
 
 
-def _sensor_select(args, conf: dict, preset: str) -> int:
+def _sensor_select(args, conf, preset: str) -> int:
     """The label-free choice of pretrain / inflate_scale (soads.sensor.skab docstring)."""
     from soads.sensor.skab import read_anomaly_free, select_design
 
@@ -470,7 +470,7 @@ def _sensor_select(args, conf: dict, preset: str) -> int:
     except OSError as e:
         raise UsageError(f"--select needs {args.data}/anomaly-free/anomaly-free.csv: {e}") from e
     t0 = time.perf_counter()
-    r = select_design(args.data, params=conf["presets"][preset], **conf.get("skab", {}))
+    r = select_design(args.data, params=conf.params(preset), **conf.skab.kwargs())
     _out(f"Label-free selection ({preset} preset): protocol replayed on the anomaly-free file, "
          f"two-fold, {time.perf_counter() - t0:.1f} s; no labelled file read")
     _out(f"  {'pretrain':<10}{'scaling':<10}{'FAR %':>8}{'alarms':>9}{'rows':>8}")
@@ -486,15 +486,13 @@ def _sensor_select(args, conf: dict, preset: str) -> int:
 
 
 def _registry_dir(args) -> str:
-    from soads.sensor import settings
-
-    return args.registry or settings.load(args.sensor_conf).stream.registry
+    return args.registry or _sensor_conf(args.sensor_conf).stream.registry
 
 
 def cmd_sensor_train(args) -> int:
-    from soads.sensor import settings, train
+    from soads.sensor import train
 
-    conf = settings.load(args.sensor_conf)
+    conf = _sensor_conf(args.sensor_conf)
     try:
         params = conf.params(args.preset)
     except KeyError as e:
@@ -565,10 +563,9 @@ def cmd_sensor_rollback(args) -> int:
 
 
 def cmd_sensor_robot_arm(args) -> int:
-    from soads.sensor import settings
     from soads.sensor.robot_arm import evaluate_robot_arm
 
-    params = settings.load(args.sensor_conf).params("paper")
+    params = _sensor_conf(args.sensor_conf).params("paper")
     r = evaluate_robot_arm(params=params, seed=args.seed)
     _out(f"robot arm (paper 000 Table 4 setting, preset 'paper', seed {args.seed}): "
          f"{r['test_rows']:,} test rows, {r['test_abnormal_rows']:,} abnormal")
@@ -600,8 +597,11 @@ def cmd_bench(args) -> int:
         from soads.benchmarks.stream import run
         from soads import config
 
-        job = config.load(args.conf or [
-            p for p in (DEFAULT_CONF, "conf/services-stream.toml") if os.path.exists(p)])
+        try:
+            job = config.load(args.conf or [
+                p for p in (DEFAULT_CONF, "conf/services-stream.toml") if os.path.exists(p)])
+        except config.ConfigError as e:
+            raise UsageError(str(e)) from e
         lines = run(events=(args.events or [1_300_000])[0], rate=args.rate,
                     seconds=args.seconds,
                     maximal_only=args.maximal_only, spark_conf=job.spark, job=job.stream,

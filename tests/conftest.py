@@ -14,6 +14,14 @@ if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != ROOT:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 EPCIS_EXAMPLES = os.path.abspath(os.path.join(SHARED, "epcis-examples"))
 
+# The database password is in no committed file: SOADS_DB_PASSWORD, or the file that
+# SOADS_DB_PASSWORD_FILE names. Unset, the tests use the development one `make up` wrote (where
+# the Makefile points), so pytest run by hand after `make up` reaches MariaDB as `make test` does.
+DEV_PASSWORD_FILE = os.path.expanduser("~/.cache/soads/services/mariadb/password")
+if not (os.environ.get("SOADS_DB_PASSWORD") or os.environ.get("SOADS_DB_PASSWORD_FILE")) \
+        and os.path.isfile(DEV_PASSWORD_FILE):
+    os.environ["SOADS_DB_PASSWORD_FILE"] = DEV_PASSWORD_FILE
+
 
 @pytest.fixture(scope="session")
 def spark():

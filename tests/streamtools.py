@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from soads import epcis, schema as S, services, streaming
+from soads import config, epcis, schema as S, services, streaming
 
 IN_CI = os.environ.get("CI") == "true"
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -27,26 +27,18 @@ def require(what, check):
     try:
         check()
     except Exception as e:  # noqa: BLE001 - turned into a failure (CI) or a skip with the reason
-        msg = f"{what} is not reachable ({e!r}); start it (python -m soads.services up; " \
-              f"python -m soads.hbase_service up)"
+        msg = f"{what} is not reachable ({e!r}); start it (make up, or python -m soads.services " \
+              f"up with SOADS_DB_PASSWORD_FILE set)"
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
 
 
-def hbase_ok():
-    from soads import hbase_service
-
-    ok, detail = hbase_service.health()
-    if not ok:
-        raise RuntimeError(detail)
-
-
 def services_conf():
-    c = services.load_conf(env=os.environ)
+    c = config.load([services.DEFAULT_CONF])
     require("kafka", lambda: services.check("kafka", c))
     require("mariadb", lambda: services.check("mariadb", c))
-    require("hbase", hbase_ok)
+    require("hbase", lambda: services.check("hbase", c))
     return c
 
 

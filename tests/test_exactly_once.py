@@ -1,8 +1,8 @@
 """Exactly-once against the real parts: Kafka -> jobs/stream_events.py -> HBase + MariaDB, with the
 job killed (SIGKILL) three times at random moments and restarted on the same checkpoint.
 
-Start the services first: ``python -m soads.services up`` and ``python -m soads.hbase_service
-up``. Under ``CI=true`` a missing service fails the test; elsewhere it skips with the reason.
+Start the services first: ``make up`` (or ``python -m soads.services up``). Under ``CI=true`` a
+missing service fails the test; elsewhere it skips with the reason.
 """
 import datetime as dt
 import json
@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from soads import epcis, schema as S, services, streaming
+from soads import config, epcis, schema as S, services, streaming
 from soads.config import ScoringConf
 from soads.dependencies import relation_counts
 from soads.scoring import score_batch
@@ -31,18 +31,10 @@ DONE_TIMEOUT = 300
 
 @pytest.fixture(scope="module")
 def conf():
-    c = services.load_conf(env=os.environ)
+    c = config.load([services.DEFAULT_CONF])
     require("kafka", lambda: services.check("kafka", c))
     require("mariadb", lambda: services.check("mariadb", c))
-
-    def hbase_ok():
-        from soads import hbase_service
-
-        ok, detail = hbase_service.health()
-        if not ok:
-            raise RuntimeError(detail)
-
-    require("hbase", hbase_ok)
+    require("hbase", lambda: services.check("hbase", c))
     return c
 
 

@@ -1,7 +1,7 @@
-"""EVENT LOG TABLE on HBase (soads.storage.hbase) and the HBase service (soads.hbase_service).
+"""EVENT LOG TABLE on HBase (soads.storage.hbase) and the HBase service (soads.services.hbase).
 
 The row-key tests are pure. The integration tests need HBase's Thrift server
-(``python -m soads.hbase_service up``): under ``CI=true`` the fixture starts it when it is not
+(``python -m soads.services up hbase``): under ``CI=true`` the fixture starts it when it is not
 running and FAILS when it cannot be reached; elsewhere it skips unless ``SOADS_START_SERVICES=1``
 asks it to start HBase too.
 """
@@ -153,43 +153,52 @@ def test_parse_location():
 
 
 def test_service_conf_renders(tmp_path):
-    from soads import hbase_service
+    from soads import config
+    from soads.services import hbase as service
 
-    s = hbase_service.settings({"home": str(tmp_path), "thrift_port": 19090})
-    conf_dir = hbase_service.render_conf(s)
+    cfg = config.load(overrides=[f"services.root={tmp_path}", "hbase.thrift_port=19090"], env={})
+    conf_dir = service.render_conf(cfg)
     site = (conf_dir / "hbase-site.xml").read_text()
-    assert f"file://{tmp_path}/hbase" in site and "19090" in site and "$" not in site
+    assert f"file://{tmp_path}/hbase/hbase" in site and "19090" in site and "$" not in site
     assert "0.0.0.0" not in site
-    cmd = hbase_service.java_command(s, hbase_service.MASTER_CLASS, ["start"], "768m",
-                                     tmp_path / "m.log")
+    cmd = service.java_command(cfg, service.MASTER_CLASS, ["start"], "768m", tmp_path / "m.log")
     assert "-Xmx768m" in cmd and "--add-opens=java.base/java.nio=ALL-UNNAMED" in cmd
-    with pytest.raises(ValueError):
-        hbase_service.settings({"no_such_key": 1})
+    with pytest.raises(config.ConfigError, match="unknown key.*no_such_key"):
+        config.load(overrides=["hbase.no_such_key=1"], env={})
 
 
 # -- integration --------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def hbase_location():
     """``host:port/prefix`` of a reachable HBase Thrift server, with a per-run table prefix."""
-    from soads import hbase_service
+    from soads import config, services
+
+    cfg = config.load([services.DEFAULT_CONF])
+
+    def health():
+        try:
+            services.check("hbase", cfg)
+            return True, "healthy"
+        except Exception as exc:  # noqa: BLE001 - reported below
+            return False, repr(exc)
 
     in_ci = os.environ.get("CI") == "true"
-    ok, detail = hbase_service.health(timeout=10.0)
+    ok, detail = health()
     started = False
     if not ok and (in_ci or os.environ.get("SOADS_START_SERVICES") == "1"):
         try:
-            hbase_service.up()
+            services.up(["hbase"], cfg)
             started = True
         except Exception as exc:  # reported below
             detail = f"{detail}; up() failed: {exc}"
-        ok, more = hbase_service.health(timeout=20.0)
+        ok, more = health()
         detail = f"{detail}; {more}"
     if not ok:
-        msg = f"HBase Thrift not reachable ({detail}): run `python -m soads.hbase_service up`"
+        msg = f"HBase Thrift not reachable ({detail}): run `python -m soads.services up hbase`"
         if in_ci:
             pytest.fail(msg)
         pytest.skip(msg)
-    loc = hbase_service.location(prefix=f"t{os.getpid()}")
+    loc = services.hbase_location(cfg, prefix=f"t{os.getpid()}")
     yield loc
     conn = H.connect(loc)
     try:
@@ -199,7 +208,7 @@ def hbase_location():
     finally:
         conn.close()
         if started:
-            hbase_service.down()
+            services.down(["hbase"], cfg)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import uuid
 import numpy as np
 import pytest
 
-from soads import schema as S, services
+from soads import config, schema as S, services
 from soads.sensor import registry
 from streamtools import require  # fail under CI=true, skip elsewhere
 
@@ -34,7 +34,7 @@ DONE_TIMEOUT = 400
 
 @pytest.fixture(scope="module")
 def conf():
-    c = services.load_conf(env=os.environ)
+    c = config.load([services.DEFAULT_CONF])
     require("kafka", lambda: services.check("kafka", c))
     require("mariadb", lambda: services.check("mariadb", c))
     return c
@@ -114,11 +114,12 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
                           'driver_memory = "1g"\n')
     cmd = [sys.executable, "jobs/stream_sensors.py", "--conf", str(spark_toml),
            "--sensor-conf", "conf/sensor.toml"] + [a for kv in {
-               "stream.source": "kafka", "stream.kafka_bootstrap": bootstrap,
-               "stream.topic": topic, "stream.max_offsets_per_trigger": 30,
-               "stream.registry": root, "stream.db_url": db_url,
-               "stream.checkpoint_root": str(tmp_path / "ck"), "stream.trigger_seconds": 1.0,
-               "stream.window": WINDOW, "stream.sensors": "a,b"}.items()
+               "sensor.stream.source": "kafka", "sensor.stream.kafka_bootstrap": bootstrap,
+               "sensor.stream.topic": topic, "sensor.stream.max_offsets_per_trigger": 30,
+               "sensor.stream.registry": root, "sensor.stream.db_url": db_url,
+               "sensor.stream.checkpoint_root": str(tmp_path / "ck"),
+               "sensor.stream.trigger_seconds": 1.0,
+               "sensor.stream.window": WINDOW, "sensor.stream.sensors": "a,b"}.items()
                for a in ("--set", f"{kv[0]}={kv[1]}")]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
            "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",

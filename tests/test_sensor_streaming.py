@@ -10,7 +10,7 @@ import pytest
 
 from soads import schema as S
 from soads.sensor import drift, registry
-from soads.sensor.settings import DriftConf, SensorStreamConf
+from soads.config import DriftConf, SensorStreamConf
 
 torch = pytest.importorskip("torch") if os.environ.get("CI") != "true" else __import__("torch")
 

@@ -6,7 +6,7 @@ DEPENDENCY TABLE equals the batch recomputation. Then jobs/mine_patterns.py mine
 event log with the table as the streaming job left it (``mining.relations=table``), and the
 PATTERN TABLE equals brute force on the sequences.
 
-Needs the real parts (python -m soads.services up; python -m soads.hbase_service up); it bounces
+Needs the real parts (make up, or python -m soads.services up); it bounces
 the broker and HBase briefly and leaves them running.
 """
 import subprocess
@@ -16,7 +16,7 @@ import time
 import pytest
 
 import streamtools as st
-from soads import hbase_service, schema as S, services
+from soads import schema as S, services
 from soads.mining.brute_force import frequent_patterns, minsup_count
 from soads.simulator.generate import iter_documents
 from soads.storage import tables
@@ -82,9 +82,9 @@ def test_broker_and_hbase_restarts_lose_nothing_then_the_miner_reads_the_table(c
 
             # 2. HBase goes away while records keep coming: the parse stage's puts must fail
             published += st.publish(place.bootstrap, place.topic, thirds[2][:len(thirds[2]) // 2])
-            hbase_service.down()
+            services.down(["hbase"], conf)
             time.sleep(8)  # at least one trigger with HBase down
-            hbase_service.up()
+            services.up(["hbase"], conf)
             published += st.publish(place.bootstrap, place.topic, thirds[2][len(thirds[2]) // 2:])
             proc = _catch_up(proc, cmd, ck, published[-1][0] + 1, log_path, log, exits)
             st.kill(proc)
@@ -115,6 +115,5 @@ def test_broker_and_hbase_restarts_lose_nothing_then_the_miner_reads_the_table(c
     finally:
         if proc is not None and proc.poll() is None:
             st.kill(proc)
-        services.up(["kafka"], conf)
-        hbase_service.up()
+        services.up(["kafka", "hbase"], conf)
         st.drop_place(conf, place)

@@ -302,15 +302,16 @@ def run(events: int = 1_300_000, rate: float = 2000.0, seconds: float = 60.0,
     Part (a) runs once per state operator in ``operators`` (side by side: the JVM port and the
     Python state function); part (b) with the first. ``maximal_only`` scores against the run's
     maximal patterns only (``scoring.maximal_only``)."""
-    from soads import services, session, streaming
+    from soads import config, jars, services, session, streaming
     from soads.config import SparkConf, StreamConf
 
     import dataclasses
 
-    conf = services_conf or services.load_conf()
+    conf = services_conf or config.load([services.DEFAULT_CONF])
     job = job or StreamConf()
     extra = streaming.spark_jars(StreamConf(source="kafka", state_operator="jvm"),
-                                 services.spark_kafka_jars(conf))
+                                 jars.spark_kafka_jars(conf.kafka.spark_connector_version,
+                                                       conf.services.jars))
     spark_conf = dataclasses.replace(spark_conf or SparkConf(shuffle_partitions=2),
                                      master="local[*]", app_name="soads-bench-stream")
     shuffle_partitions = spark_conf.shuffle_partitions

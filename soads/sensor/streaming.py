@@ -499,7 +499,7 @@ def start_sensor_query(spark, stream, trigger: bool = True):
     Parameters
     ----------
     spark : SparkSession (with the Kafka connector when ``stream.source == "kafka"``)
-    stream : soads.sensor.settings.SensorStreamConf
+    stream : soads.config.SensorStreamConf
     trigger : bool
         Processing-time trigger of ``stream.trigger_seconds`` (tests pass False and use
         ``processAllAvailable``).
