@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 # code comes first for the driver, subprocesses and Spark's Python workers alike.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: venv env demo test bench up down status clean-data
+.PHONY: venv demo test bench up down status clean-data
 
 $(STAMP): setup.cfg constraints.txt
 	@mkdir -p $(SOADS_CACHE)
