@@ -24,6 +24,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], help="sensor settings, e.g. stream.topic=x")
     p.add_argument("--services-conf", default=None, help="conf/services.toml (Kafka jar cache)")
     args = p.parse_args(argv)
+    from soads.job_status import job_started
+    job_started("stream_sensors", args.conf + [args.sensor_conf])  # pid file (soads jobs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = config.load(args.conf)
     stream = settings.load(args.sensor_conf, args.set).stream
