@@ -851,11 +851,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 2024-03-04T08:00+09:00. A second log published into a running "
                         "stream needs a later start, or its events arrive late")
     s.add_argument("--pace", choices=("fast", "realtime"), default="fast",
-                   help="--kafka: 'fast' (default) publishes as fast as --rate allows from the "
-                        "start time, so event time runs ahead of the wall clock (a plant day "
-                        "in minutes); 'realtime' sends each document when its events' time "
-                        "comes, so event time keeps with the wall clock (start: now unless "
-                        "--start)")
+                   help="--kafka: 'fast' (default) runs as fast as possible (or at --rate) "
+                        "from the start time, so event time runs ahead of the wall clock (a "
+                        "plant day in minutes); 'realtime' sends each document when its "
+                        "events' time comes, so event time keeps with the wall clock (start: "
+                        "now unless --start)")
     s.add_argument("--first-serial", type=_positive_int, metavar="N",
                    help="SGTIN serial of the first object (default: 1 for seed 7 from the "
                         "default start, as `make demo`; another seed or start gets its own "
