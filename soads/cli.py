@@ -57,6 +57,38 @@ def _config(args, **overrides):
         raise UsageError(str(e)) from e
 
 
+# pyspark starts its JVM as a shell, and a shell's console drops Spark's INFO lines unless the
+# gateway's logger is configured at INFO itself (org.apache.spark.internal.Logging): -v starts
+# the JVM with this configuration (Spark's log4j2-defaults.properties, shell logger at INFO).
+_VERBOSE_LOG4J2 = """\
+rootLogger.level = info
+rootLogger.appenderRef.stdout.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+logger.shell.name = org.apache.spark.api.python.PythonGatewayServer
+logger.shell.level = info
+logger.jetty.name = org.sparkproject.jetty
+logger.jetty.level = warn
+"""
+
+
+def _verbose_spark_launch() -> None:
+    """Have the JVM pyspark launches print Spark's INFO lines (unless the user set
+    PYSPARK_SUBMIT_ARGS; a session already running keeps its logging)."""
+    import tempfile
+
+    if "PYSPARK_SUBMIT_ARGS" in os.environ:
+        return
+    path = os.path.join(tempfile.gettempdir(), f"soads-log4j2-verbose-{os.getuid()}.properties")
+    with open(path, "w") as fh:
+        fh.write(_VERBOSE_LOG4J2)
+    os.environ["PYSPARK_SUBMIT_ARGS"] = \
+        f"--driver-java-options -Dlog4j2.configurationFile={path} pyspark-shell"
+
+
 def _spark(cfg, quiet: bool = True):
     from soads.session import build
 
@@ -1003,6 +1035,7 @@ def main(argv=None) -> int:
     _SPARK_EXTRA.clear()
     if args.verbose:
         _SPARK_EXTRA["spark.log.level"] = "INFO"
+        _verbose_spark_launch()
     try:
         return args.func(args)
     except UsageError as e:

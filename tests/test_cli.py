@@ -248,3 +248,36 @@ def test_quarantine_shows_newest_records_of_each_event_log(capsys, tmp_path):
     rows = [json.loads(x) for x in out.splitlines()]
     assert [r[S.SOURCE] for r in rows] == ["b.xml", "a.xml:3", "soads-events/0/17"]
     assert {r["event_log"] for r in rows} == {f"{tmp_path}/batch", f"{tmp_path}/stream"}
+
+
+# -- one progress display: Spark's bars and INFO lines off unless -v -------------------------
+
+
+def test_spark_progress_bars_and_info_lines_only_with_verbose(tmp_path):
+    import subprocess
+    import sys
+
+    seqs = tmp_path / "seqs.jsonl"
+    seqs.write_text("".join(json.dumps({"oid": f"o{i}", "sequence": ["A", "B", "C"]}) + "\n"
+                            for i in range(50)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [os.path.join(os.path.dirname(__file__), "..")]
+        + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    spark_toml = tmp_path / "spark.toml"
+    spark_toml.write_text('[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\n'
+                          'driver_memory = "1g"\n')
+
+    def mine(*flags):
+        return subprocess.run([sys.executable, "-m", "soads.cli", *flags, "mine", "--input",
+                               str(seqs), "--minsup", "2", "--out", str(tmp_path / "p.jsonl"),
+                               "--conf", str(spark_toml)],
+                              capture_output=True, text=True, env=env, timeout=600)
+
+    quiet = mine()
+    assert quiet.returncode == 0, quiet.stderr
+    assert "[soads] mine (soads): 3 patterns" in quiet.stderr  # the CLI's own progress line
+    assert "[Stage " not in quiet.stderr
+    assert not [line for line in quiet.stderr.splitlines() if " INFO " in line]
+    verbose = mine("-v")
+    assert verbose.returncode == 0, verbose.stderr
+    assert " INFO " in verbose.stderr and "[Stage " not in verbose.stderr

@@ -287,3 +287,31 @@ def test_a_later_start_moves_every_event_time_and_nothing_else():
     assert first == "2026-11-22T01:02:03.456Z"
     with pytest.raises(ValueError, match="aware"):
         next(iter_documents(5, start=dt.datetime(2026, 1, 1)))
+
+
+def test_first_serial_renumbers_the_objects_and_changes_nothing_else():
+    base = list(iter_objects(40, seed=3))
+    moved = list(iter_objects(40, seed=3, first_serial=1000))
+    assert [o.oid.rsplit(".", 1)[1] for o in moved] == [str(i) for i in range(1000, 1040)]
+    assert [o._replace(oid="") for o in base] == [o._replace(oid="") for o in moved]
+    # the documents: the same reads, the same times, only the EPCs renumbered
+    docs = [d for _, d in iter_documents(40, seed=3, events_per_file=30)]
+    renamed = [d for _, d in iter_documents(40, seed=3, events_per_file=30, first_serial=1000)]
+    for a, b in zip(docs, renamed, strict=True):
+        for o, m in zip(reversed(base), reversed(moved)):  # .40 before .4: no prefix clash
+            a = a.replace(f"{o.oid}<".encode(), f"{m.oid}<".encode())
+        assert a == b
+
+
+def test_run_first_serial_keeps_the_demo_ids_and_separates_other_runs():
+    import datetime as dt
+
+    from soads.simulator.generate import SERIAL_BLOCK, default_start, run_first_serial
+
+    assert run_first_serial(7) == run_first_serial(7, default_start()) == 1
+    later = default_start() + dt.timedelta(days=1)
+    firsts = [run_first_serial(seed, start) for seed in (7, 8, 9) for start in (None, later)]
+    assert len(set(firsts)) == 6
+    # each run's block holds SERIAL_BLOCK serials: two runs' ids never meet
+    assert all(f == 1 or (f - 1) % SERIAL_BLOCK == 0 for f in firsts)
+    assert run_first_serial(8, later) == run_first_serial(8, later.astimezone(dt.timezone.utc))
