@@ -8,7 +8,8 @@ parameters, never as SQL text.
 ``db`` is a SQLAlchemy URL (``sqlite:///soads-data/soads.db``, ``mysql+pymysql://...``) or an
 engine the caller keeps (connecting to MySQL costs ~50 ms). Rows are dicts keyed by the column
 names of :mod:`soads.schema`, JSON columns decoded, in a stated order that does not depend on
-the database's row order.
+the database's row order. A table nothing has written yet reads as no rows (a SQLite file that
+does not exist is not created).
 
 Reads
 -----
@@ -49,7 +50,7 @@ knows it (HBase cell time; Parquet file time). The quarantine table itself has n
 
 @contextmanager
 def _connect(db: str | sa.Engine) -> Iterator[sa.Connection]:
-    eng = tables.engine(db) if isinstance(db, str) else db
+    eng = sa.create_engine(db) if isinstance(db, str) else db
     try:
         with eng.connect() as conn:
             yield conn
@@ -60,6 +61,8 @@ def _connect(db: str | sa.Engine) -> Iterator[sa.Connection]:
 
 def _rows(db, name: str, where: Sequence = (), order_by: Sequence = (),
           limit: int | None = None) -> list[dict]:
+    if not _has_table(db, name):  # nothing written there yet
+        return []
     t = tables.TABLE[name]
     stmt = sa.select(t)
     for clause in where:
@@ -78,6 +81,11 @@ def _rows(db, name: str, where: Sequence = (), order_by: Sequence = (),
 
 
 def _has_table(db, name: str) -> bool:
+    """Whether table ``name`` exists; a SQLite file that does not exist is not created."""
+    if isinstance(db, str) and db.startswith("sqlite:///"):
+        path = db[len("sqlite:///"):]
+        if path != ":memory:" and not os.path.exists(path):
+            return False
     with _connect(db) as conn:
         return sa.inspect(conn).has_table(name)
 
@@ -89,8 +97,6 @@ def latest_run(db) -> dict | None:
     -------
     dict: run_id, algorithm, minsup, max_length, n_sequences, n_patterns, seconds, created_at
     """
-    if not _has_table(db, "mining_run"):
-        return None
     t = tables.TABLE["mining_run"]
     rows = _rows(db, "mining_run", order_by=[t.c[S.CREATED_AT].desc(), t.c[S.RUN_ID].desc()],
                  limit=1)
@@ -191,14 +197,12 @@ def sensor_anomalies(db, machine_id: str | None = None, anomalies_only: bool = F
 
 def sensor_quarantine(db, limit: int | None = None) -> list[dict]:
     """Readings the sensor job quarantined, newest reading time first (readings without a
-    readable time last), then source. Empty when the sensor job never ran on ``db``.
+    readable time last), then source.
 
     Returns
     -------
     list of dict: source, machine_id, ts, reason, detail
     """
-    if not _has_table(db, "sensor_quarantine"):
-        return []
     t = tables.TABLE["sensor_quarantine"]
     return _rows(db, "sensor_quarantine", (), [t.c[S.TS].is_(None), t.c[S.TS].desc(),
                                                t.c[S.SOURCE]], limit)

@@ -315,3 +315,26 @@ def test_run_first_serial_keeps_the_demo_ids_and_separates_other_runs():
     # each run's block holds SERIAL_BLOCK serials: two runs' ids never meet
     assert all(f == 1 or (f - 1) % SERIAL_BLOCK == 0 for f in firsts)
     assert run_first_serial(8, later) == run_first_serial(8, later.astimezone(dt.timezone.utc))
+
+
+def test_timed_documents_carry_their_last_event_time_for_the_real_time_pace():
+    import datetime as dt
+
+    from soads import epcis
+    from soads.simulator.publish import keep_with_clock
+
+    start = dt.datetime(2026, 11, 29, 20, 0, tzinfo=dt.timezone.utc)
+    timed = list(iter_documents(60, seed=3, events_per_file=40, start=start, timed=True))
+    assert [(n, d) for n, d, _ in timed] == list(iter_documents(60, seed=3, events_per_file=40,
+                                                                start=start))
+    for _, doc, time_ms in timed:
+        events, _ = epcis.parse_document(doc, "t", 1 << 24)
+        last = max(dt.datetime.fromisoformat(e["event_time"].replace("Z", "+00:00"))
+                   for e in events)
+        assert last == start + dt.timedelta(milliseconds=time_ms)
+    # released when the wall clock has moved as far as the document's last event
+    clock = [100.0]
+    released = [(name, clock[0]) for name, _ in keep_with_clock(
+        timed, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))]
+    assert [n for n, _ in released] == [n for n, _, _ in timed]
+    assert [t - 100.0 for _, t in released] == pytest.approx([ms / 1000 for *_, ms in timed])
