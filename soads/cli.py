@@ -751,7 +751,7 @@ def _event_logs(cfg) -> list[tuple[str, str]]:
 
 
 def _service_errors() -> tuple:
-    """What an unreachable HBase Thrift server or database raises."""
+    """What an unreachable HBase Thrift server, Kafka broker or database raises."""
     import sqlalchemy as sa
 
     errors = [OSError, sa.exc.OperationalError]
@@ -759,6 +759,11 @@ def _service_errors() -> tuple:
         from thriftpy2.transport import TTransportException
         errors.append(TTransportException)
     except ImportError:  # without the hbase extra, the HBase backend is not in use
+        pass
+    try:
+        from kafka.errors import KafkaError
+        errors.append(KafkaError)
+    except ImportError:  # without the kafka extra, there is no quarantine topic to read
         pass
     return tuple(errors)
 
@@ -788,6 +793,22 @@ def cmd_quarantine(args) -> int:
         _err(f"[soads] quarantine: {len(rows)} newest quarantined readings (sensor job, {db})")
         return 0
     cfg = _config(args)
+    if args.topic:
+        topic, bootstrap = cfg.stream.quarantine_topic, cfg.stream.kafka_bootstrap
+        if not topic:
+            raise UsageError("[stream] quarantine_topic is empty: the job publishes none")
+        try:
+            rows = query.topic_quarantine(bootstrap, topic, args.limit)
+        except _service_errors() as e:
+            raise UsageError(f"cannot read {topic} from {bootstrap}: {e}") from e
+        for r in rows:
+            if args.json:
+                _out(json.dumps({**r, query.STORED_AT: r[query.STORED_AT].isoformat()}))
+            else:
+                _out(f"{r[query.STORED_AT]:%Y-%m-%d %H:%M:%S}  topic  {_cell(r[S.REASON]):<20} "
+                     f"{_cell(r[S.SOURCE])}  {_cell(r[S.DETAIL], 80)}")
+        _err(f"[soads] quarantine: {len(rows)} newest records of topic {topic} ({bootstrap})")
+        return 0
     for writer, location in _event_logs(cfg):
         try:
             rows = query.event_quarantine(location, args.limit)
@@ -937,6 +958,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="records per event log (default 20)")
     s.add_argument("--sensor", action="store_true",
                    help="the sensor job's quarantined readings instead ([sensor.stream] db_url)")
+    s.add_argument("--topic", action="store_true",
+                   help="the event job's quarantine topic instead ([stream] quarantine_topic)")
     s.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_conf(s)

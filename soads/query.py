@@ -24,6 +24,7 @@ Reads
 :func:`sensor_anomalies`    SENSOR ANOMALY TABLE: newest window first
 :func:`sensor_quarantine`   readings the sensor job quarantined: newest reading first
 :func:`event_quarantine`    EPCIS records the event job / ingest quarantined (Parquet | HBase)
+:func:`topic_quarantine`    the event job's quarantine topic (Kafka)
 =========================== ===============================================================
 """
 from __future__ import annotations
@@ -274,3 +275,49 @@ def _hbase_quarantine(location: str, limit: int | None) -> list[dict]:
     newest = heapq.nlargest(limit, rows, key=lambda r: (r[0], r[1])) if limit is not None \
         else sorted(rows, key=lambda r: (r[0], r[1]), reverse=True)
     return [{STORED_AT: _utc(ms / 1000.0), **rec} for ms, _, rec in newest]
+
+
+def topic_quarantine(bootstrap: str, topic: str, limit: int = 20,
+                     timeout_s: float = 10.0) -> list[dict]:
+    """The newest ``limit`` records of the event job's quarantine topic (value: JSON over
+    :data:`soads.schema.QUARANTINE_COLUMNS`; at-least-once, so a record may repeat). A topic
+    that does not exist reads as no records.
+
+    Returns
+    -------
+    list of dict, newest first: stored_at (the record's Kafka timestamp, naive UTC), source,
+    reason, detail
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             group_id=None, consumer_timeout_ms=int(timeout_s * 1000))
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        begins = consumer.beginning_offsets(tps)
+        for tp in tps:  # the last `limit` of every partition holds the newest `limit` overall
+            consumer.seek(tp, max(begins[tp], ends[tp] - limit))
+        wanted = sum(ends[tp] - max(begins[tp], ends[tp] - limit) for tp in tps)
+        records = []
+        for msg in consumer:
+            records.append(msg)
+            if len(records) >= wanted:
+                break
+    finally:
+        consumer.close()
+    newest = heapq.nlargest(limit, records, key=lambda m: (m.timestamp, m.partition, m.offset))
+    out = []
+    for m in newest:
+        try:
+            value = json.loads(m.value)
+        except ValueError:
+            value = {S.DETAIL: m.value.decode("utf-8", "replace")}
+        out.append({STORED_AT: _utc(m.timestamp / 1000.0),
+                    **{c: value.get(c) for c in S.QUARANTINE_COLUMNS}})
+    return out
+

@@ -151,3 +151,42 @@ def test_hbase_quarantine_newest_cell_first(tmp_path):
                 conn.delete_table(hbase.QUARANTINE_TABLE, disable=True)
         finally:
             conn.close()
+
+
+@pytest.mark.integration
+def test_topic_quarantine_newest_records_first(tmp_path, capsys):
+    import json
+
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from soads import services
+    from soads.cli import main
+
+    conf = services.load_conf(env=os.environ)
+    require("kafka", lambda: services.check("kafka", conf))
+    bootstrap = services.kafka_bootstrap(conf)
+    topic = f"soads-quarantine-{uuid.uuid4().hex[:10]}"
+    assert query.topic_quarantine(bootstrap, topic) == []  # not there yet
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1)])
+    try:
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        for i in range(5):  # as the event job's parse stage publishes them (key = source)
+            record = {S.SOURCE: f"soads-events/0/{i}", S.REASON: "malformed_xml",
+                      S.DETAIL: f"line {i}"}
+            producer.send(topic, key=record[S.SOURCE].encode(), value=json.dumps(record).encode(),
+                          partition=i % 2, timestamp_ms=1_700_000_000_000 + i).get(timeout=30)
+        producer.close()
+        got = query.topic_quarantine(bootstrap, topic, limit=3)
+        assert [r[S.SOURCE] for r in got] == [f"soads-events/0/{i}" for i in (4, 3, 2)]
+        assert got[0][query.STORED_AT] == dt.datetime(2023, 11, 14, 22, 13, 20, 4000)
+        toml = tmp_path / "t.toml"
+        toml.write_text(f'[stream]\nkafka_bootstrap = "{bootstrap}"\n'
+                        f'quarantine_topic = "{topic}"\n')
+        assert main(["quarantine", "--topic", "--conf", str(toml), "--limit", "2"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 2 and "soads-events/0/4" in lines[0] and "line 3" in lines[1]
+    finally:
+        admin.delete_topics([topic])
+        admin.close()
