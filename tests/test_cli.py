@@ -281,3 +281,34 @@ def test_spark_progress_bars_and_info_lines_only_with_verbose(tmp_path):
     verbose = mine("-v")
     assert verbose.returncode == 0, verbose.stderr
     assert " INFO " in verbose.stderr and "[Stage " not in verbose.stderr
+
+
+# -- env.sh: this clone's soads and jobs in the user's shell -----------------------------------
+
+
+def test_env_sh_puts_this_clone_first_and_sets_the_spark_variables(tmp_path):
+    import subprocess
+    import sys
+
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    if not os.path.exists(os.path.join(venv, "bin", "activate")):
+        pytest.skip(f"the interpreter running the tests is not a venv's ({sys.executable})")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "venv").symlink_to(venv)
+    script = (f"source {repo}/env.sh && cd / && "
+              "python -c 'import soads, os; print(soads.__file__); "
+              "print(os.environ[\"PYSPARK_PYTHON\"], os.environ[\"SPARK_LOCAL_IP\"])' && "
+              "command -v soads && soads jobs --dir /nonexistent-soads-jobs")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
+                         env={**env, "SOADS_CACHE": str(cache)})
+    module, spark_vars, soads_bin, jobs = out.stdout.splitlines()
+    assert jobs == "no jobs running (pid files in /nonexistent-soads-jobs)"  # the script runs
+    assert module == os.path.join(repo, "soads", "__init__.py")
+    assert spark_vars == f"{cache}/venv/bin/python 127.0.0.1"
+    assert os.path.samefile(soads_bin, os.path.join(venv, "bin", "soads"))  # the venv's
+    missing = subprocess.run(["bash", "-c", f"source {repo}/env.sh"], capture_output=True,
+                             text=True, env={**env, "SOADS_CACHE": str(tmp_path / "none")})
+    assert missing.returncode == 1 and "make venv" in missing.stderr
