@@ -49,6 +49,14 @@ knows it (HBase cell time; Parquet file time). The quarantine table itself has n
 # -- relational tables ----------------------------------------------------------------------
 
 
+def _missing_sqlite(db) -> bool:
+    """A SQLite URL whose file does not exist (reading must not create it)."""
+    if not (isinstance(db, str) and db.startswith("sqlite:///")):
+        return False
+    path = db[len("sqlite:///"):]
+    return path not in ("", ":memory:") and not os.path.exists(path)
+
+
 @contextmanager
 def _connect(db: str | sa.Engine) -> Iterator[sa.Connection]:
     eng = sa.create_engine(db) if isinstance(db, str) else db
@@ -62,7 +70,7 @@ def _connect(db: str | sa.Engine) -> Iterator[sa.Connection]:
 
 def _rows(db, name: str, where: Sequence = (), order_by: Sequence = (),
           limit: int | None = None) -> list[dict]:
-    if not _has_table(db, name):  # nothing written there yet
+    if _missing_sqlite(db):
         return []
     t = tables.TABLE[name]
     stmt = sa.select(t)
@@ -72,6 +80,8 @@ def _rows(db, name: str, where: Sequence = (), order_by: Sequence = (),
     if limit is not None:
         stmt = stmt.limit(limit)
     with _connect(db) as conn:
+        if not sa.inspect(conn).has_table(name):  # nothing written there yet
+            return []
         rows = [dict(r._mapping) for r in conn.execute(stmt)]
     json_cols = [c for c, kind in S.TABLES[name] if kind == "json"]
     for r in rows:
@@ -79,16 +89,6 @@ def _rows(db, name: str, where: Sequence = (), order_by: Sequence = (),
             if r.get(c) is not None:
                 r[c] = json.loads(r[c])
     return rows
-
-
-def _has_table(db, name: str) -> bool:
-    """Whether table ``name`` exists; a SQLite file that does not exist is not created."""
-    if isinstance(db, str) and db.startswith("sqlite:///"):
-        path = db[len("sqlite:///"):]
-        if path != ":memory:" and not os.path.exists(path):
-            return False
-    with _connect(db) as conn:
-        return sa.inspect(conn).has_table(name)
 
 
 def latest_run(db) -> dict | None:

@@ -28,13 +28,36 @@ def test_import_loads_neither_pyspark_nor_torch():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.fixture()
-def db(tmp_path):
-    url = f"sqlite:///{tmp_path}/q.db"
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.integration)])
+def db(request, tmp_path):
+    """A fresh database with the SOADS tables: SQLite, and a private MariaDB database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/q.db"
+        drop = None
+    else:
+        import pymysql
+
+        from soads import services
+
+        conf = services.load_conf(env=os.environ)
+        require("mariadb", lambda: services.check("mariadb", conf))
+        m = conf.mariadb
+        name = f"{m.database}_q{uuid.uuid4().hex[:10]}"
+        admin = pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password)
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        url = services.mysql_url(conf, name)
+
+        def drop():
+            with admin.cursor() as cur:
+                cur.execute(f"DROP DATABASE `{name}`")
+            admin.close()
     eng = tables.engine(url)
     tables.create_tables(eng)
     eng.dispose()
-    return url
+    yield url
+    if drop is not None:
+        drop()
 
 
 def _run(run_id, created):
@@ -44,6 +67,7 @@ def _run(run_id, created):
 
 def test_latest_run_and_patterns_in_use(db):
     assert query.latest_run(db) is None
+    assert query.latest_run(f"sqlite:///{os.devnull}-none/x.db") is None  # nothing there yet
     assert query.patterns_in_use(db) == (None, [])
     # written newest first: the database's row order must not decide
     tables.write_rows(db, "mining_run", [_run("new", T0 + dt.timedelta(hours=1)),
