@@ -32,6 +32,10 @@ $(STAMP): setup.cfg constraints.txt
 
 venv: $(STAMP)
 
+# This clone's `soads` and jobs in your shell (venv, PYTHONPATH, PYSPARK_PYTHON, SPARK_LOCAL_IP)
+env: venv
+	@echo 'run:  source env.sh'
+
 demo: venv
 	$(VENV)/bin/soads demo
 

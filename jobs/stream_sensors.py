@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("--services-conf", default=SERVICES_CONF,
                    help="[kafka] and [services]: the Kafka connector's version and jar cache")
     args = p.parse_args(argv)
+    from soads.job_status import job_started
+    job_started("stream_sensors", args.conf + [args.sensor_conf])  # pid file (soads jobs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = config.load(args.conf + [args.sensor_conf, args.services_conf], args.set)
     stream = cfg.sensor.stream

@@ -9,6 +9,10 @@ from soads.config import SparkConf
 
 logger = logging.getLogger(__name__)
 
+# Spark's own start-up INFO lines and console progress bars stay off unless a caller asks
+# (``extra``): the CLI and the jobs print their own progress, and two displays garble each other.
+QUIET = {"spark.log.level": "WARN", "spark.ui.showConsoleProgress": "false"}
+
 
 def build(conf: SparkConf, master: str | None = None, extra: dict[str, str] | None = None):
     """Create (or return the running) SparkSession for ``conf``.
@@ -41,9 +45,8 @@ def build(conf: SparkConf, master: str | None = None, extra: dict[str, str] | No
     if conf.checkpoint_file_manager:
         builder = builder.config("spark.sql.streaming.checkpointFileManagerClass",
                                  conf.checkpoint_file_manager)
-    for k, v in (extra or {}).items():
+    for k, v in {**QUIET, **(extra or {})}.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
     logger.info("spark session %s on %s", spark.version, spark.sparkContext.master)
     return spark

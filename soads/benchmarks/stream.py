@@ -89,9 +89,8 @@ def _drop(conf, p: dict) -> None:
 def _mining_run(spark, workdir: str, n_objects: int = 2000) -> tuple[list[dict], dict]:
     """The batch miner on a simulated log (Parquet + SQLite in ``workdir``): pattern and
     mining_run rows to copy into the benchmark's MySQL."""
-    from soads import config, pipeline
+    from soads import config, pipeline, query
     from soads.simulator.generate import simulate
-    from soads.storage import tables
 
     cfg = config.load(overrides=[f"storage.root={workdir}/mine",
                                  f"storage.db_url=sqlite:///{workdir}/mine.db"])
@@ -100,8 +99,8 @@ def _mining_run(spark, workdir: str, n_objects: int = 2000) -> tuple[list[dict],
     pipeline.ingest(spark, [os.path.join(workdir, "epcis")], cfg, report)
     seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
     pipeline.mine(spark, seqs, rel, cfg, report)
-    run = tables.latest_run(cfg.storage.db_url)
-    return tables.read_table(cfg.storage.db_url, "pattern", {S.RUN_ID: run[S.RUN_ID]}), run
+    run = query.latest_run(cfg.storage.db_url)
+    return query.pattern_rows(cfg.storage.db_url, run[S.RUN_ID]), run
 
 
 def _prepare_db(p: dict, patterns: list[dict], run: dict) -> None:

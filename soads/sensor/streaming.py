@@ -511,6 +511,10 @@ def start_sensor_query(spark, stream, trigger: bool = True):
     from soads.storage import sensor_sink
 
     sensor_sink.prepare(stream.db_url)
+    if stream.source == "kafka":  # as the event job: Spark's Kafka source fails on a missing topic
+        from soads import ingest
+
+        ingest.ensure_topics(stream.kafka_bootstrap, [stream.topic])
     n = len(stream.sensors)
     # value, source (one row per record)
     raw = read_readings(spark, stream)
