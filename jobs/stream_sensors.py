@@ -3,34 +3,42 @@ per-machine windows in Spark state -> LSTM-AE score with the registry's promoted
 every micro-batch: promote/rollback take effect within one trigger) -> SENSOR ANOMALY TABLE,
 exactly once (soads.sensor.streaming).
 
-Usage: spark-submit --jars $(python -c 'from soads import services as s; print(",".join(s.spark_kafka_jars(s.load_conf())))') \
-    jobs/stream_sensors.py --sensor-conf conf/sensor.toml [--set stream.topic=soads-sensor-readings] \
-    [--set stream.db_url=mysql+pymysql://...] [--set stream.registry=soads-data/sensor-models]
+Usage: spark-submit --jars $(python -m soads.jars) \
+    jobs/stream_sensors.py --sensor-conf conf/sensor.toml \
+    [--set sensor.stream.topic=soads-sensor-readings] \
+    [--set sensor.stream.db_url=mysql+pymysql://soads@127.0.0.1:3306/soads] \
+    [--set sensor.stream.registry=soads-data/sensor-models]
    or: python jobs/stream_sensors.py ... (adds the Kafka connector jars itself)
 """
 import argparse
 import logging
+import os
 import sys
 
-from soads import config, services, session
-from soads.sensor import settings
+from soads import config, jars, session
 from soads.sensor.streaming import start_sensor_query
+
+SERVICES_CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf",
+                             "services.toml")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--conf", action="append", default=[], help="conf/soads.toml ([spark])")
     p.add_argument("--sensor-conf", default="conf/sensor.toml")
-    p.add_argument("--set", action="append", default=[], help="sensor settings, e.g. stream.topic=x")
-    p.add_argument("--services-conf", default=None, help="conf/services.toml (Kafka jar cache)")
+    p.add_argument("--set", action="append", default=[], help="e.g. sensor.stream.topic=x")
+    p.add_argument("--services-conf", default=SERVICES_CONF,
+                   help="[kafka] and [services]: the Kafka connector's version and jar cache")
     args = p.parse_args(argv)
+    from soads.job_status import job_started
+    job_started("stream_sensors", args.conf + [args.sensor_conf])  # pid file (soads jobs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    cfg = config.load(args.conf)
-    stream = settings.load(args.sensor_conf, args.set).stream
+    cfg = config.load(args.conf + [args.sensor_conf, args.services_conf], args.set)
+    stream = cfg.sensor.stream
     extra = {}
     if stream.source == "kafka":
-        extra["spark.jars"] = ",".join(services.spark_kafka_jars(
-            services.load_conf(args.services_conf)))
+        extra["spark.jars"] = ",".join(jars.spark_kafka_jars(
+            cfg.kafka.spark_connector_version, cfg.services.jars))
     spark = session.build(cfg.spark, extra=extra)
     query = start_sensor_query(spark, stream)
     query.awaitTermination()  # until killed, or the query's exception ends the job

@@ -2,7 +2,7 @@
 version in the model registry (soads.sensor.train), optionally promoted.
 
 Usage: spark-submit jobs/train_lstm_ae.py --data history.parquet [--sensor-conf conf/sensor.toml]
-    [--set stream.registry=soads-data/sensor-models] [--preset skab] [--promote]
+    [--set sensor.stream.registry=soads-data/sensor-models] [--preset skab] [--promote]
    or: python jobs/train_lstm_ae.py ...
 
 Training runs on the driver (torch, one thread): the history of a plant's sensors fits in memory
@@ -12,7 +12,8 @@ import argparse
 import logging
 import sys
 
-from soads.sensor import settings, train
+from soads import config
+from soads.sensor import train
 
 
 def main(argv=None) -> int:
@@ -24,7 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--promote", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    conf = settings.load(args.sensor_conf, args.set)
+    conf = config.load([args.sensor_conf], args.set).sensor
     version = train.train_version(train.read_history(args.data), conf.params(args.preset),
                                   conf.stream.registry, promote=args.promote,
                                   drift_conf=conf.drift, source=args.data)

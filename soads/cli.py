@@ -19,6 +19,10 @@ logger = logging.getLogger("soads")
 
 DEFAULT_CONF = "conf/soads.toml"
 
+# Spark settings of the CLI's sessions: main() sets Spark's INFO log with -v. Spark's console
+# progress bars stay off either way (soads.session.QUIET): the CLI prints its own progress lines.
+_SPARK_EXTRA: dict[str, str] = {}
+
 
 class UsageError(Exception):
     """A problem the user can fix; reported as one line, exit 2."""
@@ -53,11 +57,43 @@ def _config(args, **overrides):
         raise UsageError(str(e)) from e
 
 
+# pyspark starts its JVM as a shell, and a shell's console drops Spark's INFO lines unless the
+# gateway's logger is configured at INFO itself (org.apache.spark.internal.Logging): -v starts
+# the JVM with this configuration (Spark's log4j2-defaults.properties, shell logger at INFO).
+_VERBOSE_LOG4J2 = """\
+rootLogger.level = info
+rootLogger.appenderRef.stdout.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+logger.shell.name = org.apache.spark.api.python.PythonGatewayServer
+logger.shell.level = info
+logger.jetty.name = org.sparkproject.jetty
+logger.jetty.level = warn
+"""
+
+
+def _verbose_spark_launch() -> None:
+    """Have the JVM pyspark launches print Spark's INFO lines (unless the user set
+    PYSPARK_SUBMIT_ARGS; a session already running keeps its logging)."""
+    import tempfile
+
+    if "PYSPARK_SUBMIT_ARGS" in os.environ:
+        return
+    path = os.path.join(tempfile.gettempdir(), f"soads-log4j2-verbose-{os.getuid()}.properties")
+    with open(path, "w") as fh:
+        fh.write(_VERBOSE_LOG4J2)
+    os.environ["PYSPARK_SUBMIT_ARGS"] = \
+        f"--driver-java-options -Dlog4j2.configurationFile={path} pyspark-shell"
+
+
 def _spark(cfg, quiet: bool = True):
     from soads.session import build
 
     t0 = time.perf_counter()
-    spark = build(cfg.spark)
+    spark = build(cfg.spark, extra=_SPARK_EXTRA)
     logger.info("spark %s up in %.1f s (%s)", spark.version, time.perf_counter() - t0,
                 spark.sparkContext.master)
     return spark
@@ -126,9 +162,21 @@ def _progress(label: str):
 
 # -- sub-commands ---------------------------------------------------------------------------
 
+def _first_serial(args) -> int:
+    from soads.simulator.generate import run_first_serial
+
+    return args.first_serial if args.first_serial is not None else \
+        run_first_serial(args.seed, args.start)
+
+
 def cmd_simulate(args) -> int:
     from soads.simulator.generate import simulate
 
+    if args.pace == "realtime":
+        if not args.kafka:
+            raise UsageError("--pace realtime publishes to Kafka: add --kafka TOPIC")
+        if args.rate:
+            raise UsageError("--pace realtime and --rate exclude each other")
     if args.kafka:
         return _simulate_kafka(args)
     if not args.out:
@@ -139,11 +187,13 @@ def cmd_simulate(args) -> int:
         stats = simulate(args.out, n_objects=args.objects, seed=args.seed,
                          anomaly_rate=args.anomaly_rate, noise_rate=args.noise_rate,
                          fmt=args.format, events_per_file=args.events_per_file,
-                         progress=_progress("simulate"), start=args.start)
+                         progress=_progress("simulate"), start=args.start,
+                         first_serial=_first_serial(args))
     except ValueError as e:
         raise UsageError(str(e)) from e
     except OSError as e:
         raise UsageError(f"cannot write to {args.out}: {e.strerror or e}") from e
+    stats["first_serial"] = _first_serial(args)
     _out(json.dumps({k: v for k, v in stats.items()}, default=str))
     return 0
 
@@ -170,16 +220,21 @@ def _simulate_kafka(args) -> int:
         _err(f"[soads] simulate -> {st['topic']}: {st['documents']:,} documents, "
              f"{st['events']:,} flat events, {st['events_per_s']:,.0f} events/s")
 
+    realtime = args.pace == "realtime"
+    if realtime and args.start is None:  # event time = wall time, from now on
+        args.start = _start_time("now")
     try:
         stats = simulate_to_kafka(args.bootstrap, args.kafka, args.rate, args.objects, args.seed,
                                   args.anomaly_rate, args.noise_rate, args.format,
                                   args.events_per_file or 200, truth_dir=args.out, progress=show,
-                                  start=args.start)
+                                  start=args.start, first_serial=_first_serial(args),
+                                  realtime=realtime)
     except ValueError as e:
         raise UsageError(str(e)) from e
     except OSError as e:
         raise UsageError(f"cannot write truth.csv to {args.out}: {e.strerror or e}") from e
     show(stats)
+    stats["first_serial"] = _first_serial(args)
     _out(json.dumps(stats, default=str))
     return 0
 
@@ -418,14 +473,14 @@ SKAB_PUBLISHED = [  # ../shared/skab/README.md, recomputed on the 20 files of th
 ]
 
 
-def _sensor_conf(path: str) -> dict:
-    import tomllib
+def _sensor_conf(path: str):
+    """The ``[sensor]`` section of ``path`` (:class:`soads.config.SensorConf`)."""
+    from soads import config
 
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)["sensor"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
-        raise UsageError(f"cannot read sensor presets from {path}: {e}") from e
+        return config.load([path]).sensor
+    except config.ConfigError as e:
+        raise UsageError(str(e)) from e
 
 
 def cmd_sensor_evaluate(args) -> int:
@@ -434,13 +489,13 @@ def cmd_sensor_evaluate(args) -> int:
     if not os.path.isdir(args.data):
         raise UsageError(f"no such directory: {args.data}")
     conf = _sensor_conf(args.sensor_conf)
-    preset = args.preset or conf.get("preset", "skab")
-    if preset not in conf.get("presets", {}):
+    preset = args.preset or conf.preset
+    if preset not in conf.presets:
         raise UsageError(f"unknown preset {preset!r} in {args.sensor_conf}")
     if args.select:
         return _sensor_select(args, conf, preset)
     t0 = time.perf_counter()
-    r = evaluate_skab(args.data, params=conf["presets"][preset], **conf.get("skab", {}))
+    r = evaluate_skab(args.data, params=conf.params(preset), **conf.skab.kwargs())
     seconds = time.perf_counter() - t0
     if not r.get("files"):
         raise UsageError(f"no SKAB csv files with an 'anomaly' column under {args.data}")
@@ -455,7 +510,7 @@ def cmd_sensor_evaluate(args) -> int:
     return 0
 
 
-def _sensor_select(args, conf: dict, preset: str) -> int:
+def _sensor_select(args, conf, preset: str) -> int:
     """The label-free choice of pretrain / inflate_scale (soads.sensor.skab docstring)."""
     from soads.sensor.skab import read_anomaly_free, select_design
 
@@ -464,7 +519,7 @@ def _sensor_select(args, conf: dict, preset: str) -> int:
     except OSError as e:
         raise UsageError(f"--select needs {args.data}/anomaly-free/anomaly-free.csv: {e}") from e
     t0 = time.perf_counter()
-    r = select_design(args.data, params=conf["presets"][preset], **conf.get("skab", {}))
+    r = select_design(args.data, params=conf.params(preset), **conf.skab.kwargs())
     _out(f"Label-free selection ({preset} preset): protocol replayed on the anomaly-free file, "
          f"two-fold, {time.perf_counter() - t0:.1f} s; no labelled file read")
     _out(f"  {'pretrain':<10}{'scaling':<10}{'FAR %':>8}{'alarms':>9}{'rows':>8}")
@@ -480,15 +535,13 @@ def _sensor_select(args, conf: dict, preset: str) -> int:
 
 
 def _registry_dir(args) -> str:
-    from soads.sensor import settings
-
-    return args.registry or settings.load(args.sensor_conf).stream.registry
+    return args.registry or _sensor_conf(args.sensor_conf).stream.registry
 
 
 def cmd_sensor_train(args) -> int:
-    from soads.sensor import settings, train
+    from soads.sensor import train
 
-    conf = settings.load(args.sensor_conf)
+    conf = _sensor_conf(args.sensor_conf)
     try:
         params = conf.params(args.preset)
     except KeyError as e:
@@ -559,10 +612,9 @@ def cmd_sensor_rollback(args) -> int:
 
 
 def cmd_sensor_robot_arm(args) -> int:
-    from soads.sensor import settings
     from soads.sensor.robot_arm import evaluate_robot_arm
 
-    params = settings.load(args.sensor_conf).params("paper")
+    params = _sensor_conf(args.sensor_conf).params("paper")
     r = evaluate_robot_arm(params=params, seed=args.seed)
     _out(f"robot arm (paper 000 Table 4 setting, preset 'paper', seed {args.seed}): "
          f"{r['test_rows']:,} test rows, {r['test_abnormal_rows']:,} abnormal")
@@ -576,39 +628,244 @@ def cmd_sensor_robot_arm(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    if args.what == "parse":
+    if args.bench == "parse":
         from soads.benchmarks.parse import run
-        lines = run(n_objects=args.objects or 20000)
-    elif args.what == "mine":
+        lines = run(n_objects=args.objects)
+    elif args.bench == "mine":
         from soads.benchmarks.mine import run
         lines = []
         for ev in (args.events or [1_000_000, 9_000_000]):
-            lines += run(events=ev, minsup=args.minsup, mllib_timeout=args.mllib_timeout)
-    elif args.what == "score":
+            lines += run(events=ev, minsup=args.minsup, mllib_timeout=args.mllib_timeout,
+                         repeat=args.repeat,
+                         algorithms=tuple(args.algorithm or ("soads", "no-relations", "mllib")))
+    elif args.bench == "score":
         from soads.benchmarks.score import run
-        lines = run()
-    elif args.what == "simulate":
+        lines = run(n_sequences=args.sequences, big=args.big, repeat=args.repeat,
+                    spark=not args.no_spark)
+    elif args.bench == "simulate":
         from soads.benchmarks.simulate import run
-        lines = run(n_objects=args.objects or 500_000)
-    elif args.what == "stream":
+        lines = run(n_objects=args.objects)
+    elif args.bench == "stream":
         from soads.benchmarks.stream import run
-        from soads import config
 
-        job = config.load(args.conf or [
-            p for p in (DEFAULT_CONF, "conf/services-stream.toml") if os.path.exists(p)])
-        lines = run(events=(args.events or [1_300_000])[0], rate=args.rate,
-                    seconds=args.seconds,
+        if not args.conf:
+            args.conf = [p for p in (DEFAULT_CONF, "conf/services-stream.toml")
+                         if os.path.exists(p)]
+        job = _config(args)
+        lines = run(events=args.events, rate=args.rate, seconds=args.seconds,
                     maximal_only=args.maximal_only, spark_conf=job.spark, job=job.stream,
                     operators=tuple(args.operator or ("jvm", "python")))
-    elif args.what == "sensor":
+    else:  # sensor (argparse restricts the choices)
         from soads.benchmarks.sensor import run
         lines = run(skab_dir=args.skab, sensor_conf=args.sensor_conf,
-                    rate=args.readings_per_s, seconds=args.sensor_seconds,
+                    rate=args.readings_per_s, seconds=args.seconds,
                     trigger_seconds=args.trigger, latency_only=args.latency_only)
-    else:  # argparse restricts choices
-        raise UsageError(f"unknown benchmark {args.what}")
     for line in lines:
         _out(line)
+    return 0
+
+
+def _add_bench(sub) -> None:
+    s = sub.add_parser("bench", help="benchmarks that print figures (one sub-command each)")
+    bsub = s.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+
+    b = bsub.add_parser("parse", help="EPCIS parsing: pure parser and Spark ingest")
+    b.add_argument("--objects", type=_positive_int, default=20000,
+                   help="simulated objects (default 20,000)")
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("mine", help="soads vs no-relations vs MLlib PrefixSpan (paper Fig. 14)")
+    b.add_argument("--events", type=_positive_int, action="append",
+                   help="event-log size (repeatable; default 1,000,000 and 9,000,000)")
+    b.add_argument("--minsup", type=_minsup, default=0.01)
+    b.add_argument("--algorithm", action="append", choices=("soads", "no-relations", "mllib"),
+                   help="miners to time (repeatable; default all three)")
+    b.add_argument("--repeat", type=_positive_int, default=2,
+                   help="runs per miner, the same for each; the best is shown (default 2)")
+    b.add_argument("--mllib-timeout", type=float, default=1800.0, metavar="SECONDS",
+                   help="cancel an MLlib run after this long (its ratio is then a lower bound)")
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("score", help="fast Smith-Waterman scorer vs Biopython (paper 4.5)")
+    b.add_argument("--sequences", type=_positive_int, default=10_000,
+                   help="sequences of the stress test (default 10,000)")
+    b.add_argument("--big", type=int, default=1_000_000,
+                   help="sequences of the large run (default 1,000,000; 0 skips it)")
+    b.add_argument("--repeat", type=_positive_int, default=3,
+                   help="runs per scorer, the same for each; the best is shown (default 3)")
+    b.add_argument("--no-spark", action="store_true", help="skip the large run's Spark part")
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("simulate", help="simulator throughput (the paper's 10 GB log)")
+    b.add_argument("--objects", type=_positive_int, default=500_000,
+                   help="simulated objects (default 500,000)")
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("stream", help="Kafka -> event job -> HBase + MariaDB: throughput, "
+                                       "latency")
+    b.add_argument("--events", type=_positive_int, default=1_300_000,
+                   help="flat events of the sustained run (default 1,300,000)")
+    b.add_argument("--rate", type=float, default=2000.0, metavar="EVENTS_PER_S",
+                   help="publishing rate of the latency run (flat events/s)")
+    b.add_argument("--seconds", type=float, default=60.0, help="latency run length")
+    b.add_argument("--maximal-only", action="store_true",
+                   help="score against the mining run's maximal patterns only")
+    b.add_argument("--operator", action="append", choices=("jvm", "python"),
+                   help="state operator(s) of the sustained run, side by side (repeatable; "
+                        "default jvm and python; the latency run uses the first)")
+    b.add_argument("--conf", action="append", metavar="TOML",
+                   help="the job's config files for its [spark] and [stream] sections "
+                        "(repeatable; default conf/soads.toml and conf/services-stream.toml)")
+    b.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("sensor", help="sensor model: training, SKAB figures, stream latency")
+    b.add_argument("--skab", default="../shared/skab/data", metavar="DIR",
+                   help="SKAB data for the end-to-end evaluation")
+    b.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
+    b.add_argument("--readings-per-s", type=float, default=100.0, metavar="RATE",
+                   help="publishing rate of the streaming latency run")
+    b.add_argument("--seconds", "--sensor-seconds", type=float, default=60.0,
+                   dest="seconds", help="length of the streaming latency run")
+    b.add_argument("--trigger", type=float, default=0.5, metavar="SECONDS",
+                   help="trigger interval of the streaming latency run")
+    b.add_argument("--latency-only", action="store_true",
+                   help="only the streaming latency run (no training/SKAB figures)")
+    b.set_defaults(func=cmd_bench)
+
+
+def _event_logs(cfg) -> list[tuple[str, str]]:
+    """``(writer, location)`` of every event log the configuration names: the batch path's
+    (``soads ingest`` / ``soads demo``) and the event job's, once each."""
+    batch = cfg.storage.event_log or cfg.storage.root
+    logs = [("ingest", batch)]
+    if cfg.stream.event_log and cfg.stream.event_log != batch:
+        logs.append(("stream", cfg.stream.event_log))
+    return logs
+
+
+def _service_errors() -> tuple:
+    """What an unreachable HBase Thrift server, Kafka broker or database raises."""
+    import sqlalchemy as sa
+
+    errors = [OSError, sa.exc.OperationalError]
+    try:
+        from thriftpy2.transport import TTransportException
+        errors.append(TTransportException)
+    except ImportError:  # without the hbase extra, the HBase backend is not in use
+        pass
+    try:
+        from kafka.errors import KafkaError
+        errors.append(KafkaError)
+    except ImportError:  # without the kafka extra, there is no quarantine topic to read
+        pass
+    return tuple(errors)
+
+
+def _cell(value, width: int | None = None) -> str:
+    text = "-" if value is None else str(value).replace("\n", " ")
+    return text if width is None or len(text) <= width else text[:width - 1] + "~"
+
+
+def cmd_quarantine(args) -> int:
+    from soads import query
+
+    if args.sensor:
+        db = _sensor_conf(args.sensor_conf).stream.db_url
+        try:
+            rows = query.sensor_quarantine(db, args.limit)
+        except _service_errors() as e:
+            raise UsageError(f"cannot read sensor_quarantine from {db}: {e}") from e
+        for r in rows:
+            if args.json:
+                _out(json.dumps({**r, S.TS: r[S.TS] and r[S.TS].isoformat()}))
+            else:
+                _out(f"{_cell(r[S.TS])}  {r[S.REASON]:<18} {_cell(r[S.MACHINE_ID]):<10} "
+                     f"{r[S.SOURCE]}  {_cell(r[S.DETAIL], 80)}")
+        _err(f"[soads] quarantine: {len(rows)} newest quarantined readings (sensor job, {db})")
+        return 0
+    cfg = _config(args)
+    if args.topic:
+        topic, bootstrap = cfg.stream.quarantine_topic, cfg.stream.kafka_bootstrap
+        if not topic:
+            raise UsageError("[stream] quarantine_topic is empty: the job publishes none")
+        try:
+            rows = query.topic_quarantine(bootstrap, topic, args.limit)
+        except _service_errors() as e:
+            raise UsageError(f"cannot read {topic} from {bootstrap}: {e}") from e
+        for r in rows:
+            if args.json:
+                _out(json.dumps({**r, query.STORED_AT: r[query.STORED_AT].isoformat()}))
+            else:
+                _out(f"{r[query.STORED_AT]:%Y-%m-%d %H:%M:%S}  topic  {_cell(r[S.REASON]):<20} "
+                     f"{_cell(r[S.SOURCE])}  {_cell(r[S.DETAIL], 80)}")
+        _err(f"[soads] quarantine: {len(rows)} newest records of topic {topic} ({bootstrap})")
+        return 0
+    for writer, location in _event_logs(cfg):
+        try:
+            rows = query.event_quarantine(location, args.limit)
+        except _service_errors() as e:
+            raise UsageError(f"cannot read the quarantine of {location}: {e}") from e
+        for r in rows:
+            if args.json:
+                _out(json.dumps({**r, query.STORED_AT: r[query.STORED_AT].isoformat(),
+                                 "event_log": location}))
+            else:
+                _out(f"{r[query.STORED_AT]:%Y-%m-%d %H:%M:%S}  {writer:<6} {r[S.REASON]:<20} "
+                     f"{r[S.SOURCE]}  {_cell(r[S.DETAIL], 80)}")
+        _err(f"[soads] quarantine: {len(rows)} newest records of {location} ({writer})")
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from soads import job_status
+
+    directory = args.dir or job_status.default_dir()
+    jobs = job_status.list_jobs(directory, clean=True)
+    if not jobs:
+        _out(f"no jobs running (pid files in {directory})")
+    for j in jobs:
+        state = "running" if j["alive"] else "dead (pid file removed)"
+        if j.get("error"):
+            state = f"dead ({j['error']}; removed)"
+        _out(f"{j['name']:<16} pid {_cell(j['pid']):<8} {state:<24} since {_cell(j['started'])}"
+             f"  conf {' '.join(j.get('conf') or []) or '-'}  in {j.get('cwd', '-')}")
+    return 0
+
+
+def cmd_sensor_publish(args) -> int:
+    import datetime as dt
+
+    from soads.sensor import publish
+
+    stream = _sensor_conf(args.sensor_conf).stream
+    topic = args.kafka or stream.topic
+    bootstrap = args.bootstrap or stream.kafka_bootstrap
+    if args.csv:
+        _check_readable(args.csv)
+        readings = publish.csv_readings(args.csv)
+        rate = args.rate or 0.0
+    else:
+        start = args.start or dt.datetime.now(dt.timezone.utc)
+        readings = publish.synthetic_readings(args.machines, stream.sensors, args.seed, start,
+                                              args.step)
+        # default: each machine reads once per step of event time, in step with the wall clock
+        rate = args.machines / args.step if args.rate is None else args.rate
+    count = args.count
+    if count is None and args.seconds is None and not args.csv:
+        count = 60 * args.machines
+
+    def show(st):
+        _err(f"[soads] sensor publish -> {topic}: {st['readings']:,} readings of "
+             f"{st['machines']} machines, {st['readings_per_s']:,.1f} readings/s")
+
+    try:
+        stats = publish.publish_readings(readings, bootstrap, topic, rate, count, args.seconds,
+                                         progress=show)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    show(stats)
+    _out(json.dumps(stats))
     return 0
 
 
@@ -617,7 +874,8 @@ def cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="soads", description="SOADS: Scalable Online Anomaly Detection System (batch path).")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug logging, and Spark's and the libraries' INFO lines")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="battery-plant EPCIS documents + truth.csv")
@@ -637,6 +895,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="event time of the plant's start: 'now' or ISO-8601 (no offset = UTC); "
                         "default 2024-03-04T08:00+09:00. A second log published into a running "
                         "stream needs a later start, or its events arrive late")
+    s.add_argument("--pace", choices=("fast", "realtime"), default="fast",
+                   help="--kafka: 'fast' (default) runs as fast as possible (or at --rate) "
+                        "from the start time, so event time runs ahead of the wall clock (a "
+                        "plant day in minutes); 'realtime' sends each document when its "
+                        "events' time comes, so event time keeps with the wall clock (start: "
+                        "now unless --start)")
+    s.add_argument("--first-serial", type=_positive_int, metavar="N",
+                   help="SGTIN serial of the first object (default: 1 for seed 7 from the "
+                        "default start, as `make demo`; another seed or start gets its own "
+                        "range, so two runs never share object ids)")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("parse", help="EPCIS files -> one JSON flat event per line")
@@ -677,6 +945,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conf(s)
     s.set_defaults(func=cmd_demo)
 
+    s = sub.add_parser("quarantine", help="newest quarantined records, with reason and source")
+    s.add_argument("--limit", type=_positive_int, default=20, metavar="N",
+                   help="records per event log (default 20)")
+    s.add_argument("--sensor", action="store_true",
+                   help="the sensor job's quarantined readings instead ([sensor.stream] db_url)")
+    s.add_argument("--topic", action="store_true",
+                   help="the event job's quarantine topic instead ([stream] quarantine_topic)")
+    s.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_conf(s)
+    s.set_defaults(func=cmd_quarantine)
+
+    s = sub.add_parser("jobs", help="which jobs (jobs/*.py) are running, from their pid files")
+    s.add_argument("--dir", metavar="DIR",
+                   help="pid file directory (default $SOADS_CACHE/jobs, ~/.cache/soads/jobs)")
+    s.set_defaults(func=cmd_jobs)
+
     s = sub.add_parser("sensor", help="sensor anomaly model (LSTM-AE)")
     ssub = s.add_subparsers(dest="sensor_command", required=True, metavar="SENSOR_COMMAND")
     e = ssub.add_parser("evaluate", help="SKAB protocol evaluation beside the published numbers")
@@ -715,42 +1000,41 @@ def build_parser() -> argparse.ArgumentParser:
     e = ssub.add_parser("rollback", help="back to the version promoted before the current one")
     _reg(e)
     e.set_defaults(func=cmd_sensor_rollback)
+    e = ssub.add_parser("publish", help="publish readings to the sensor job's Kafka topic",
+                        description="Publish sensor readings as the sensor job reads them: one "
+                        'JSON record per reading, {"machine_id": "m1", "ts": ISO-8601 UTC, '
+                        '"values": {sensor: number}}, keyed by machine_id. Synthetic readings '
+                        "(sine + noise per machine and sensor, the same for the same --seed) "
+                        "or the rows of a CSV file.")
+    e.add_argument("--kafka", metavar="TOPIC", help="default: [sensor.stream] topic")
+    e.add_argument("--bootstrap", metavar="HOST:PORT",
+                   help="default: [sensor.stream] kafka_bootstrap")
+    e.add_argument("--machines", type=_positive_int, default=3)
+    e.add_argument("--rate", type=float, metavar="READINGS_PER_S",
+                   help="readings per second, all machines together (0: as fast as possible; "
+                        "default: one per machine per --step, so event time keeps with the "
+                        "wall clock; a CSV file: as fast as possible)")
+    limit = e.add_mutually_exclusive_group()
+    limit.add_argument("--seconds", type=float, help="stop after this many seconds")
+    limit.add_argument("--count", type=_positive_int,
+                       help="stop after this many readings (default: 60 per machine)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--step", type=float, default=1.0, metavar="SECONDS",
+                   help="event time between two readings of a machine (default 1)")
+    e.add_argument("--start", type=_start_time, default=None, metavar="WHEN",
+                   help="ts of the first readings: 'now' (default) or ISO-8601")
+    e.add_argument("--csv", metavar="FILE",
+                   help="publish this file's rows: ts (or SKAB's datetime), machine_id "
+                        "(default: the file's name), sensor columns")
+    e.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML",
+                   help="its [sensor.stream] gives the sensors, topic and broker")
+    e.set_defaults(func=cmd_sensor_publish)
     e = ssub.add_parser("robot-arm", help="robot-arm simulation vs the paper's Table 4")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
     e.set_defaults(func=cmd_sensor_robot_arm)
 
-    s = sub.add_parser("bench", help="benchmarks that print figures")
-    s.add_argument("what", choices=("parse", "mine", "score", "simulate", "sensor", "stream"))
-    s.add_argument("--objects", type=_positive_int)
-    s.add_argument("--events", type=_positive_int, action="append",
-                   help="mine: event-log sizes (repeatable; default 1,000,000 and 9,000,000)")
-    s.add_argument("--minsup", type=_minsup, default=0.01)
-    s.add_argument("--mllib-timeout", type=float, default=1800.0, metavar="SECONDS",
-                   help="mine: cancel MLlib after this long (its ratio is then a lower bound)")
-    s.add_argument("--rate", type=float, default=2000.0, metavar="EVENTS_PER_S",
-                   help="stream: publishing rate of the latency run (flat events/s)")
-    s.add_argument("--seconds", type=float, default=60.0, help="stream: latency run length")
-    s.add_argument("--maximal-only", action="store_true",
-                   help="stream: score against the mining run's maximal patterns only")
-    s.add_argument("--conf", action="append", metavar="TOML",
-                   help="stream: the job's config files for its [spark] and [stream] sections "
-                        "(repeatable; default conf/soads.toml and conf/services-stream.toml)")
-    s.add_argument("--operator", action="append", choices=("jvm", "python"),
-                   help="stream: state operator(s) of the sustained run, side by side "
-                        "(repeatable; default jvm and python; the latency run uses the first)")
-    s.add_argument("--skab", default="../shared/skab/data", metavar="DIR",
-                   help="sensor: SKAB data for the end-to-end evaluation")
-    s.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
-    s.add_argument("--readings-per-s", type=float, default=100.0, metavar="RATE",
-                   help="sensor: publishing rate of the streaming latency run")
-    s.add_argument("--sensor-seconds", type=float, default=60.0, metavar="SECONDS",
-                   help="sensor: length of the streaming latency run")
-    s.add_argument("--trigger", type=float, default=0.5, metavar="SECONDS",
-                   help="sensor: trigger interval of the streaming latency run")
-    s.add_argument("--latency-only", action="store_true",
-                   help="sensor: only the streaming latency run (no training/SKAB figures)")
-    s.set_defaults(func=cmd_bench)
+    _add_bench(sub)
     return p
 
 
@@ -759,8 +1043,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="[%(name)s] %(message)s", stream=sys.stderr)
-    for noisy in ("py4j", "sqlalchemy", "kafka"):
+    for noisy in ("py4j", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python logs every connection at INFO; Spark its start-up: both with -v only
+    logging.getLogger("kafka").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    _SPARK_EXTRA.clear()
+    if args.verbose:
+        _SPARK_EXTRA["spark.log.level"] = "INFO"
+        _verbose_spark_launch()
     try:
         return args.func(args)
     except UsageError as e:

@@ -1,16 +1,35 @@
-"""Configuration: one frozen dataclass per ``conf/*.toml`` section.
+"""Configuration: one frozen dataclass per ``conf/*.toml`` section, and :func:`load`, the one
+loader of every section.
 
-Config enters at the job (``jobs/`` or the CLI) and travels as arguments; library functions never
-read files or environment variables.
+Config enters at the job (``jobs/``, the CLI, ``python -m soads.services``) and travels as
+arguments; library functions never read files or environment variables.
+
+Sections: ``[spark] [storage] [preprocess] [sequences] [mining] [scoring] [simulator] [stream]``
+(conf/soads.toml, conf/services-stream.toml), ``[sensor]`` with ``[sensor.presets.<name>]
+[sensor.skab] [sensor.stream] [sensor.drift] [sensor.train]`` (conf/sensor.toml), and the real
+services' ``[services] [kafka] [mariadb] [hbase]`` (conf/services.toml). A file may hold any of
+them; later files and ``--set section.key=value`` overrides win. Every value is checked against
+its field's type; a wrong value or an unknown key is a one-line :class:`ConfigError` naming it.
+
+The database password is never in a committed file: :func:`load` takes it from the environment,
+``SOADS_DB_PASSWORD`` or the file named by ``SOADS_DB_PASSWORD_FILE``, into ``[mariadb]`` and
+into every MySQL ``db_url`` that carries a user but no password.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
+from urllib.parse import quote_plus, urlsplit, urlunsplit
 
+
+# ---------------------------------------------------------------------------------------------
+# the event jobs (conf/soads.toml, conf/services-stream.toml)
 
 @dataclass(frozen=True)
 class SparkConf:
@@ -116,6 +135,158 @@ class StreamConf:
     checkpoint: a checkpoint made with one cannot be resumed with the other."""
 
 
+# ---------------------------------------------------------------------------------------------
+# the sensor jobs (conf/sensor.toml)
+
+SKAB_SENSORS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
+                "Thermocouple", "Voltage", "Volume Flow RateRMS")
+"""The default ``[sensor.stream] sensors``: SKAB's eight (the same names as
+:data:`soads.sensor.skab.SKAB_SENSORS`; config imports no sensor code, a test keeps them equal)."""
+
+
+@dataclass(frozen=True)
+class PresetConf:
+    """One ``[sensor.presets.<name>]`` table: :class:`soads.sensor.lstm_ae.LSTMAutoencoder`
+    keyword arguments. A key left out (None) takes the model's own default."""
+
+    window: int | None = None
+    hidden_size: int | None = None
+    latent_size: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    error_vector: str | None = None
+    shrinkage: float | None = None
+    smoothing: int | None = None
+    score_method: str | None = None
+    fpr: float | None = None
+    seed: int | None = None
+    n_threads: int | None = None
+
+    def kwargs(self) -> dict:
+        """The keys that are set, as keyword arguments."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class SkabConf:
+    """``[sensor.skab]``: :func:`soads.sensor.skab.evaluate_skab` keyword arguments (None:
+    its own default); ``pretrain_params`` override the preset for the pre-training run."""
+
+    pretrain: bool | None = None
+    pretrain_params: PresetConf | None = None
+    threshold_factor: float | None = None
+    inflate_scale: bool | None = None
+    train_rows: int | None = None
+
+    def kwargs(self) -> dict:
+        out = {k: getattr(self, k) for k in ("pretrain", "threshold_factor", "inflate_scale",
+                                             "train_rows") if getattr(self, k) is not None}
+        if self.pretrain_params is not None:
+            out["pretrain_params"] = self.pretrain_params.kwargs()
+        return out
+
+
+@dataclass(frozen=True)
+class SensorStreamConf:
+    """Sensor job: ``source`` is ``kafka`` (``kafka_bootstrap``, ``topic``) or ``files``
+    (``input_path``: a directory of JSON-lines files, one reading a line)."""
+
+    source: str = "kafka"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic: str = "soads-sensor-readings"
+    starting_offsets: str = "earliest"
+    max_offsets_per_trigger: int = 5000
+    input_path: str = ""
+    registry: str = "soads-data/sensor-models"
+    db_url: str = "sqlite:///soads-data/soads.db"
+    checkpoint_root: str = "soads-data/checkpoints"
+    trigger_seconds: float = 2.0
+    idle_seconds: float = 3600.0
+    window: int = 10
+    sensors: tuple[str, ...] = SKAB_SENSORS
+
+
+@dataclass(frozen=True)
+class DriftConf:
+    window_seconds: int = 3600
+    bins: int = 20
+    value_range: float = 2.0
+    bound: float = 0.1
+    min_windows: int = 100
+
+
+@dataclass(frozen=True)
+class TrainConf:
+    every_seconds: float = 86400.0
+    check_seconds: float = 60.0
+    promote: bool = False
+
+
+@dataclass(frozen=True)
+class SensorConf:
+    preset: str = "skab"
+    presets: dict[str, PresetConf] = field(default_factory=dict)
+    skab: SkabConf = field(default_factory=SkabConf)
+    stream: SensorStreamConf = field(default_factory=SensorStreamConf)
+    drift: DriftConf = field(default_factory=DriftConf)
+    train: TrainConf = field(default_factory=TrainConf)
+
+    def params(self, preset: str | None = None) -> dict:
+        """LSTMAutoencoder keyword arguments of ``preset`` (default: the configured one)."""
+        name = preset or self.preset
+        if name not in self.presets:
+            raise KeyError(f"unknown sensor preset {name!r}")
+        return self.presets[name].kwargs()
+
+
+# ---------------------------------------------------------------------------------------------
+# the real services for development and tests (conf/services.toml; soads.services)
+
+@dataclass(frozen=True)
+class ServicesConf:
+    root: str = "~/.cache/soads/services"
+    """Data, logs and pid files of each service under ``<root>/<name>``."""
+    jars: str = "~/.cache/soads/jars"
+    """Maven jars (Kafka broker, Spark's Kafka connector, HBase) under ``<jars>/...``."""
+    start_timeout: float = 180.0
+
+
+@dataclass(frozen=True)
+class KafkaConf:
+    version: str = "4.3.1"
+    spark_connector_version: str = "4.2.0"
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+    message_max_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MariaDBConf:
+    host: str = "127.0.0.1"
+    port: int = 3306
+    database: str = "soads"
+    user: str = "soads"
+    password: str = field(default="", repr=False)
+    """Never read from a file's ``[mariadb]``: :func:`load` fills it from the environment."""
+
+
+@dataclass(frozen=True)
+class HBaseConf:
+    host: str = "127.0.0.1"
+    master_port: int = 16000
+    regionserver_port: int = 16020
+    zookeeper_port: int = 2181
+    thrift_port: int = 9090
+    thrift_bind: str = ""
+    """Address the Thrift server listens on; empty: ``host`` (the docker image: 0.0.0.0)."""
+    master_heap: str = "2g"
+    thrift_heap: str = "256m"
+    start_timeout: float = 240.0
+
+
 @dataclass(frozen=True)
 class Config:
     spark: SparkConf = field(default_factory=SparkConf)
@@ -126,38 +297,187 @@ class Config:
     scoring: ScoringConf = field(default_factory=ScoringConf)
     simulator: SimulatorConf = field(default_factory=SimulatorConf)
     stream: StreamConf = field(default_factory=StreamConf)
+    sensor: SensorConf = field(default_factory=SensorConf)
+    services: ServicesConf = field(default_factory=ServicesConf)
+    kafka: KafkaConf = field(default_factory=KafkaConf)
+    mariadb: MariaDBConf = field(default_factory=MariaDBConf)
+    hbase: HBaseConf = field(default_factory=HBaseConf)
 
 
 class ConfigError(ValueError):
-    """A configuration file or override that does not fit the sections above."""
+    """A configuration file, override or environment value that does not fit the sections."""
 
 
-def _coerce(value: Any, like: Any, key: str) -> Any:
-    if isinstance(like, bool):
+# ---------------------------------------------------------------------------------------------
+# loading
+
+PASSWORD_ENV = "SOADS_DB_PASSWORD"
+PASSWORD_FILE_ENV = "SOADS_DB_PASSWORD_FILE"
+# other environment variable -> key (applied after the files, before the overrides)
+ENV_KEYS = {"SOADS_SERVICES_ROOT": "services.root", "SOADS_DB_USER": "mariadb.user"}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """``value`` (from TOML, or a string from an override) as type ``tp``, or a ConfigError.
+
+    Examples
+    --------
+    >>> _coerce("yes", bool, "k"), _coerce("3", int, "k"), _coerce(2, float, "k")
+    (True, 3, 2.0)
+    >>> _coerce("a,b", tuple[str, ...], "k")
+    ('a', 'b')
+    >>> _coerce("maybe", bool, "sensor.train.promote")
+    Traceback (most recent call last):
+    ...
+    soads.config.ConfigError: sensor.train.promote: expected true or false, got 'maybe'
+    """
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None: None is "unset"
+        tp = next(t for t in typing.get_args(tp) if t is not type(None))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return _build(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin is dict:  # [sensor.presets.<name>]: named tables of one dataclass
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        item = typing.get_args(tp)[1]
+        return {name: _coerce(v, item, f"{key}.{name}") for name, v in value.items()}
+    if origin is tuple:  # a TOML list, or "a,b,c" from an override
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return tuple(i.strip() for i in items)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool) or (tp is int and isinstance(value, float)):
+            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+        if isinstance(value, (int, float)):
+            return tp(value)
         if isinstance(value, str):
-            if value.lower() in ("true", "1", "yes"):
-                return True
-            if value.lower() in ("false", "0", "no"):
-                return False
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return bool(value)
+            try:
+                return tp(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # a field this loader lacks
+
+
+def _build(cls, values: Mapping[str, Any], where: str = ""):
+    """``cls()`` with ``values`` checked and coerced; unknown keys are an error. A nested
+    table starts from its own defaults, so a file may set one key of it."""
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)}")
+    return dataclasses.replace(cls(), **{
+        k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()})
+
+
+def _merge(into: dict, values: Mapping[str, Any]) -> None:
+    """Deep-merge TOML tables: a later file replaces keys, not whole nested tables."""
+    for k, v in values.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def _set(tree: dict, dotted: str, value: str, item: str) -> None:
+    parts = [p.strip() for p in dotted.split(".")]
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override {item!r} is not of the form section.key=value")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {p} is a value, not a table")
+    node[parts[-1]] = value
+
+
+def db_password(env: Mapping[str, str]) -> str | None:
+    """The database password from ``SOADS_DB_PASSWORD``, else from the file named by
+    ``SOADS_DB_PASSWORD_FILE`` (its first line), else None.
+
+    Examples
+    --------
+    >>> db_password({"SOADS_DB_PASSWORD": "s3cret"}), db_password({})
+    ('s3cret', None)
+    """
+    if env.get(PASSWORD_ENV):
+        return env[PASSWORD_ENV]
+    path = env.get(PASSWORD_FILE_ENV)
+    if not path:
+        return None
     try:
-        return type(like)(value)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{key}: expected {type(like).__name__}, got {value!r}") from e
+        with open(os.path.expanduser(path), encoding="utf-8") as fh:
+            first = fh.readline().rstrip("\r\n")
+    except OSError as e:
+        raise ConfigError(f"{PASSWORD_FILE_ENV}={path}: cannot read it ({e.strerror})") from e
+    if not first:
+        raise ConfigError(f"{PASSWORD_FILE_ENV}={path}: the file is empty")
+    return first
 
 
-def load(paths: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> Config:
-    """Read TOML files in order, then ``section.key=value`` overrides, into a :class:`Config`.
+def with_password(url: str, password: str | None, key: str) -> str:
+    """A MySQL ``url`` with ``password`` filled in when it names a user but no password; any
+    other URL unchanged.
 
-    Unknown sections or keys raise :class:`ConfigError` so a typo never passes silently.
+    Examples
+    --------
+    >>> with_password("mysql+pymysql://soads@127.0.0.1:3306/soads", "a'b", "storage.db_url")
+    'mysql+pymysql://soads:a%27b@127.0.0.1:3306/soads'
+    >>> with_password("sqlite:///soads-data/soads.db", None, "storage.db_url")
+    'sqlite:///soads-data/soads.db'
+    """
+    parts = urlsplit(url)
+    if not parts.scheme.startswith("mysql") or parts.password is not None:
+        return url
+    if password is None:
+        raise ConfigError(f"{key}: the MySQL URL has no password; set {PASSWORD_ENV} or "
+                          f"{PASSWORD_FILE_ENV} (make up writes a development one)")
+    user, _, host = parts.netloc.rpartition("@")
+    if not user:
+        raise ConfigError(f"{key}: the MySQL URL names no user (mysql+pymysql://USER@host/db)")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote_plus(password)}@{host}"))
+
+
+def load(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (),
+         env: Mapping[str, str] | None = None) -> Config:
+    """Read TOML files in order, then the environment, then ``section.key=value`` overrides
+    (nested tables with more dots: ``sensor.stream.topic=x``), into a :class:`Config`.
+
+    ``env`` (default ``os.environ``) gives the database password (``SOADS_DB_PASSWORD`` or the
+    file named by ``SOADS_DB_PASSWORD_FILE``), which goes into ``mariadb.password`` and every
+    MySQL ``db_url`` without one, and ``SOADS_SERVICES_ROOT`` / ``SOADS_DB_USER`` (services.root,
+    mariadb.user). Unknown sections or keys, values of the wrong type and a MySQL URL without a
+    password raise :class:`ConfigError` so a typo never passes silently.
 
     Examples
     --------
     >>> load(overrides=["scoring.gap_open=-3"]).scoring.gap_open
     -3.0
+    >>> load(overrides=["sensor.stream.window=5"]).sensor.stream.window
+    5
+    >>> load(overrides=["stream.db_url=mysql+pymysql://soads@db/soads"],
+    ...      env={"SOADS_DB_PASSWORD": "pw"}).stream.db_url
+    'mysql+pymysql://soads:pw@db/soads'
     """
-    merged: dict[str, dict[str, Any]] = {}
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
     for p in paths:
         try:
             with open(p, "rb") as fh:
@@ -169,26 +489,34 @@ def load(paths: Iterable[str | Path] = (), overrides: Iterable[str] = ()) -> Con
         for section, values in data.items():
             if not isinstance(values, dict):
                 raise ConfigError(f"{p}: top-level key {section!r} is not a [section]")
-            merged.setdefault(section, {}).update(values)
+        if "password" in data.get("mariadb", {}):
+            raise ConfigError(f"{p}: mariadb.password does not belong in a file; set "
+                              f"{PASSWORD_ENV} or {PASSWORD_FILE_ENV}")
+        _merge(merged, data)
+    for var, key in ENV_KEYS.items():
+        if env.get(var):
+            _set(merged, key, env[var], var)
     for item in overrides:
         key, sep, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot:
+        if not sep:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        merged.setdefault(section, {})[name] = value.strip()
+        _set(merged, key, value.strip(), item)
 
-    defaults = Config()
-    sections = {}
-    for f in dataclasses.fields(Config):
-        base = getattr(defaults, f.name)
-        values = merged.pop(f.name, {})
-        known = {g.name for g in dataclasses.fields(base)}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"unknown key(s) in [{f.name}]: {', '.join(sorted(unknown))}")
-        sections[f.name] = dataclasses.replace(
-            base, **{k: _coerce(v, getattr(base, k), f"{f.name}.{k}") for k, v in values.items()}
-        )
-    if merged:
-        raise ConfigError(f"unknown section(s): {', '.join(sorted(merged))}")
-    return Config(**sections)
+    unknown = sorted(set(merged) - {f.name for f in dataclasses.fields(Config)})
+    if unknown:
+        raise ConfigError(f"unknown section(s): {', '.join(unknown)}")
+    cfg = _build(Config, merged)
+
+    password = db_password(env)
+    if password is not None:
+        cfg = dataclasses.replace(cfg, mariadb=dataclasses.replace(cfg.mariadb,
+                                                                   password=password))
+    return dataclasses.replace(
+        cfg,
+        storage=dataclasses.replace(cfg.storage, db_url=with_password(
+            cfg.storage.db_url, password, "storage.db_url")),
+        stream=dataclasses.replace(cfg.stream, db_url=with_password(
+            cfg.stream.db_url, password, "stream.db_url")),
+        sensor=dataclasses.replace(cfg.sensor, stream=dataclasses.replace(
+            cfg.sensor.stream, db_url=with_password(cfg.sensor.stream.db_url, password,
+                                                    "sensor.stream.db_url"))))

@@ -25,7 +25,7 @@ def read_kafka(spark, bootstrap: str, topic: str, starting_offsets: str = "earli
     Parameters
     ----------
     spark : SparkSession
-        With ``spark-sql-kafka-0-10`` on its class path (:func:`soads.services.spark_kafka_jars`).
+        With ``spark-sql-kafka-0-10`` on its class path (:func:`soads.jars.spark_kafka_jars`).
     bootstrap : str
         ``host:port``.
     topic : str

@@ -257,17 +257,15 @@ def score_newest_run(build_spark, cfg: Config, report: Report):
     NoMiningRun
         When the PATTERN TABLE holds no mining run.
     """
-    from soads.storage import tables
+    from soads import query
 
-    run = tables.latest_run(cfg.storage.db_url)
+    # the read side orders the run's patterns by pattern_id
+    run, patterns = query.patterns_in_use(cfg.storage.db_url, cfg.scoring.maximal_only)
     if run is None:
         raise NoMiningRun("no mining run in the PATTERN TABLE: mine patterns first "
                           "(soads mine, or jobs/mine_patterns.py)")
-    rows = tables.read_table(cfg.storage.db_url, "pattern", {S.RUN_ID: run[S.RUN_ID]},
-                             order_by=[S.PATTERN_ID])
     spark = build_spark()
     seqs, rel = sequences_and_relations(spark, cfg, report)
-    patterns = patterns_in_use(rows, cfg.scoring.maximal_only)
     score(spark, seqs, rel, patterns, run[S.RUN_ID], cfg, report)
     return spark, run[S.RUN_ID], patterns
 

@@ -19,6 +19,14 @@ if sys.path[:1] != [ROOT]:
 DATA = os.path.join(ROOT, "tests", "data")
 EPCIS_EXAMPLES = os.path.join(DATA, "epcis", "gs1")
 
+# The database password is in no committed file: SOADS_DB_PASSWORD, or the file that
+# SOADS_DB_PASSWORD_FILE names. Unset, the tests use the development one `make up` wrote (where
+# the Makefile points), so pytest run by hand after `make up` reaches MariaDB as `make test` does.
+DEV_PASSWORD_FILE = os.path.expanduser("~/.cache/soads/services/mariadb/password")
+if not (os.environ.get("SOADS_DB_PASSWORD") or os.environ.get("SOADS_DB_PASSWORD_FILE")) \
+        and os.path.isfile(DEV_PASSWORD_FILE):
+    os.environ["SOADS_DB_PASSWORD_FILE"] = DEV_PASSWORD_FILE
+
 
 @pytest.fixture(scope="session")
 def spark():

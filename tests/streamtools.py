@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from soads import epcis, schema as S, services, streaming
+from soads import config, epcis, schema as S, services, streaming
 
 IN_CI = os.environ.get("CI") == "true"
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -31,8 +31,8 @@ def require(what, check, module_level=False):
     try:
         return check()
     except Exception as e:  # noqa: BLE001 - turned into a failure (CI) or a skip with the reason
-        msg = f"{what} is not reachable ({e!r}); start it (python -m soads.services up; " \
-              f"python -m soads.hbase_service up)"
+        msg = f"{what} is not reachable ({e!r}); start it (make up, or python -m soads.services " \
+              f"up with SOADS_DB_PASSWORD_FILE set)"
         if IN_CI:
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg, allow_module_level=module_level)
@@ -51,22 +51,12 @@ def require_module(name):
         pytest.skip(msg, allow_module_level=True)
 
 
-def hbase_ok():
-    from soads import hbase_service
-
-    ok, detail = hbase_service.health()
-    if not ok:
-        raise RuntimeError(detail)
-
-
 def services_conf(*parts: str):
     """The services configuration, after :func:`require` of each real part the test needs
     (default: kafka, mariadb and hbase)."""
-    c = services.load_conf(env=os.environ)
-    checks = {"kafka": lambda: services.check("kafka", c),
-              "mariadb": lambda: services.check("mariadb", c), "hbase": hbase_ok}
-    for part in parts or tuple(checks):
-        require(part, checks[part])
+    c = config.load([services.DEFAULT_CONF])
+    for part in parts or ("kafka", "mariadb", "hbase"):
+        require(part, lambda part=part: services.check(part, c))
     return c
 
 

@@ -109,3 +109,206 @@ def test_simulate_start_takes_now_or_iso_and_refuses_anything_else(capsys, tmp_p
         main(["simulate", "--objects", "3", "--out", str(tmp_path), "--start", "yesterday"])
     assert e.value.code == 2
     assert "not 'now' or an ISO-8601 time" in capsys.readouterr().err
+
+
+# -- object ids per run, real-time pace ----------------------------------------------------
+
+
+def _oids(truth):
+    return [line.split(",")[0] for line in truth.read_text().splitlines()[1:]]
+
+
+def test_simulate_ids_unique_per_seed_and_start_and_the_demo_ids_unchanged(capsys, tmp_path):
+    runs = {"default": [], "seed 8": ["--seed", "8"],
+            "later start": ["--start", "2024-03-05T08:00:00+09:00"],
+            "explicit": ["--first-serial", "500"]}
+    oids = {}
+    for name, extra in runs.items():
+        out = tmp_path / name.replace(" ", "-")
+        code, stdout, err = run(capsys, "simulate", "--objects", "20", "--out", str(out), *extra)
+        assert code == 0, err
+        oids[name] = _oids(out / "truth.csv")
+        assert json.loads(stdout.splitlines()[-1])["first_serial"] == \
+            int(oids[name][0].rsplit(".", 1)[1])
+    # seed 7 from the default start is `make demo`'s log: its ids are as they always were
+    assert oids["default"] == [f"urn:epc:id:sgtin:8801234.012345.{i}" for i in range(1, 21)]
+    assert oids["explicit"][0].endswith(".500") and oids["explicit"][-1].endswith(".519")
+    for a in runs:
+        for b in runs:
+            if a < b:
+                assert not set(oids[a]) & set(oids[b]), (a, b)
+    # the same seed and start give the same log, ids included
+    code, _, _ = run(capsys, "simulate", "--objects", "20", "--out", str(tmp_path / "again"),
+                     "--seed", "8")
+    assert code == 0 and _oids(tmp_path / "again" / "truth.csv") == oids["seed 8"]
+
+
+def test_pace_realtime_needs_kafka_and_no_rate(capsys, tmp_path):
+    code, _, err = run(capsys, "simulate", "--objects", "3", "--out", str(tmp_path),
+                       "--pace", "realtime")
+    assert code == 2 and "--kafka" in err
+    code, _, err = run(capsys, "simulate", "--objects", "3", "--kafka", "t", "--pace",
+                       "realtime", "--rate", "100")
+    assert code == 2 and "exclude" in err
+    with pytest.raises(SystemExit):
+        main(["simulate", "--objects", "3", "--kafka", "t", "--pace", "slow"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "'fast' (default) runs as fast as possible" in text and "'realtime'" in text
+
+
+# -- bench: one sub-command per benchmark ----------------------------------------------------
+
+
+def test_bench_has_one_sub_command_per_benchmark_each_with_its_own_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    top = capsys.readouterr().out
+    for name in ("parse", "mine", "score", "simulate", "stream", "sensor"):
+        assert f"    {name} " in top
+    assert "--minsup" not in top and "--skab" not in top
+    helps = {}
+    for name in ("parse", "mine", "score", "simulate", "stream", "sensor"):
+        with pytest.raises(SystemExit) as e:
+            main(["bench", name, "--help"])
+        assert e.value.code == 0
+        helps[name] = capsys.readouterr().out
+    assert "--repeat" in helps["mine"] and "--mllib-timeout" in helps["mine"]
+    assert "--skab" not in helps["mine"] and "--readings-per-s" not in helps["mine"]
+    assert "--repeat" in helps["score"] and "--minsup" not in helps["score"]
+    assert "--skab" in helps["sensor"] and "--minsup" not in helps["sensor"]
+    assert "--operator" in helps["stream"] and "--skab" not in helps["stream"]
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "mine", "--skab", "x"])  # another benchmark's option is refused
+    assert e.value.code == 2
+
+
+# -- jobs and quarantine ---------------------------------------------------------------------
+
+
+def test_jobs_lists_running_jobs_and_removes_dead_pid_files(capsys, tmp_path):
+    import subprocess
+    import sys
+
+    from soads import job_status
+
+    jobs = tmp_path / "jobs"
+    code, out, _ = run(capsys, "jobs", "--dir", str(jobs))
+    assert code == 0 and "no jobs running" in out
+    job_status.write_pid_file("stream_events", ["conf/soads.toml"], str(jobs))
+    # a job that was killed: its process is gone, its pid file stayed
+    child = subprocess.run([sys.executable, "-c",
+                            "import sys; from soads import job_status; "
+                            f"job_status.write_pid_file('stream_sensors', [], {str(jobs)!r})"],
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                               [os.path.join(os.path.dirname(__file__), "..")]
+                               + [p for p in [os.environ.get("PYTHONPATH")] if p])},
+                           check=True)
+    assert child.returncode == 0 and len(os.listdir(jobs)) == 2
+    code, out, _ = run(capsys, "jobs", "--dir", str(jobs))
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert f"pid {os.getpid()}" in lines["stream_events"] and "running" in lines["stream_events"]
+    assert "conf/soads.toml" in lines["stream_events"]
+    assert "dead" in lines["stream_sensors"]
+    assert os.listdir(jobs) == [f"stream_events-{os.getpid()}.json"]  # the dead one cleaned
+    code, out, _ = run(capsys, "jobs", "--dir", str(jobs))
+    assert "stream_sensors" not in out
+
+
+def test_quarantine_shows_newest_records_of_each_event_log(capsys, tmp_path):
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def write(directory, name, rows, mtime):
+        os.makedirs(directory, exist_ok=True)
+        pq.write_table(pa.table({c: pa.array([r[i] for r in rows], pa.string())
+                                 for i, c in enumerate(S.QUARANTINE_COLUMNS)}),
+                       os.path.join(directory, name))
+        os.utime(os.path.join(directory, name), (mtime, mtime))
+
+    now = time.time()
+    write(tmp_path / "batch" / "quarantine", "part-0.parquet",
+          [("a.xml:3", "missing_epc", "no epc"), ("b.xml", "malformed_xml", "line 1")], now - 10)
+    write(tmp_path / "stream" / "quarantine", "batch-4-00000.parquet",
+          [("soads-events/0/17", "too_large", "70000000 bytes")], now)
+    conf = tmp_path / "q.toml"
+    conf.write_text(f'[storage]\nroot = "{tmp_path}/batch"\n'
+                    f'[stream]\nevent_log = "{tmp_path}/stream"\n')
+    code, out, err = run(capsys, "quarantine", "--conf", str(conf), "--limit", "1")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert "ingest" in lines[0] and "malformed_xml" in lines[0] and "b.xml" in lines[0]
+    assert "stream" in lines[1] and "too_large" in lines[1] and "soads-events/0/17" in lines[1]
+    code, out, _ = run(capsys, "quarantine", "--conf", str(conf), "--json")
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [r[S.SOURCE] for r in rows] == ["b.xml", "a.xml:3", "soads-events/0/17"]
+    assert {r["event_log"] for r in rows} == {f"{tmp_path}/batch", f"{tmp_path}/stream"}
+
+
+# -- one progress display: Spark's bars and INFO lines off unless -v -------------------------
+
+
+def test_spark_progress_bars_and_info_lines_only_with_verbose(tmp_path):
+    import subprocess
+    import sys
+
+    seqs = tmp_path / "seqs.jsonl"
+    seqs.write_text("".join(json.dumps({"oid": f"o{i}", "sequence": ["A", "B", "C"]}) + "\n"
+                            for i in range(50)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [os.path.join(os.path.dirname(__file__), "..")]
+        + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    spark_toml = tmp_path / "spark.toml"
+    spark_toml.write_text('[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\n'
+                          'driver_memory = "1g"\n')
+
+    def mine(*flags):
+        return subprocess.run([sys.executable, "-m", "soads.cli", *flags, "mine", "--input",
+                               str(seqs), "--minsup", "2", "--out", str(tmp_path / "p.jsonl"),
+                               "--conf", str(spark_toml)],
+                              capture_output=True, text=True, env=env, timeout=600)
+
+    quiet = mine()
+    assert quiet.returncode == 0, quiet.stderr
+    assert "[soads] mine (soads): 3 patterns" in quiet.stderr  # the CLI's own progress line
+    assert "[Stage " not in quiet.stderr
+    assert not [line for line in quiet.stderr.splitlines() if " INFO " in line]
+    verbose = mine("-v")
+    assert verbose.returncode == 0, verbose.stderr
+    assert " INFO " in verbose.stderr and "[Stage " not in verbose.stderr
+
+
+# -- env.sh: this clone's soads and jobs in the user's shell -----------------------------------
+
+
+def test_env_sh_puts_this_clone_first_and_sets_the_spark_variables(tmp_path):
+    import subprocess
+    import sys
+
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    if not os.path.exists(os.path.join(venv, "bin", "activate")):
+        pytest.skip(f"the interpreter running the tests is not a venv's ({sys.executable})")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "venv").symlink_to(venv)
+    script = (f"source {repo}/env.sh && cd / && "
+              "python -c 'import soads, os; print(soads.__file__); "
+              "print(os.environ[\"PYSPARK_PYTHON\"], os.environ[\"SPARK_LOCAL_IP\"])' && "
+              "command -v soads && soads jobs --dir /nonexistent-soads-jobs")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
+                         env={**env, "SOADS_CACHE": str(cache)})
+    module, spark_vars, soads_bin, jobs = out.stdout.splitlines()
+    assert jobs == "no jobs running (pid files in /nonexistent-soads-jobs)"  # the script runs
+    assert module == os.path.join(repo, "soads", "__init__.py")
+    assert spark_vars == f"{cache}/venv/bin/python 127.0.0.1"
+    assert os.path.samefile(soads_bin, os.path.join(venv, "bin", "soads"))  # the venv's
+    missing = subprocess.run(["bash", "-c", f"source {repo}/env.sh"], capture_output=True,
+                             text=True, env={**env, "SOADS_CACHE": str(tmp_path / "none")})
+    assert missing.returncode == 1 and "make venv" in missing.stderr

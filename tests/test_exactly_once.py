@@ -4,8 +4,8 @@ checkpoint. Each kill waits for the run to commit a micro-batch of its own (prog
 kills) and then for the next one to be in flight (its offsets written, its commit not), so the
 restart must replay a batch whose writes may have partly landed.
 
-Start the services first: ``python -m soads.services up`` and ``python -m soads.hbase_service
-up``. Under ``CI=true`` a missing service fails the test; elsewhere it skips with the reason.
+Start the services first: ``make up`` (or ``python -m soads.services up``). Under ``CI=true`` a
+missing service fails the test; elsewhere it skips with the reason.
 """
 import datetime as dt
 import json

@@ -1,7 +1,7 @@
-"""EVENT LOG TABLE on HBase (soads.storage.hbase) and the HBase service (soads.hbase_service).
+"""EVENT LOG TABLE on HBase (soads.storage.hbase) and the HBase service (soads.services.hbase).
 
 The row-key tests are pure. The integration tests need HBase's Thrift server
-(``python -m soads.hbase_service up``): under ``CI=true`` the fixture starts it when it is not
+(``python -m soads.services up hbase``): under ``CI=true`` the fixture starts it when it is not
 running and FAILS when it cannot be reached; elsewhere it skips unless ``SOADS_START_SERVICES=1``
 asks it to start HBase too.
 """
@@ -153,28 +153,28 @@ def test_parse_location():
 
 
 def test_service_conf_renders(tmp_path):
-    from soads import hbase_service
+    from soads import config
+    from soads.services import hbase as service
 
-    s = hbase_service.settings({"home": str(tmp_path), "thrift_port": 19090})
-    conf_dir = hbase_service.render_conf(s)
+    cfg = config.load(overrides=[f"services.root={tmp_path}", "hbase.thrift_port=19090"], env={})
+    conf_dir = service.render_conf(cfg)
     site = (conf_dir / "hbase-site.xml").read_text()
-    assert f"file://{tmp_path}/hbase" in site and "19090" in site and "$" not in site
+    assert f"file://{tmp_path}/hbase/hbase" in site and "19090" in site and "$" not in site
     assert "0.0.0.0" not in site
-    cmd = hbase_service.java_command(s, hbase_service.MASTER_CLASS, ["start"], "768m",
-                                     tmp_path / "m.log")
+    cmd = service.java_command(cfg, service.MASTER_CLASS, ["start"], "768m", tmp_path / "m.log")
     assert "-Xmx768m" in cmd and "--add-opens=java.base/java.nio=ALL-UNNAMED" in cmd
-    with pytest.raises(ValueError):
-        hbase_service.settings({"no_such_key": 1})
+    with pytest.raises(config.ConfigError, match="unknown key.*no_such_key"):
+        config.load(overrides=["hbase.no_such_key=1"], env={})
 
 
 # -- integration --------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def hbase_location():
     """``host:port/prefix`` of a reachable HBase Thrift server, with a per-run table prefix."""
-    from soads import hbase_service
+    from soads import services
 
-    st.require("hbase", st.hbase_ok)
-    loc = hbase_service.location(prefix=f"t{os.getpid()}")
+    cfg = st.services_conf("hbase")
+    loc = services.hbase_location(cfg, prefix=f"t{os.getpid()}")
     yield loc
     conn = H.connect(loc)
     try:

@@ -234,11 +234,13 @@ def trained(tmp_path_factory):
                     f'window = {WINDOW}\nhidden_size = 4\nlatent_size = 2\nepochs = 2\nseed = 0\n')
     _timed("train_lstm_ae.py", [sys.executable, "jobs/train_lstm_ae.py", "--data",
                                 str(root / "history.csv"), "--sensor-conf", str(conf),
-                                "--set", f"stream.registry={root / 'reg'}", "--promote"])
-    from soads.sensor import settings, train
+                                "--set", f"sensor.stream.registry={root / 'reg'}", "--promote"])
+    from soads import config
+    from soads.sensor import train
 
     train.train_version(train.read_history(str(root / "history.csv")),
-                        settings.load(str(conf)).params(), str(root / "lib"), promote=True)
+                        config.load([str(conf)]).sensor.params(), str(root / "lib"),
+                        promote=True)
     return root, conf
 
 
@@ -275,11 +277,10 @@ def test_stream_sensors_job_first_micro_batch(trained, tmp_path):
     db_url = f"sqlite:///{tmp_path / 'soads.db'}"
     cmd = [sys.executable, "jobs/stream_sensors.py", "--conf", "conf/soads.toml",
            "--sensor-conf", str(conf)] + [a for kv in {
-               "stream.source": "files", "stream.input_path": tmp_path / "incoming",
-               "stream.registry": root / "reg", "stream.db_url": db_url,
-               "stream.checkpoint_root": ck, "stream.trigger_seconds": 1,
-               "stream.window": WINDOW, "stream.sensors": ",".join(SENSORS)}.items()
-               for a in ("--set", f"{kv[0]}={kv[1]}")]
+               "source": "files", "input_path": tmp_path / "incoming",
+               "registry": root / "reg", "db_url": db_url, "checkpoint_root": ck,
+               "trigger_seconds": 1, "window": WINDOW, "sensors": ",".join(SENSORS)}.items()
+               for a in ("--set", f"sensor.stream.{kv[0]}={kv[1]}")]
     # the [spark] section of conf/soads.toml, sized for the tests
     cmd += ["--conf", str(_spark_toml(tmp_path))]
     log_path = tmp_path / "job.log"

@@ -131,11 +131,12 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
                           'driver_memory = "1g"\n')
     cmd = [sys.executable, "jobs/stream_sensors.py", "--conf", str(spark_toml),
            "--sensor-conf", "conf/sensor.toml"] + [a for kv in {
-               "stream.source": "kafka", "stream.kafka_bootstrap": bootstrap,
-               "stream.topic": topic, "stream.max_offsets_per_trigger": 30,
-               "stream.registry": root, "stream.db_url": db_url,
-               "stream.checkpoint_root": str(tmp_path / "ck"), "stream.trigger_seconds": 1.0,
-               "stream.window": WINDOW, "stream.sensors": "a,b"}.items()
+               "sensor.stream.source": "kafka", "sensor.stream.kafka_bootstrap": bootstrap,
+               "sensor.stream.topic": topic, "sensor.stream.max_offsets_per_trigger": 30,
+               "sensor.stream.registry": root, "sensor.stream.db_url": db_url,
+               "sensor.stream.checkpoint_root": str(tmp_path / "ck"),
+               "sensor.stream.trigger_seconds": 1.0,
+               "sensor.stream.window": WINDOW, "sensor.stream.sensors": "a,b"}.items()
                for a in ("--set", f"{kv[0]}={kv[1]}")]
     # offset 0: not JSON; the last offset: m1's first reading again (out of order by then)
     records = [(("bad", 0), b"{not json")] + \

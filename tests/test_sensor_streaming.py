@@ -9,7 +9,7 @@ import pytest
 
 from soads import schema as S
 from soads.sensor import drift, registry
-from soads.sensor.settings import DriftConf, SensorStreamConf
+from soads.config import DriftConf, SensorStreamConf
 import streamtools as st
 
 torch = st.require_module("torch")  # under CI a missing torch fails, never skips

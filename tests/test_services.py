@@ -1,44 +1,85 @@
-"""Real Kafka and MariaDB (soads.services): start them first with ``python -m soads.services up``.
+"""Real Kafka, MariaDB and HBase (soads.services): start them first with ``make up`` (or
+``python -m soads.services up`` with SOADS_DB_PASSWORD or SOADS_DB_PASSWORD_FILE set).
 
 Under ``CI=true`` an unreachable service fails these tests; elsewhere they skip with the reason.
 """
 import json
+import logging
 import os
 import random
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
-from soads import schema as S
+from soads import config, jars, schema as S
 from soads import services
+from soads.config import Config, HBaseConf, KafkaConf, MariaDBConf, ServicesConf
+from soads.services import kafka as kafka_part, proc
 from streamtools import require  # fail under CI=true, skip elsewhere
 
 SQL = os.path.join(os.path.dirname(__file__), "..", "sql")
 TEN_MB = 10 * 1024 * 1024
 
 
-def test_load_conf_reads_the_committed_file_and_env_overrides():
-    conf = services.load_conf(env={"SOADS_DB_PASSWORD": "x'y", "SOADS_SERVICES_ROOT": "/tmp/r"})
+def test_committed_conf_and_env_overrides():
+    conf = config.load([services.DEFAULT_CONF],
+                       env={"SOADS_DB_PASSWORD": "x'y", "SOADS_SERVICES_ROOT": "/tmp/r"})
     kafka = conf.kafka
     assert (kafka.host, kafka.port, kafka.controller_port) == ("127.0.0.1", 9092, 9093)
+    assert (kafka.version, kafka.spark_connector_version) == ("4.3.1", "4.2.0")
     assert conf.kafka.message_max_bytes >= TEN_MB
     assert (conf.mariadb.host, conf.mariadb.port, conf.mariadb.user) == ("127.0.0.1", 3306, "soads")
-    assert conf.mariadb.password == "x'y"
-    assert services.service_dir("kafka", conf) == services.Path("/tmp/r/kafka")
+    assert conf.mariadb.password == "x'y" and "x'y" not in repr(conf)
+    assert (conf.hbase.host, conf.hbase.thrift_port, conf.hbase.master_heap) == (
+        "127.0.0.1", 9090, "2g")
+    assert kafka_part.home(conf) == Path("/tmp/r/kafka")
     assert services.mysql_url(conf) == "mysql+pymysql://soads:x%27y@127.0.0.1:3306/soads"
+    assert services.hbase_location(conf, "p") == "127.0.0.1:9090/p"
 
 
-def test_load_conf_rejects_unknown_keys(tmp_path):
+def test_password_comes_from_a_file_or_is_a_clear_error(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("from-file\n")
+    conf = config.load([services.DEFAULT_CONF], env={"SOADS_DB_PASSWORD_FILE": str(secret)})
+    assert conf.mariadb.password == "from-file"
+    # the variable wins over the file
+    conf = config.load([services.DEFAULT_CONF],
+                       env={"SOADS_DB_PASSWORD": "v", "SOADS_DB_PASSWORD_FILE": str(secret)})
+    assert conf.mariadb.password == "v"
+    with pytest.raises(config.ConfigError, match="SOADS_DB_PASSWORD_FILE=.*cannot read"):
+        config.load([services.DEFAULT_CONF], env={"SOADS_DB_PASSWORD_FILE": str(tmp_path / "x")})
+    bare = config.load([services.DEFAULT_CONF], env={})
+    assert bare.mariadb.password == ""
+    with pytest.raises(services.ServiceError, match="no database password.*SOADS_DB_PASSWORD"):
+        services.mysql_url(bare)
+
+
+def test_conf_rejects_unknown_keys_and_a_password_in_a_file(tmp_path):
     bad = tmp_path / "services.toml"
     bad.write_text("[kafka]\nprot = 9092\n")
-    with pytest.raises(services.ServiceError, match="prot"):
-        services.load_conf(bad)
+    with pytest.raises(config.ConfigError, match="unknown key.*kafka.*prot"):
+        config.load([bad], env={})
+    bad.write_text("[hbase]\nthrift_port = \"ninety\"\n")
+    with pytest.raises(config.ConfigError, match="hbase.thrift_port: expected int"):
+        config.load([bad], env={})
+    bad.write_text("[mariadb]\npassword = \"soads-dev\"\n")
+    with pytest.raises(config.ConfigError, match="mariadb.password does not belong in a file"):
+        config.load([bad], env={})
+
+
+def test_no_committed_file_holds_the_development_password():
+    root = os.path.join(os.path.dirname(__file__), "..")
+    for name in ("conf/services.toml", "conf/services-stream.toml", "conf/docker.toml",
+                 "docker-compose.yml", ".env.example"):
+        with open(os.path.join(root, name)) as fh:
+            assert "soads-dev" not in fh.read(), name
 
 
 def test_kafka_properties_bind_loopback_and_allow_16mb():
-    props = services._kafka_properties(services.ServicesConf())
+    props = kafka_part.properties(Config())
     lines = set(props.splitlines())
     assert "listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093" in lines
     assert "controller.quorum.voters=1@127.0.0.1:9093" in lines
@@ -47,20 +88,36 @@ def test_kafka_properties_bind_loopback_and_allow_16mb():
     assert "offsets.topic.replication.factor=1" in lines
 
 
-def test_status_of_a_service_that_never_ran(tmp_path):
-    conf = services.ServicesConf(root=str(tmp_path))
-    st = services.status(["kafka"], conf)["kafka"]
-    assert (st["running"], st["pid"], st["healthy"]) == (False, None, False)
-    services.down(["kafka"], conf)  # nothing to stop is fine
+def test_status_of_services_that_never_ran(tmp_path, caplog):
+    conf = Config(services=ServicesConf(root=str(tmp_path)))
+    st = services.status(None, conf)
+    assert list(st) == ["kafka", "mariadb", "hbase"]
+    for name, s in st.items():
+        assert (s["running"], s["pid"], s["healthy"], s["error"]) == (False, None, False, None)
+        assert s["dir"] == str(tmp_path.resolve() / name) or s["dir"] == str(tmp_path / name)
+    with caplog.at_level(logging.INFO, logger="soads.services"):
+        services.down(None, conf)  # nothing to stop is fine; stopped in reverse start order
+    said = [r.getMessage() for r in caplog.records if r.getMessage().endswith("not running")]
+    assert said == ["hbase is not running", "mariadb is not running", "kafka is not running"]
     with pytest.raises(services.ServiceError, match="unknown service"):
         services.status(["hbase2"], conf)
+
+
+def test_command_line_status_prints_json(tmp_path, capsys):
+    conf = tmp_path / "services.toml"
+    conf.write_text(f'[services]\nroot = "{tmp_path}"\n')
+    assert services.main(["status", "--conf", str(conf)]) == 3  # reported: none healthy
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"kafka", "mariadb", "hbase"}
+    assert not any(s["running"] for s in out.values())
+    assert services.main(["status", "nosuch", "--conf", str(conf)]) == 1
 
 
 # --------------------------------------------------------------------------- real services
 
 @pytest.fixture(scope="module")
 def conf():
-    return services.load_conf(env=os.environ)
+    return config.load([services.DEFAULT_CONF])
 
 
 def _require(name, conf):
@@ -112,15 +169,22 @@ def fresh_db(mariadb):
     conn.close()
 
 
+@pytest.fixture(scope="module")
+def hbase(conf):
+    _require("hbase", conf)
+    return services.hbase_location(conf)
+
+
 @pytest.mark.integration
-def test_up_is_idempotent_when_running(kafka, mariadb, conf):
+def test_up_is_idempotent_when_running(kafka, mariadb, hbase, conf):
+    # the services `make up` started: running under soads.services, with pid files
     before = services.status(None, conf)
+    assert all(s["running"] and s["healthy"] for s in before.values()), before
     after = services.up(None, conf)
-    if before["kafka"]["running"]:  # started by soads.services (not, e.g., docker-compose)
-        assert after["kafka"]["pid"] == before["kafka"]["pid"]
-    if before["mariadb"]["running"]:
-        assert after["mariadb"]["pid"] == before["mariadb"]["pid"]
-    assert after["kafka"]["healthy"] and after["mariadb"]["healthy"]
+    for name in services.NAMES:
+        assert after[name]["healthy"], (name, after[name]["error"])
+        assert after[name]["pid"] == before[name]["pid"], name
+    assert after["hbase"]["thrift_pid"] == before["hbase"]["thrift_pid"]
 
 
 @pytest.mark.integration
@@ -181,12 +245,14 @@ def test_spark_reads_a_kafka_topic_through_the_connector(kafka, topic, conf, tmp
 
     # spark.jars counts only when the JVM starts, and the session-scoped `spark` fixture may
     # already be running without the connector: read in a fresh Python process
-    jars = ",".join(services.spark_kafka_jars(conf))
+    connector = jars.spark_kafka_jars(conf.kafka.spark_connector_version, conf.services.jars)
+    assert any(os.path.basename(j).startswith("spark-sql-kafka-0-10_2.13-4.2.0") for j in connector)
     script = tmp_path / "read_kafka.py"
     script.write_text(_SPARK_READ)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": "127.0.0.1"}
-    res = subprocess.run([sys.executable, str(script), kafka, topic, jars], capture_output=True,
+    res = subprocess.run([sys.executable, str(script), kafka, topic, ",".join(connector)],
+                         capture_output=True,
                          text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-4000:]
     rows = json.loads(res.stdout.strip().splitlines()[-1])
@@ -266,35 +332,66 @@ def test_mysql_sql_creates_the_columns_of_schema_tables(fresh_db, conf):
 
 
 def test_a_service_that_dies_at_start_reports_its_log(tmp_path):
-    conf = services.ServicesConf(root=str(tmp_path), start_timeout=20)
-    services.service_dir("kafka", conf).mkdir(parents=True)
-    pid = services._spawn("kafka", ["sh", "-c", "echo 'bind failed: port busy'; exit 3"], conf)
+    pid_file, log = tmp_path / "x.pid", tmp_path / "x.log"
+    pid = proc.spawn(["sh", "-c", "echo 'bind failed: port busy'; exit 3"], log, pid_file, tmp_path)
+    assert pid_file.read_text().strip() == str(pid)
     with pytest.raises(services.ServiceError, match="(?s)exited during start-up.*port busy"):
-        services._wait_healthy("kafka", pid, lambda: 1 / 0, conf)
+        proc.wait_healthy("kafka", lambda: 1 / 0, 20, [(pid, pid_file)], [log])
+    assert not pid_file.exists()
 
 
 def test_a_service_that_never_answers_times_out_and_is_stopped(tmp_path):
-    conf = services.ServicesConf(root=str(tmp_path), start_timeout=1.5)
-    services.service_dir("mariadb", conf).mkdir(parents=True)
-    pid = services._spawn("mariadb", ["sh", "-c", "echo still starting; exec sleep 60"], conf)
+    pid_file, log = tmp_path / "x.pid", tmp_path / "x.log"
+    pid = proc.spawn(["sh", "-c", "echo still starting; exec sleep 60"], log, pid_file, tmp_path)
 
     def probe():
         raise ConnectionRefusedError("nobody home")
 
     with pytest.raises(services.ServiceError, match="(?s)did not answer within 2s.*still starting"):
-        services._wait_healthy("mariadb", pid, probe, conf)
-    assert not services._alive(pid)
-    assert not services._pid_file("mariadb", conf).exists()
+        proc.wait_healthy("mariadb", probe, 1.5, [(pid, pid_file)], [log])
+    assert not proc.alive(pid)
+    assert not pid_file.exists()
 
 
-def test_up_refuses_a_port_held_by_another_process(tmp_path):
+def test_a_pid_file_of_another_program_is_stale(tmp_path):
+    pid_file = tmp_path / "kafka.pid"
+    pid_file.write_text(f"{os.getpid()}\n")  # alive, but this is pytest, not kafka.Kafka
+    assert proc.running_pid(pid_file, ["kafka.Kafka", str(tmp_path)]) is None
+    assert not pid_file.exists()
+
+
+@pytest.mark.parametrize("name", services.NAMES)
+def test_up_refuses_a_port_held_by_another_process(tmp_path, name):
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        conf = services.ServicesConf(root=str(tmp_path),
-                                     mariadb=services.MariaDBConf(port=port))
-        with pytest.raises(services.ServiceError, match=f"127.0.0.1:{port} already in use"):
-            services.up(["mariadb"], conf)
+        conf = Config(services=ServicesConf(root=str(tmp_path), jars=str(tmp_path / "jars")),
+                      kafka=KafkaConf(port=port), mariadb=MariaDBConf(port=port, password="x"),
+                      hbase=HBaseConf(thrift_port=port))
+        with pytest.raises(services.ServiceError,
+                           match=f"{name}: .*127.0.0.1:{port}.* already in use"):
+            services.up([name], conf)
+        # nothing was started or fetched
+        assert not (tmp_path / "jars").exists()
+        assert services.status([name], conf)[name]["running"] is False
+
+
+def test_a_jar_set_is_fetched_once_per_pom_and_versions(tmp_path):
+    pom = tmp_path / "pom.xml"
+    pom.write_text("<project/>")
+    out = tmp_path / "spark-4.2.0"
+    out.mkdir()
+    assert not jars.ready(out, pom, "spark", {"spark.kafka.version": "4.2.0"})
+    (out / ".resolved").write_text(jars._stamp(pom, "spark", {"spark.kafka.version": "4.2.0"}))
+    assert jars.ready(out, pom, "spark", {"spark.kafka.version": "4.2.0"})
+    assert not jars.ready(out, pom, "spark", {"spark.kafka.version": "4.3.0"})
+    pom.write_text("<project><!-- changed --></project>")
+    assert not jars.ready(out, pom, "spark", {"spark.kafka.version": "4.2.0"})
+    # a copy stamped by an older soads, under a directory named by its version: kept
+    old = tmp_path / "broker-4.3.1"
+    old.mkdir()
+    (old / ".complete").write_text("mvn ...\n")
+    assert jars.ready(old, pom, "broker", {"kafka.version": "4.3.1"})

@@ -287,3 +287,54 @@ def test_a_later_start_moves_every_event_time_and_nothing_else():
     assert first == "2026-11-22T01:02:03.456Z"
     with pytest.raises(ValueError, match="aware"):
         next(iter_documents(5, start=dt.datetime(2026, 1, 1)))
+
+
+def test_first_serial_renumbers_the_objects_and_changes_nothing_else():
+    base = list(iter_objects(40, seed=3))
+    moved = list(iter_objects(40, seed=3, first_serial=1000))
+    assert [o.oid.rsplit(".", 1)[1] for o in moved] == [str(i) for i in range(1000, 1040)]
+    assert [o._replace(oid="") for o in base] == [o._replace(oid="") for o in moved]
+    # the documents: the same reads, the same times, only the EPCs renumbered
+    docs = [d for _, d in iter_documents(40, seed=3, events_per_file=30)]
+    renamed = [d for _, d in iter_documents(40, seed=3, events_per_file=30, first_serial=1000)]
+    for a, b in zip(docs, renamed, strict=True):
+        for o, m in zip(reversed(base), reversed(moved)):  # .40 before .4: no prefix clash
+            a = a.replace(f"{o.oid}<".encode(), f"{m.oid}<".encode())
+        assert a == b
+
+
+def test_run_first_serial_keeps_the_demo_ids_and_separates_other_runs():
+    import datetime as dt
+
+    from soads.simulator.generate import SERIAL_BLOCK, default_start, run_first_serial
+
+    assert run_first_serial(7) == run_first_serial(7, default_start()) == 1
+    later = default_start() + dt.timedelta(days=1)
+    firsts = [run_first_serial(seed, start) for seed in (7, 8, 9) for start in (None, later)]
+    assert len(set(firsts)) == 6
+    # each run's block holds SERIAL_BLOCK serials: two runs' ids never meet
+    assert all(f == 1 or (f - 1) % SERIAL_BLOCK == 0 for f in firsts)
+    assert run_first_serial(8, later) == run_first_serial(8, later.astimezone(dt.timezone.utc))
+
+
+def test_timed_documents_carry_their_last_event_time_for_the_real_time_pace():
+    import datetime as dt
+
+    from soads import epcis
+    from soads.simulator.publish import keep_with_clock
+
+    start = dt.datetime(2026, 11, 29, 20, 0, tzinfo=dt.timezone.utc)
+    timed = list(iter_documents(60, seed=3, events_per_file=40, start=start, timed=True))
+    assert [(n, d) for n, d, _ in timed] == list(iter_documents(60, seed=3, events_per_file=40,
+                                                                start=start))
+    for _, doc, time_ms in timed:
+        events, _ = epcis.parse_document(doc, "t", 1 << 24)
+        last = max(dt.datetime.fromisoformat(e["event_time"].replace("Z", "+00:00"))
+                   for e in events)
+        assert last == start + dt.timedelta(milliseconds=time_ms)
+    # released when the wall clock has moved as far as the document's last event
+    clock = [100.0]
+    released = [(name, clock[0]) for name, _ in keep_with_clock(
+        timed, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))]
+    assert [n for n, _ in released] == [n for n, _, _ in timed]
+    assert [t - 100.0 for _, t in released] == pytest.approx([ms / 1000 for *_, ms in timed])

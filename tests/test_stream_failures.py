@@ -7,7 +7,7 @@ DEPENDENCY TABLE equals the batch recomputation. Then jobs/mine_patterns.py mine
 event log with the table as the streaming job left it (``mining.relations=table``), and the
 PATTERN TABLE equals brute force on the sequences plus a marker relation only the table holds.
 
-Needs the real parts (python -m soads.services up; python -m soads.hbase_service up); it bounces
+Needs the real parts (make up, or python -m soads.services up); it bounces
 the broker and HBase briefly and leaves them running.
 """
 import re
@@ -18,7 +18,7 @@ import time
 import pytest
 
 import streamtools as st
-from soads import hbase_service, schema as S, services
+from soads import schema as S, services
 from soads.mining.brute_force import frequent_patterns, minsup_count
 from soads.simulator.generate import iter_documents
 from soads.storage import tables
@@ -118,8 +118,7 @@ def test_broker_and_hbase_restarts_lose_nothing_then_the_miner_reads_the_table(c
     cmd = st.job_cmd(st.write_stream_toml(tmp_path / "stream.toml", place, ck,
                                           idle_seconds=1e7, max_offsets_per_trigger=10))
     kafka_outage = re.compile(KAFKA_OUTAGE.pattern.format(port=conf.kafka.port))
-    hbase_outage = re.compile(HBASE_OUTAGE.pattern.format(
-        port=hbase_service.settings()["thrift_port"]))
+    hbase_outage = re.compile(HBASE_OUTAGE.pattern.format(port=conf.hbase.thrift_port))
     runs, published = Runs(cmd, ck, tmp_path), []
     try:
         from soads.storage import sinks
@@ -143,10 +142,10 @@ def test_broker_and_hbase_restarts_lose_nothing_then_the_miner_reads_the_table(c
         # 2. HBase goes away while records keep coming: the parse stage's puts fail, and the
         # run fails loudly (or logs the failure); back, the job resumes on its checkpoint
         since = runs.mark()
-        hbase_service.down()
+        services.down(["hbase"], conf)
         published += st.publish(place.bootstrap, place.topic, thirds[2][:len(thirds[2]) // 2])
         saw_hbase = runs.wait_saw(hbase_outage, since)
-        hbase_service.up()
+        services.up(["hbase"], conf)
         if saw_hbase == "died":
             runs.start()
         published += st.publish(place.bootstrap, place.topic, thirds[2][len(thirds[2]) // 2:])
@@ -185,6 +184,5 @@ def test_broker_and_hbase_restarts_lose_nothing_then_the_miner_reads_the_table(c
                           for r in tables.read_table(place.db_url, "relational_dependency")]
     finally:
         runs.stop()
-        services.up(["kafka"], conf)
-        hbase_service.up()
+        services.up(["kafka", "hbase"], conf)
         st.drop_place(conf, place)

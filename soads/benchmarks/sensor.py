@@ -77,16 +77,15 @@ def latency(rate: float = 100.0, seconds: float = 60.0, trigger_seconds: float =
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from soads import schema as S, services, session
+    from soads import config, jars, schema as S, services, session
     from soads.config import SparkConf
-    from soads.sensor import settings
     from soads.sensor.streaming import start_sensor_query
     from soads.sensor.train import train_version
     from soads.storage import sensor_sink
 
     torch.set_num_threads(1)
-    conf = services_conf or services.load_conf()
-    sconf = settings.load(sensor_conf)
+    conf = services_conf or config.load([services.DEFAULT_CONF])
+    sconf = config.load([sensor_conf]).sensor
     sensors = list(sconf.stream.sensors)
     params = {**sconf.params("skab"), "epochs": 1}
     window = params["window"]
@@ -125,7 +124,8 @@ def latency(rate: float = 100.0, seconds: float = 60.0, trigger_seconds: float =
         spark = session.build(
             SparkConf(master="local[2]", shuffle_partitions=2, driver_memory="2g",
                       app_name="soads-bench-sensor"),
-            extra={"spark.jars": ",".join(services.spark_kafka_jars(conf))})
+            extra={"spark.jars": ",".join(jars.spark_kafka_jars(
+                conf.kafka.spark_connector_version, conf.services.jars))})
         query = start_sensor_query(spark, stream)
 
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
@@ -203,12 +203,12 @@ def run(skab_dir: str = "../shared/skab/data", sensor_conf: str = "conf/sensor.t
     """Run the benchmarks; returns printable lines (the latency part's last line is JSON)."""
     import torch
 
-    from soads.sensor import settings
+    from soads import config
     from soads.sensor.lstm_ae import throughput
     from soads.sensor.skab import evaluate_skab
 
     torch.set_num_threads(1)
-    conf = settings.load(sensor_conf)
+    conf = config.load([sensor_conf]).sensor
     params = conf.params("skab")
     lines = []
     if not latency_only:
@@ -224,7 +224,7 @@ def run(skab_dir: str = "../shared/skab/data", sensor_conf: str = "conf/sensor.t
                      f"windows/s ({t['score_windows_per_cpu_s']:,.0f} per CPU-s)")
         if os.path.isdir(skab_dir):
             t0 = time.perf_counter()
-            r = evaluate_skab(skab_dir, params=params, **conf.skab)
+            r = evaluate_skab(skab_dir, params=params, **conf.skab.kwargs())
             lines.append(f"SKAB end to end ({r['files']} files, {r['points']:,} test points): "
                          f"{time.perf_counter() - t0:.1f} s, F1 {r['f1']:.2f}, FAR "
                          f"{r['far']:.2f} %, MAR {r['mar']:.2f} %")

@@ -89,9 +89,8 @@ def _drop(conf, p: dict) -> None:
 def _mining_run(spark, workdir: str, n_objects: int = 2000) -> tuple[list[dict], dict]:
     """The batch miner on a simulated log (Parquet + SQLite in ``workdir``): pattern and
     mining_run rows to copy into the benchmark's MySQL."""
-    from soads import config, pipeline
+    from soads import config, pipeline, query
     from soads.simulator.generate import simulate
-    from soads.storage import tables
 
     cfg = config.load(overrides=[f"storage.root={workdir}/mine",
                                  f"storage.db_url=sqlite:///{workdir}/mine.db"])
@@ -100,8 +99,8 @@ def _mining_run(spark, workdir: str, n_objects: int = 2000) -> tuple[list[dict],
     pipeline.ingest(spark, [os.path.join(workdir, "epcis")], cfg, report)
     seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
     pipeline.mine(spark, seqs, rel, cfg, report)
-    run = tables.latest_run(cfg.storage.db_url)
-    return tables.read_table(cfg.storage.db_url, "pattern", {S.RUN_ID: run[S.RUN_ID]}), run
+    run = query.latest_run(cfg.storage.db_url)
+    return query.pattern_rows(cfg.storage.db_url, run[S.RUN_ID]), run
 
 
 def _prepare_db(p: dict, patterns: list[dict], run: dict) -> None:
@@ -302,15 +301,16 @@ def run(events: int = 1_300_000, rate: float = 2000.0, seconds: float = 60.0,
     Part (a) runs once per state operator in ``operators`` (side by side: the JVM port and the
     Python state function); part (b) with the first. ``maximal_only`` scores against the run's
     maximal patterns only (``scoring.maximal_only``)."""
-    from soads import services, session, streaming
+    from soads import config, jars, services, session, streaming
     from soads.config import SparkConf, StreamConf
 
     import dataclasses
 
-    conf = services_conf or services.load_conf()
+    conf = services_conf or config.load([services.DEFAULT_CONF])
     job = job or StreamConf()
     extra = streaming.spark_jars(StreamConf(source="kafka", state_operator="jvm"),
-                                 services.spark_kafka_jars(conf))
+                                 jars.spark_kafka_jars(conf.kafka.spark_connector_version,
+                                                       conf.services.jars))
     spark_conf = dataclasses.replace(spark_conf or SparkConf(shuffle_partitions=2),
                                      master="local[*]", app_name="soads-bench-stream")
     shuffle_partitions = spark_conf.shuffle_partitions

@@ -499,7 +499,7 @@ def start_sensor_query(spark, stream, trigger: bool = True):
     Parameters
     ----------
     spark : SparkSession (with the Kafka connector when ``stream.source == "kafka"``)
-    stream : soads.sensor.settings.SensorStreamConf
+    stream : soads.config.SensorStreamConf
     trigger : bool
         Processing-time trigger of ``stream.trigger_seconds`` (tests pass False and use
         ``processAllAvailable``).
@@ -511,6 +511,10 @@ def start_sensor_query(spark, stream, trigger: bool = True):
     from soads.storage import sensor_sink
 
     sensor_sink.prepare(stream.db_url)
+    if stream.source == "kafka":  # as the event job: Spark's Kafka source fails on a missing topic
+        from soads import ingest
+
+        ingest.ensure_topics(stream.kafka_bootstrap, [stream.topic])
     n = len(stream.sensors)
     # value, source (one row per record)
     raw = read_readings(spark, stream)

@@ -27,6 +27,7 @@ Reader noise (label unchanged), spread evenly over :data:`NOISE_TYPES`:
 """
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import numbers
@@ -228,7 +229,7 @@ def _unknown_points() -> list[ReadPoint]:
 
 def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.04,
                  noise_rate: float = 0.05, reader_cycle_seconds: float = 1.0,
-                 ) -> Iterator[SimObject]:
+                 first_serial: int = 1) -> Iterator[SimObject]:
     """Yield the simulated cells in the order they enter the plant (the ground truth).
 
     Parameters
@@ -238,6 +239,8 @@ def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.
     anomaly_rate : fraction of cells with one process anomaly (label 1).
     noise_rate : fraction of cells with reader noise (label unchanged).
     reader_cycle_seconds : reader cycle; repeated reads come at least one cycle later.
+    first_serial : SGTIN serial of the first cell; the cells are numbered on from it (only the
+        ids change: paths, times and labels are the same for any value).
 
     Returns
     -------
@@ -257,7 +260,7 @@ def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.
     release, line, in_tray = 0, 0, 0
     t_entry = 0
     n_anomalies = n_noise = 0
-    for serial in range(1, n_objects + 1):
+    for serial in range(first_serial, first_serial + n_objects):
         if in_tray == 0:
             # a new tray on the next line, all its cells read together at the line's entry
             t_entry = release * TRAY_INTERVAL_MS
@@ -318,10 +321,43 @@ def iter_sequences(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
         yield obj.oid, seq
 
 
+SERIAL_BLOCK = 10 ** 10
+"""Serials per simulated run (:func:`run_first_serial`)."""
+
+
+def run_first_serial(seed: int, start: datetime | None = None) -> int:
+    """First SGTIN serial of a run, so that two runs with another seed or start never share
+    object ids (a second log published into a running stream would otherwise continue the first
+    one's sequences).
+
+    The default run (seed 7 from the default start: ``make demo``'s log) keeps serials from 1;
+    any other ``(seed, start)`` gets its own block of :data:`SERIAL_BLOCK` serials, numbered by
+    a hash of both (one of 10**9 blocks). The same seed and start give the same ids, as they
+    give the same log.
+
+    >>> run_first_serial(7), run_first_serial(7, default_start())
+    (1, 1)
+    >>> len({run_first_serial(7), run_first_serial(8), run_first_serial(7, datetime(2030, 1, 1,
+    ...      tzinfo=timezone.utc))})
+    3
+    """
+    start = default_start() if start is None else start
+    if seed == 7 and start == default_start():
+        return 1
+    digest = hashlib.blake2b(f"{seed}|{start.timestamp():.6f}".encode(), digest_size=8).digest()
+    return (1 + int.from_bytes(digest, "big") % (10 ** 9 - 1)) * SERIAL_BLOCK + 1
+
+
 # -- documents ---------------------------------------------------------------------------------
 
 
 _PLANT_TZ = timezone(timedelta(hours=9))
+
+
+def default_start() -> datetime:
+    """The plant's default start: :data:`START_DATE` 08:00 +09:00."""
+    return datetime.combine(START_DATE, datetime.min.time(), _PLANT_TZ) \
+        + timedelta(milliseconds=START_MS)
 
 
 class _Clock:
@@ -331,8 +367,7 @@ class _Clock:
     def __init__(self, start: datetime | None = None):
         self._day, self._date = None, ""
         if start is None:
-            start = datetime.combine(START_DATE, datetime.min.time(), _PLANT_TZ) \
-                + timedelta(milliseconds=START_MS)
+            start = default_start()
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
         local = start.astimezone(_PLANT_TZ)
@@ -438,12 +473,15 @@ def _global_reads(objects: Iterator[SimObject], on_object, progress, n_objects: 
 
 
 def _stream(n_objects, seed, anomaly_rate, noise_rate, fmt, events_per_file, progress,
-            reader_cycle_seconds, on_object, start=None) -> Iterator[tuple[str, bytes, int]]:
-    """Yield ``(name, document bytes, number of EPCIS events in it)`` in event-time order."""
+            reader_cycle_seconds, on_object, start=None, first_serial=1
+            ) -> Iterator[tuple[str, bytes, int, int]]:
+    """Yield ``(name, document bytes, number of EPCIS events in it, time_ms of its last event
+    since the plant's start)`` in event-time order."""
     make_event, make_document = _WRITERS[fmt]
     clock = _Clock(start)
     cycle_ms = int(round(reader_cycle_seconds * 1000))
-    objects = iter_objects(n_objects, seed, anomaly_rate, noise_rate, reader_cycle_seconds)
+    objects = iter_objects(n_objects, seed, anomaly_rate, noise_rate, reader_cycle_seconds,
+                           first_serial)
     pending: dict[tuple[str, str], list] = {}  # this read cycle: (read point, disp) -> event
     cycle = -1
     events: list[tuple[int, str]] = []     # (time_ms, event text) of the documents being filled
@@ -457,7 +495,8 @@ def _stream(n_objects, seed, anomaly_rate, noise_rate, fmt, events_per_file, pro
 
     def document(chunk):
         return (document_name(index, fmt),
-                make_document(clock(chunk[-1][0]), [e for _, e in chunk]), len(chunk))
+                make_document(clock(chunk[-1][0]), [e for _, e in chunk]), len(chunk),
+                chunk[-1][0])
 
     for t, oid, (_, rp, disposition) in _global_reads(objects, on_object, progress, n_objects):
         if t // cycle_ms != cycle:
@@ -484,8 +523,8 @@ def iter_documents(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
                    progress: Callable[[int, int], None] | None = None, *,
                    reader_cycle_seconds: float = 1.0,
                    on_object: Callable[[SimObject], None] | None = None,
-                   start: datetime | None = None,
-                   ) -> Iterator[tuple[str, bytes]]:
+                   start: datetime | None = None, first_serial: int = 1,
+                   timed: bool = False) -> Iterator[tuple]:
     """Yield ``(file name, EPCIS document bytes)`` in event-time order.
 
     Parameters
@@ -499,24 +538,28 @@ def iter_documents(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
     start : event time of the plant's start (aware datetime); default :data:`START_DATE`
         08:00 +09:00. A later start lets a second log follow the first in a running stream
         instead of arriving late.
+    first_serial : as in :func:`iter_objects`.
+    timed : also yield the event time of the document's last event, in ms since ``start``
+        (a publisher that keeps event time with the wall clock waits for it).
 
     Returns
     -------
-    Iterator of ``(name, bytes)``; names ``events-00000.xml``, ``events-00001.xml``, ...
-    Event times never decrease, within a document or across documents.
+    Iterator of ``(name, bytes)`` (``(name, bytes, time_ms)`` when ``timed``); names
+    ``events-00000.xml``, ``events-00001.xml``, ... Event times never decrease, within a
+    document or across documents.
     """
     _check(n_objects, anomaly_rate, noise_rate, reader_cycle_seconds, fmt, events_per_file)
-    for name, data, _ in _stream(n_objects, seed, anomaly_rate, noise_rate, fmt,
-                                 events_per_file, progress, reader_cycle_seconds, on_object,
-                                 start):
-        yield name, data
+    for name, data, _, time_ms in _stream(n_objects, seed, anomaly_rate, noise_rate, fmt,
+                                          events_per_file, progress, reader_cycle_seconds,
+                                          on_object, start, first_serial):
+        yield (name, data, time_ms) if timed else (name, data)
 
 
 def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.04,
              noise_rate: float = 0.05, fmt: str = "xml", events_per_file: int = 20000,
              progress: Callable[[int, int], None] | None = None, *,
              reader_cycle_seconds: float = 1.0, overwrite: bool = True,
-             start: datetime | None = None) -> dict:
+             start: datetime | None = None, first_serial: int = 1) -> dict:
     """Write EPCIS documents and ``truth.csv`` for ``n_objects`` cells into ``out_dir``.
 
     ``truth.csv`` has the header ``oid,label,anomaly_type`` and one row per cell in entry order
@@ -564,9 +607,9 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
             if obj.noise:
                 stats["noise"][obj.noise] += 1
 
-        for name, data, n_events in _stream(n_objects, seed, anomaly_rate, noise_rate, fmt,
-                                            events_per_file, progress, reader_cycle_seconds,
-                                            on_object, start):
+        for name, data, n_events, _ in _stream(n_objects, seed, anomaly_rate, noise_rate, fmt,
+                                               events_per_file, progress, reader_cycle_seconds,
+                                               on_object, start, first_serial):
             with open(os.path.join(out_dir, name), "wb") as f:
                 f.write(data)
             stats["documents"] += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +113,38 @@ def _finish(stats: dict, start: float, now: float) -> dict:
     return stats
 
 
+def keep_with_clock(documents: Iterable[tuple[str, bytes, int]], clock=time.monotonic,
+                    sleep=time.sleep) -> Iterator[tuple[str, bytes]]:
+    """``(name, bytes, time_ms)`` -> ``(name, bytes)``, each released once ``time_ms`` (event
+    time since the log's start) has passed on the wall clock since the first was asked for.
+
+    >>> now = [0.0]
+    >>> docs = [("a", b"", 0), ("b", b"", 1500), ("c", b"", 1500)]
+    >>> out = [(n, now[0]) for n, _ in keep_with_clock(
+    ...     docs, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))]
+    >>> out
+    [('a', 0.0), ('b', 1.5), ('c', 1.5)]
+    """
+    t0 = clock()
+    for name, data, time_ms in documents:
+        delay = t0 + time_ms / 1000.0 - clock()
+        if delay > 0:
+            sleep(delay)
+        yield name, data
+
+
 def simulate_to_kafka(bootstrap: str, topic: str, rate: float, n_objects: int, seed: int = 7,
                       anomaly_rate: float = 0.04, noise_rate: float = 0.05, fmt: str = "xml",
                       events_per_file: int = 200, truth_dir: str | None = None,
-                      progress: Callable[[dict], None] | None = None, start=None) -> dict:
+                      progress: Callable[[dict], None] | None = None, start=None,
+                      first_serial: int = 1, realtime: bool = False) -> dict:
     """Simulate ``n_objects`` cells and :func:`publish` their documents to ``topic``.
+
+    ``realtime``: event time keeps with the wall clock -- each document is sent when the wall
+    clock has moved as far from the call as its last event is from ``start`` (``rate`` must be
+    0). Otherwise documents go as fast as ``rate`` allows, so the log's event time runs ahead of
+    the wall clock (a plant day in minutes). ``first_serial``: as in
+    :func:`soads.simulator.generate.iter_objects`.
 
     With ``truth_dir``, the ground truth goes to ``truth_dir/truth.csv`` (header
     ``oid,label,anomaly_type``, as :func:`soads.simulator.generate.simulate` writes it).
@@ -149,7 +176,14 @@ def simulate_to_kafka(bootstrap: str, topic: str, rate: float, n_objects: int, s
     try:
         docs = iter_documents(n_objects, seed=seed, anomaly_rate=anomaly_rate,
                               noise_rate=noise_rate, fmt=fmt, events_per_file=events_per_file,
-                              on_object=on_object, start=start)
+                              on_object=on_object, start=start, first_serial=first_serial,
+                              timed=True)
+        if realtime:
+            if rate > 0:
+                raise ValueError("a rate and real-time pace exclude each other")
+            docs = keep_with_clock(docs)
+        else:
+            docs = ((name, data) for name, data, _ in docs)
         stats = publish(docs, bootstrap, topic, rate, progress)
     finally:
         if truth is not None:

@@ -8,7 +8,7 @@ Location
 ``location`` is ``"host:port/prefix"`` (an ``hbase://`` scheme in front is accepted): the HBase
 Thrift server's address and a table-name prefix. The tables are ``<prefix>_event_log`` and
 ``<prefix>_quarantine`` (happybase's ``table_prefix``), each with one column family ``e``.
-``"127.0.0.1:9090/soads"`` is the service started by ``python -m soads.hbase_service up``.
+``"127.0.0.1:9090/soads"`` is the service started by ``python -m soads.services up hbase``.
 Port and prefix may be left out (defaults ``9090`` and ``soads``).
 
 Row keys

@@ -1,0 +1,323 @@
+"""The read side: every read the CLI and the benchmarks make of what the jobs wrote.
+
+No pyspark and no torch (a test imports this module in a fresh interpreter and checks), so a
+command that only reads starts in a fraction of a second. The statements are SQLAlchemy
+expressions over the table definitions of :mod:`soads.storage.tables`: values travel as bound
+parameters, never as SQL text.
+
+``db`` is a SQLAlchemy URL (``sqlite:///soads-data/soads.db``, ``mysql+pymysql://...``) or an
+engine the caller keeps (connecting to MySQL costs ~50 ms). Rows are dicts keyed by the column
+names of :mod:`soads.schema`, JSON columns decoded, in a stated order that does not depend on
+the database's row order. A table nothing has written yet reads as no rows (a SQLite file that
+does not exist is not created).
+
+Reads
+-----
+=========================== ===============================================================
+:func:`latest_run`          the newest mining run (``mining_run``)
+:func:`pattern_rows`        a run's PATTERN TABLE rows, by pattern_id
+:func:`patterns_in_use`     ``(run, patterns)`` the scorer uses: the newest run's patterns
+:func:`object_scores`       ``object_score``: most anomalous (lowest score) first
+:func:`alignment_windows`   ALIGNMENT SCORE TABLE: by window_start
+:func:`late_events`         ``late_event`` (the stream's late policy): newest event first
+:func:`relations`           RELATIONAL DEPENDENCY TABLE: by (a, b)
+:func:`sensor_anomalies`    SENSOR ANOMALY TABLE: newest window first
+:func:`sensor_quarantine`   readings the sensor job quarantined: newest reading first
+:func:`event_quarantine`    EPCIS records the event job / ingest quarantined (Parquet | HBase)
+:func:`topic_quarantine`    the event job's quarantine topic (Kafka)
+=========================== ===============================================================
+"""
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import json
+import os
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import sqlalchemy as sa
+
+from soads import schema as S
+from soads.storage import tables
+
+STORED_AT = "stored_at"
+"""Key of :func:`event_quarantine` rows: when the record was stored (naive UTC), as the backend
+knows it (HBase cell time; Parquet file time). The quarantine table itself has no time column."""
+
+
+# -- relational tables ----------------------------------------------------------------------
+
+
+def _missing_sqlite(db) -> bool:
+    """A SQLite URL whose file does not exist (reading must not create it)."""
+    if not (isinstance(db, str) and db.startswith("sqlite:///")):
+        return False
+    path = db[len("sqlite:///"):]
+    return path not in ("", ":memory:") and not os.path.exists(path)
+
+
+@contextmanager
+def _connect(db: str | sa.Engine) -> Iterator[sa.Connection]:
+    eng = sa.create_engine(db) if isinstance(db, str) else db
+    try:
+        with eng.connect() as conn:
+            yield conn
+    finally:
+        if isinstance(db, str):
+            eng.dispose()
+
+
+def _rows(db, name: str, where: Sequence = (), order_by: Sequence = (),
+          limit: int | None = None) -> list[dict]:
+    if _missing_sqlite(db):
+        return []
+    t = tables.TABLE[name]
+    stmt = sa.select(t)
+    for clause in where:
+        stmt = stmt.where(clause)
+    stmt = stmt.order_by(*order_by)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with _connect(db) as conn:
+        if not sa.inspect(conn).has_table(name):  # nothing written there yet
+            return []
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    json_cols = [c for c, kind in S.TABLES[name] if kind == "json"]
+    for r in rows:
+        for c in json_cols:
+            if r.get(c) is not None:
+                r[c] = json.loads(r[c])
+    return rows
+
+
+def latest_run(db) -> dict | None:
+    """The newest mining run (by created_at, then run_id), or None before the first.
+
+    Returns
+    -------
+    dict: run_id, algorithm, minsup, max_length, n_sequences, n_patterns, seconds, created_at
+    """
+    t = tables.TABLE["mining_run"]
+    rows = _rows(db, "mining_run", order_by=[t.c[S.CREATED_AT].desc(), t.c[S.RUN_ID].desc()],
+                 limit=1)
+    return rows[0] if rows else None
+
+
+def pattern_rows(db, run_id: str) -> list[dict]:
+    """The PATTERN TABLE rows of run ``run_id`` by pattern_id, which the miner assigns in the
+    order support desc, length desc, pattern (:func:`soads.pipeline.mine`).
+
+    Returns
+    -------
+    list of dict: run_id, pattern_id, pattern (list of read points), support, length, maximal
+    """
+    t = tables.TABLE["pattern"]
+    return _rows(db, "pattern", [t.c[S.RUN_ID] == run_id], [t.c[S.PATTERN_ID]])
+
+
+def patterns_in_use(db, maximal_only: bool = False, run_id: str | None = None
+                    ) -> tuple[dict | None, list[list[str]]]:
+    """``(run, patterns)``: the run (``run_id``, default the newest) and its patterns as read
+    point lists in :func:`pattern_rows` order, maximal ones only if asked; ``(None, [])``
+    before the first mining run."""
+    if run_id is None:
+        run = latest_run(db)
+    else:
+        t = tables.TABLE["mining_run"]
+        found = _rows(db, "mining_run", [t.c[S.RUN_ID] == run_id])
+        run = found[0] if found else None
+    if run is None:
+        return None, []
+    return run, [list(r[S.PATTERN]) for r in pattern_rows(db, run[S.RUN_ID])
+                 if r[S.MAXIMAL] or not maximal_only]
+
+
+def object_scores(db, run_id: str | None = None, limit: int | None = None) -> list[dict]:
+    """``object_score`` rows, most anomalous first (score ascending, then oid).
+
+    Returns
+    -------
+    list of dict: oid, score, raw, pattern, surprisal, last_time, run_id
+    """
+    t = tables.TABLE["object_score"]
+    where = [] if run_id is None else [t.c[S.RUN_ID] == run_id]
+    return _rows(db, "object_score", where, [t.c[S.SCORE].is_(None), t.c[S.SCORE], t.c[S.OID]],
+                 limit)
+
+
+def alignment_windows(db, run_id: str | None = None) -> list[dict]:
+    """ALIGNMENT SCORE TABLE rows by (window_start, run_id).
+
+    Returns
+    -------
+    list of dict: window_start, window_end, mean_score, n_objects, run_id
+    """
+    t = tables.TABLE["alignment_score"]
+    where = [] if run_id is None else [t.c[S.RUN_ID] == run_id]
+    return _rows(db, "alignment_score", where, [t.c[S.WINDOW_START], t.c[S.RUN_ID]])
+
+
+def late_events(db, limit: int | None = None) -> list[dict]:
+    """``late_event`` rows, newest event time first (then oid, source).
+
+    Returns
+    -------
+    list of dict: oid, source, read_point, event_time
+    """
+    t = tables.TABLE["late_event"]
+    return _rows(db, "late_event", (), [t.c[S.EVENT_TIME].desc(), t.c[S.OID], t.c[S.SOURCE]],
+                 limit)
+
+
+def relations(db) -> list[dict]:
+    """RELATIONAL DEPENDENCY TABLE rows by (a, b).
+
+    Returns
+    -------
+    list of dict: a, b, freq, support
+    """
+    t = tables.TABLE["relational_dependency"]
+    return _rows(db, "relational_dependency", (), [t.c[S.A], t.c[S.B]])
+
+
+def sensor_anomalies(db, machine_id: str | None = None, anomalies_only: bool = False,
+                     limit: int | None = None) -> list[dict]:
+    """SENSOR ANOMALY TABLE rows, newest window first (then machine_id).
+
+    Returns
+    -------
+    list of dict: machine_id, window_end, score, threshold, is_anomaly, model_version
+    """
+    t = tables.TABLE["sensor_anomaly"]
+    where = ([] if machine_id is None else [t.c[S.MACHINE_ID] == machine_id]) + \
+        ([t.c[S.IS_ANOMALY].is_(True)] if anomalies_only else [])
+    return _rows(db, "sensor_anomaly", where, [t.c[S.WINDOW_END].desc(), t.c[S.MACHINE_ID]],
+                 limit)
+
+
+def sensor_quarantine(db, limit: int | None = None) -> list[dict]:
+    """Readings the sensor job quarantined, newest reading time first (readings without a
+    readable time last), then source.
+
+    Returns
+    -------
+    list of dict: source, machine_id, ts, reason, detail
+    """
+    t = tables.TABLE["sensor_quarantine"]
+    return _rows(db, "sensor_quarantine", (), [t.c[S.TS].is_(None), t.c[S.TS].desc(),
+                                               t.c[S.SOURCE]], limit)
+
+
+# -- the event quarantine: Parquet files or the HBase table ---------------------------------
+
+
+def event_quarantine(location: str, limit: int | None = 20) -> list[dict]:
+    """The newest quarantine records of the event log at ``location``.
+
+    ``location`` is ``hbase://host:port/prefix`` (table ``<prefix>_quarantine``; each row's
+    cell time says when it was stored, and the whole table is scanned to find the newest) or
+    a directory holding ``quarantine/`` (Parquet, written by ``soads ingest`` / ``soads demo``
+    or by the event job as ``batch-<id>-<partition>.parquet``; a file's modification time says
+    when its rows were stored, later rows of a file count as newer). Nothing there yet: ``[]``.
+
+    Returns
+    -------
+    list of dict, newest first: stored_at (naive UTC), source, reason, detail
+    """
+    if location.startswith("hbase://"):
+        return _hbase_quarantine(location, limit)
+    return _parquet_quarantine(location, limit)
+
+
+def _utc(seconds: float) -> dt.datetime:
+    return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)
+
+
+def _parquet_quarantine(location: str, limit: int | None) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    directory = os.path.join(location, "quarantine")
+    try:
+        names = [n for n in os.listdir(directory)
+                 if n.endswith(".parquet") and not n.startswith((".", "_"))]
+    except FileNotFoundError:
+        return []
+    files = sorted(((os.path.getmtime(os.path.join(directory, n)), n) for n in names),
+                   reverse=True)
+    out: list[dict] = []
+    for mtime, name in files:
+        table = pq.read_table(os.path.join(directory, name), columns=list(S.QUARANTINE_COLUMNS))
+        rows = table.to_pylist()
+        for r in reversed(rows):
+            out.append({STORED_AT: _utc(mtime), **{c: r.get(c) for c in S.QUARANTINE_COLUMNS}})
+            if limit is not None and len(out) >= limit:
+                return out
+    return out
+
+
+def _hbase_quarantine(location: str, limit: int | None) -> list[dict]:
+    from soads.storage import hbase
+
+    conn = hbase.connect(location)
+    try:
+        if hbase.QUARANTINE_TABLE.encode() not in conn.tables():
+            return []
+        qualifiers = {c: f"{hbase.FAMILY.decode()}:{c}".encode() for c in S.QUARANTINE_COLUMNS}
+        rows = []
+        for key, cells in conn.table(hbase.QUARANTINE_TABLE).scan(include_timestamp=True,
+                                                                  batch_size=1000):
+            ms = max(ts for _, ts in cells.values())
+            rows.append((ms, key, {c: cells[q][0].decode("utf-8") if q in cells else None
+                                   for c, q in qualifiers.items()}))
+    finally:
+        conn.close()
+    newest = heapq.nlargest(limit, rows, key=lambda r: (r[0], r[1])) if limit is not None \
+        else sorted(rows, key=lambda r: (r[0], r[1]), reverse=True)
+    return [{STORED_AT: _utc(ms / 1000.0), **rec} for ms, _, rec in newest]
+
+
+def topic_quarantine(bootstrap: str, topic: str, limit: int = 20,
+                     timeout_s: float = 10.0) -> list[dict]:
+    """The newest ``limit`` records of the event job's quarantine topic (value: JSON over
+    :data:`soads.schema.QUARANTINE_COLUMNS`; at-least-once, so a record may repeat). A topic
+    that does not exist reads as no records.
+
+    Returns
+    -------
+    list of dict, newest first: stored_at (the record's Kafka timestamp, naive UTC), source,
+    reason, detail
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             group_id=None, consumer_timeout_ms=int(timeout_s * 1000))
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        begins = consumer.beginning_offsets(tps)
+        for tp in tps:  # the last `limit` of every partition holds the newest `limit` overall
+            consumer.seek(tp, max(begins[tp], ends[tp] - limit))
+        wanted = sum(ends[tp] - max(begins[tp], ends[tp] - limit) for tp in tps)
+        records = []
+        for msg in consumer:
+            records.append(msg)
+            if len(records) >= wanted:
+                break
+    finally:
+        consumer.close()
+    newest = heapq.nlargest(limit, records, key=lambda m: (m.timestamp, m.partition, m.offset))
+    out = []
+    for m in newest:
+        try:
+            value = json.loads(m.value)
+        except ValueError:
+            value = {S.DETAIL: m.value.decode("utf-8", "replace")}
+        out.append({STORED_AT: _utc(m.timestamp / 1000.0),
+                    **{c: value.get(c) for c in S.QUARANTINE_COLUMNS}})
+    return out
+

@@ -1,0 +1,6 @@
+"""``python -m soads.services up|down|status [kafka|mariadb|hbase]`` (see the package docstring)."""
+import sys
+
+from soads.services import main
+
+sys.exit(main())
