@@ -1,6 +1,6 @@
 """The long-running event job: Kafka (or a file directory) -> EVENT LOG TABLE + quarantine,
 per-oid Relational Dependency Updater -> RELATIONAL DEPENDENCY TABLE, Anomaly Evaluator ->
-object_score and ALIGNMENT SCORE TABLE; checkpointed, exactly-once tables (soads.streaming).
+object_score and ALIGNMENT SCORE TABLE; checkpointed, exactly-once tables (soads.stream).
 
 Usage: spark-submit --jars $(python -c 'from soads import services as s; print(",".join(s.spark_kafka_jars(s.load_conf())))'),$(python -m soads.jvm) \
     jobs/stream_events.py --conf conf/soads.toml --stream-conf conf/services-stream.toml \
@@ -11,7 +11,8 @@ import argparse
 import logging
 import sys
 
-from soads import config, services, session, streaming
+from soads import config, services, session
+from soads.stream.job import spark_jars, start_event_queries
 
 
 def main(argv=None) -> int:
@@ -26,10 +27,8 @@ def main(argv=None) -> int:
     stream = cfg.stream
     kafka_jars = (services.spark_kafka_jars(services.load_conf(args.services_conf))
                   if stream.source == "kafka" else ())
-    spark = session.build(cfg.spark, extra=streaming.spark_jars(stream, kafka_jars))
-    queries = streaming.start_event_queries(
-        spark, stream, cfg.preprocess.max_document_bytes, cfg.sequences.dwell_seconds,
-        cfg.scoring, cfg.scoring.window_seconds)
+    spark = session.build(cfg.spark, extra=spark_jars(stream, kafka_jars))
+    queries = start_event_queries(spark, cfg)
     # runs until killed or until a query fails (its exception ends the job with a non-zero code)
     spark.streams.awaitAnyTermination()
     queries.stop()
