@@ -16,7 +16,7 @@ from soads.stream.job import spark_jars, start_event_queries
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--conf", action="append", default=[])
     p.add_argument("--stream-conf", action="append", default=[])
     p.add_argument("--set", action="append", default=[])

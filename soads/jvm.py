@@ -23,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "java")
 DEFAULT_JARS = "~/.cache/soads/jars"
-UPDATER_CLASS = "soads.jvm.RelationUpdater"
 
 
 class BuildError(RuntimeError):
