@@ -306,7 +306,7 @@ def run(events: int = 1_300_000, rate: float = 2000.0, seconds: float = 60.0,
     conf = services_conf or services.load_conf()
     job = job or StreamConf()
     extra = spark_jars(StreamConf(source="kafka", state_operator="jvm"),
-                                 services.spark_kafka_jars(conf))
+                       services.spark_kafka_jars(conf))
     spark_conf = dataclasses.replace(spark_conf or SparkConf(shuffle_partitions=2),
                                      master="local[*]", app_name="soads-bench-stream")
     shuffle_partitions = spark_conf.shuffle_partitions

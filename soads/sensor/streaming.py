@@ -48,14 +48,13 @@ and ``processAllAvailable`` never returns.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
 import os
 from dataclasses import dataclass
 from typing import Iterable, Sequence
-
-import datetime as dt
 
 import numpy as np
 
@@ -129,8 +128,6 @@ class ReadingError(ValueError):
 
 
 def _ts_us(value) -> int:
-    import datetime as dt
-
     if isinstance(value, bool):
         raise ValueError("a boolean is not a time")
     if isinstance(value, (int, float)):  # epoch seconds, as Spark's JSON reader takes numbers
@@ -304,8 +301,8 @@ def parse_readings(raw, sensors: Sequence[str]):
     # ts (the event time the watermark follows) only for valid readings: a rejected reading
     # must not move the watermark
     ts = F.when(F.col(S.REASON).isNull(), F.timestamp_micros(S.TS_US))
-    return parsed.select(S.MACHINE_KEY, S.MACHINE_ID, ts.alias(S.TS), S.TS_US, S.SOURCE, S.REASON,
-                         S.DETAIL, *cols)
+    return parsed.select(S.MACHINE_KEY, S.MACHINE_ID, ts.alias(S.TS), S.TS_US, S.SOURCE,
+                         S.REASON, S.DETAIL, *cols)
 
 
 def window_struct():

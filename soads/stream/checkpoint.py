@@ -8,9 +8,12 @@ A Spark checkpoint is ``<checkpoint_root>/<query name>`` with ``offsets/<batch i
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from soads.stream.state import STATE_FORMATS
+
+logger = logging.getLogger(__name__)
 
 OPERATOR_MARK = "state_operator"  # file in the checkpoint directory: the STATE_FORMATS entry
 

@@ -8,10 +8,13 @@ The full events never cross a shuffle and never reach the driver; what moves on 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 from soads import epcis, schema as S
 from soads.storage import event_log, hbase
+
+logger = logging.getLogger(__name__)
 
 BATCH_ID_PROPERTY = "streaming.sql.batchId"  # Spark's MicroBatchExecution.BATCH_ID_KEY
 

@@ -8,6 +8,7 @@ as the event log already is).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -17,6 +18,8 @@ from soads import schema as S
 from soads import scoring as scorer
 from soads.storage import tables
 from soads.stream.state import update_struct
+
+logger = logging.getLogger(__name__)
 
 
 def scored_struct():

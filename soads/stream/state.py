@@ -33,12 +33,15 @@ object's last session equals ``object_score``.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Iterable
 
 from soads import schema as S
 from soads.dependencies import LastRead, advance
 from soads.sequences import arrival_key, dedup_dwell
+
+logger = logging.getLogger(__name__)
 
 
 # -- pure core: the per-oid step -------------------------------------------------------------
