@@ -6,7 +6,7 @@ here.
 """
 import doctest
 import importlib
-import os
+import importlib.util
 import pkgutil
 import re
 
@@ -14,16 +14,13 @@ import pytest
 
 import soads
 
-ROOT = os.path.dirname(soads.__file__)
-
 
 def _modules_with_examples() -> list[str]:
     names = []
     for info in pkgutil.walk_packages(soads.__path__, "soads."):
-        rel = info.name.split(".")[1:]
-        path = os.path.join(ROOT, *rel, "__init__.py") if info.ispkg else \
-            os.path.join(ROOT, *rel) + ".py"
-        with open(path, encoding="utf-8") as fh:
+        if info.name.endswith(".__main__"):
+            continue  # importing it would run it
+        with open(importlib.util.find_spec(info.name).origin, encoding="utf-8") as fh:
             if any(not line.rstrip().endswith("# doctest: +SKIP")
                    for line in re.findall(r"^\s*>>> .*$", fh.read(), re.M)):
                 names.append(info.name)
