@@ -39,7 +39,7 @@ QUERY = "sensor_anomaly"  # the sensor query's name = its checkpoint directory
 
 def _commits(ck: str) -> list[tuple[float, int]]:
     """``[(commit wall time, end offset)]`` of the sensor query's committed micro-batches."""
-    from soads.streaming import committed_batches
+    from soads.stream.checkpoint import committed_batches
 
     return committed_batches(ck, QUERY)
 
