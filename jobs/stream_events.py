@@ -1,6 +1,6 @@
 """The long-running event job: Kafka (or a file directory) -> EVENT LOG TABLE + quarantine,
 per-oid Relational Dependency Updater -> RELATIONAL DEPENDENCY TABLE, Anomaly Evaluator ->
-object_score and ALIGNMENT SCORE TABLE; checkpointed, exactly-once tables (soads.streaming).
+object_score and ALIGNMENT SCORE TABLE; checkpointed, exactly-once tables (soads.stream).
 
 Usage: spark-submit --jars $(python -m soads.jars),$(python -m soads.jvm) \
     jobs/stream_events.py --conf conf/soads.toml --stream-conf conf/services-stream.toml \
@@ -12,14 +12,15 @@ import logging
 import os
 import sys
 
-from soads import config, jars, session, streaming
+from soads import config, jars, session
+from soads.stream.job import spark_jars, start_event_queries
 
 SERVICES_CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf",
                              "services.toml")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--conf", action="append", default=[])
     p.add_argument("--stream-conf", action="append", default=[])
     p.add_argument("--set", action="append", default=[])
@@ -33,10 +34,8 @@ def main(argv=None) -> int:
     stream = cfg.stream
     kafka_jars = (jars.spark_kafka_jars(cfg.kafka.spark_connector_version, cfg.services.jars)
                   if stream.source == "kafka" else ())
-    spark = session.build(cfg.spark, extra=streaming.spark_jars(stream, kafka_jars))
-    queries = streaming.start_event_queries(
-        spark, stream, cfg.preprocess.max_document_bytes, cfg.sequences.dwell_seconds,
-        cfg.scoring, cfg.scoring.window_seconds)
+    spark = session.build(cfg.spark, extra=spark_jars(stream, kafka_jars))
+    queries = start_event_queries(spark, cfg)
     # runs until killed or until a query fails (its exception ends the job with a non-zero code)
     spark.streams.awaitAnyTermination()
     queries.stop()

@@ -12,6 +12,12 @@ Data flow (DESIGN.md), each box -> its module::
                                        -> PATTERN TABLE
       -> Anomaly Evaluator             soads.scoring (Smith-Waterman) -> object scores,
                                        ALIGNMENT SCORE TABLE (per-window mean)
+    Event job (the boxes above per     soads.stream: parse_stage -> state -> score_stage,
+      micro-batch, exactly once)       wired once in soads.stream.job; its relational sink
+                                       soads.storage.sinks
+    Sensor job                         soads.sensor (windows -> LSTM-AE -> SENSOR ANOMALY
+                                       TABLE); streaming: soads.sensor.streaming, its sink
+                                       soads.storage.sensor_sink
     Relational tables                  soads.storage.tables (SQLite | MySQL via SQLAlchemy)
     Battery-plant simulator            soads.simulator (EPCIS + ground truth)
     Detection quality                  soads.evaluate

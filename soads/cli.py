@@ -464,7 +464,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-SKAB_PUBLISHED = [  # ../shared/skab/README.md, recomputed on the 20 files of the dev subset
+SKAB_PUBLISHED = [  # SKAB's published outlier-detection table (github.com/waico/SKAB), recomputed
+    # on the 20 files of the valve1 / valve2 / anomaly-free subset
     ("MSET", 0.77, 40.72, 14.96), ("Conv-AE", 0.76, 14.94, 31.33),
     ("T-squared + Q (PCA)", 0.75, 26.83, 26.19), ("LSTM-AE (SKAB)", 0.70, 30.09, 31.92),
     ("T-squared", 0.61, 19.20, 48.76), ("Vanilla LSTM", 0.42, 10.10, 71.47),
@@ -720,8 +721,9 @@ def _add_bench(sub) -> None:
     b.set_defaults(func=cmd_bench)
 
     b = bsub.add_parser("sensor", help="sensor model: training, SKAB figures, stream latency")
-    b.add_argument("--skab", default="../shared/skab/data", metavar="DIR",
-                   help="SKAB data for the end-to-end evaluation")
+    b.add_argument("--skab", default="", metavar="DIR",
+                   help="SKAB data (github.com/waico/SKAB, its data/ folder) for the end-to-end "
+                        "evaluation; without it that part is skipped and says so")
     b.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
     b.add_argument("--readings-per-s", type=float, default=100.0, metavar="RATE",
                    help="publishing rate of the streaming latency run")
@@ -966,7 +968,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = s.add_subparsers(dest="sensor_command", required=True, metavar="SENSOR_COMMAND")
     e = ssub.add_parser("evaluate", help="SKAB protocol evaluation beside the published numbers")
     e.add_argument("--data", required=True, metavar="DIR",
-                   help="SKAB-layout folders of CSV files, e.g. ../shared/skab/data")
+                   help="SKAB-layout folders of CSV files (github.com/waico/SKAB: its data/ folder)")
     e.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
     e.add_argument("--preset", help="preset in the sensor conf (default: its [sensor] preset)")
     e.add_argument("--json", action="store_true", help="last line: one JSON object")

@@ -1,7 +1,8 @@
 """Event Log Preprocessor, pure core: EPCIS XML / JSON(-LD) documents -> flat events | quarantine.
 
-Pure Python (lxml, json, datetime); imports no pyspark. :mod:`soads.preprocess` runs
-:func:`parse_document` inside ``mapInPandas``.
+Pure Python (lxml, json, datetime); imports no pyspark. Spark runs :func:`parse_document`
+inside ``mapInArrow``: the batch path in :func:`soads.preprocess.parse_documents`, the event job
+in its parse stage (:class:`soads.stream.parse_stage.EventStore`).
 
 Supported input
 ---------------

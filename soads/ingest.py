@@ -1,9 +1,11 @@
-"""Ingest (streaming sources): Kafka topic or a directory of EPCIS files -> raw documents.
+"""Ingest (the event job's streaming sources): Kafka topic or a directory of EPCIS files -> raw
+documents.
 
-Each row is one EPCIS document with its source identity, ready for
-:func:`soads.preprocess.parse_documents`, which appends the event's position inside the
-document (``:line`` for XML, ``#index`` for JSON), so every flat event traces back to
-``topic/partition/offset:line`` or ``path:line``.
+Each row is one EPCIS document with its source identity, ready for the job's parse stage
+(:class:`soads.stream.parse_stage.EventStore`). :func:`soads.epcis.parse_document` appends the
+event's position inside the document (``:line`` for XML, ``#index`` for JSON), so every flat
+event traces back to ``topic/partition/offset:line`` or ``path:line``. (The batch path reads
+files with :func:`soads.preprocess.read_documents`.)
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The project's JVM operator (``soads/java/*.java``): built on first use, cached by content.
 
-:mod:`soads.streaming` runs the Relational Dependency Updater's per-oid step either as a Python
-state function or as the Java port in ``soads/java/RelationUpdater.java`` (``stream.state_operator``).
-The Java sources are compiled here with ``javac`` against the installed pyspark's jars into
+:mod:`soads.stream.state` runs the Relational Dependency Updater's per-oid step either as a
+Python state function or as the Java port in ``soads/java/RelationUpdater.java``
+(``stream.state_operator``). The Java sources are compiled here with ``javac`` against the installed pyspark's jars into
 ``<jars>/soads-jvm-<hash>.jar`` (hash of the sources and the Spark version), so a change of either
 builds a new jar and a warm machine builds nothing. spark-submit users pass the jar with
 ``--jars $(python -m soads.jvm)``.
@@ -23,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "java")
 DEFAULT_JARS = "~/.cache/soads/jars"
-UPDATER_CLASS = "soads.jvm.RelationUpdater"
 
 
 class BuildError(RuntimeError):

@@ -23,7 +23,6 @@ from soads.schema import (
 
 logger = logging.getLogger(__name__)
 
-DOCUMENT_SUFFIXES = (".xml", ".json", ".jsonld")
 # Spark's binaryFile source names its columns itself (path, modificationTime, length, content)
 _BINARY_FILE_PATH = "path"
 _BINARY_FILE_CONTENT = "content"

@@ -1,7 +1,8 @@
 """Column names and Spark schemas of every SOADS table (DESIGN.md "Definitions").
 
-Every other module takes column names from here; none writes them as string literals.
-The SQL DDL in ``sql/`` must agree with :data:`TABLES` (``tests/test_schema.py`` checks).
+Every other module takes column names and row kinds from here; none writes them as string
+literals. The SQL DDL in ``sql/`` is generated from :data:`TABLES` (``python -m
+soads.storage.ddl``; ``tests/test_storage.py`` checks it is current).
 """
 
 # -- flat event (Event Log Preprocessor output, EVENT LOG TABLE) --------------------------
@@ -56,6 +57,25 @@ KIND = "kind"
 KIND_EVENT = "event"
 KIND_QUARANTINE = "quarantine"
 
+# -- the event job's state step (soads.stream.state) ----------------------------------------
+# Its rows (update_struct) are of three kinds; the relational sink (soads.storage.sinks) reads
+# them back by these names.
+KIND_RELATION = "relation"
+"""An object's new (a, b) occurrences in a micro-batch (``freq``, ``support``)."""
+KIND_LATE = "late"
+"""A late event (the late/out-of-order policy of :mod:`soads.stream.state`)."""
+KIND_OBJECT = "object"
+"""An updated object: its session ``sequence`` and ``last_us`` (then scored)."""
+TIME_US = "time_us"
+"""Event time in microseconds since the epoch (UTC), as the state step carries it."""
+LAST_US = "last_us"
+"""Time of an object's last accepted read, microseconds since the epoch (UTC)."""
+SEEN = "seen"
+"""State column: the relations whose support the object's session already counted."""
+NEVER_LATE = "_never_late"
+"""The state operators' watermark column: a constant no row is ever behind (Spark would drop
+rows below the watermark before the state step sees them; the jobs' policies record them)."""
+
 # -- sequences --------------------------------------------------------------------------
 SEQUENCE = "sequence"
 FIRST_TIME = "first_time"
@@ -93,6 +113,9 @@ WINDOW_START = "window_start"
 WINDOW_END = "window_end"
 MEAN_SCORE = "mean_score"
 N_OBJECTS = "n_objects"
+SCORED_COLUMNS = (SCORE, RAW, PATTERN, RUN_ID)
+"""What the stream's Anomaly Evaluator adds to an updated object's row
+(soads.stream.score_stage)."""
 
 # -- ground truth (simulator) ------------------------------------------------------------
 LABEL = "label"
@@ -126,7 +149,7 @@ BATCH_ID = "batch_id"
 # The batch ledger: a streaming sink records each batch id in the same transaction as its upsert.
 TABLES["sink_batch"] = ((SINK, "text"), (BATCH_ID, "bigint"), (CREATED_AT, "timestamp"))
 
-# Late events of the streaming job (soads.streaming's policy): stored in the event log, but they
+# Late events of the event job (soads.stream.state's policy): stored in the event log, but they
 # create no relation and no score; recorded here in the same transaction as the relation counts.
 TABLES["late_event"] = ((OID, "text"), (SOURCE, "text"), (READ_POINT, "text"),
                         (EVENT_TIME, "timestamp"))
@@ -146,6 +169,12 @@ N_WINDOWS = "n_windows"
 JSD = "jsd"
 """Jensen-Shannon divergence (base 2, in [0, 1]) of a time window's score histogram vs training."""
 DRIFTED = "drifted"
+KIND_WINDOW = "window"
+"""Row kind of the sensor job's windows (beside :data:`KIND_QUARANTINE` rows)."""
+TS_US = "ts_us"
+"""A reading's ts in microseconds since the epoch (UTC), as the sensor job carries it."""
+MACHINE_KEY = "_key"
+"""The sensor job's grouping key: machine_id, or "" for a reading the parser rejected."""
 TABLES["sensor_anomaly"] = ((MACHINE_ID, "text"), (WINDOW_END, "timestamp"), (SCORE, "float"),
                             (THRESHOLD, "float"), (IS_ANOMALY, "bool"), (MODEL_VERSION, "text"))
 TABLES["sensor_drift"] = ((MODEL_VERSION, "text"), (WINDOW_START, "timestamp"),
@@ -184,8 +213,9 @@ PRIMARY_KEYS = {
     "alignment_score": (WINDOW_START, RUN_ID),
 }
 
-# Secondary indexes: the streaming Anomaly Evaluator recomputes the windows it touches
-# (object_score rows of one run in one window of last_time) every micro-batch.
+# Secondary indexes: one run's object_score rows by last_time, i.e. the objects of a window.
+# (The stream no longer recomputes a window from them: it moves each window's mean and count by
+# the micro-batch's replaced and new scores, soads.storage.sinks.write_updates.)
 INDEXES = {
     "object_score": ((RUN_ID, LAST_TIME),),
 }

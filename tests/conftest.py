@@ -36,7 +36,7 @@ def spark():
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    # the JVM state operator of soads.streaming (compiled on first use, cached by content)
+    # the JVM state operator of soads.stream.state (compiled on first use, cached by content)
     session = build(SparkConf(master="local[2]", shuffle_partitions=2, driver_memory="2g"),
                     extra={"spark.jars": jvm.build()})
     yield session

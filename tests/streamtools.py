@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from soads import config, epcis, schema as S, services, streaming
+from soads import config, epcis, schema as S, services
+from soads.stream.state import recompute_sequences
 
 IN_CI = os.environ.get("CI") == "true"
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -204,7 +205,7 @@ def kill(proc, sig=signal.SIGTERM):
 
 def committed(ck, name):
     """Last committed Kafka end offset of a query (from its checkpoint), or -1."""
-    from soads.streaming import committed_batches
+    from soads.stream.checkpoint import committed_batches
 
     done = committed_batches(ck, name)
     return done[-1][1] if done else -1
@@ -271,7 +272,7 @@ def assert_exactly_once(published, topic, location, db_url, dwell=60.0, idle=360
     late = {(r[S.OID], r[S.SOURCE]) for r in sinks.read_late(db_url)}
     kept = [(e[S.OID], e[S.READ_POINT], hbase.to_micros(e[S.EVENT_TIME]), e[S.SOURCE])
             for e in stored.values() if (e[S.OID], e[S.SOURCE]) not in late]
-    sessions = streaming.recompute_sequences(kept, dwell, idle)
+    sessions = recompute_sequences(kept, dwell, idle)
     got = {(r[S.A], r[S.B]): (r[S.FREQ], r[S.SUPPORT])
            for r in tables.read_table(db_url, "relational_dependency")}
     assert got == relation_counts([s for ss in sessions.values() for s in ss])

@@ -17,11 +17,12 @@ from collections import Counter
 
 import pytest
 
-from soads import epcis, schema as S, streaming
+from soads import epcis, schema as S
 from soads.config import ScoringConf
 from soads.dependencies import relation_counts
 from soads.scoring import score_batch
 from soads.simulator.generate import iter_documents, iter_sequences
+from soads.stream.state import recompute_sequences
 import streamtools as st
 from streamtools import MAX_BYTES, assert_windows_recompute, committed
 
@@ -206,7 +207,7 @@ def test_killed_and_restarted_job_ends_exactly_as_the_batch_recomputation(conf, 
         # RELATIONAL DEPENDENCY TABLE == batch recomputation of the event log
         kept = [(e[S.OID], e[S.READ_POINT], hbase.to_micros(e[S.EVENT_TIME]), e[S.SOURCE])
                 for e in stored.values()]
-        sessions = streaming.recompute_sequences(kept, 60.0, 3600.0)
+        sessions = recompute_sequences(kept, 60.0, 3600.0)
         got = {(r[S.A], r[S.B]): (r[S.FREQ], r[S.SUPPORT])
                for r in tables.read_table(db_url, "relational_dependency")}
         assert got == relation_counts([s for ss in sessions.values() for s in ss])

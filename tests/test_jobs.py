@@ -20,12 +20,14 @@ import pytest
 import sqlalchemy as sa
 
 import streamtools as st
-from soads import epcis, schema as S, streaming
+from soads import epcis, schema as S
 from soads.config import ScoringConf
 from soads.dependencies import relation_counts
 from soads.mining.brute_force import frequent_patterns, minsup_count
 from soads.scoring import score_batch
 from soads.simulator.generate import iter_sequences, simulate
+from soads.stream.job import QUERY_NAME
+from soads.stream.state import recompute_sequences
 from soads.storage import tables
 from soads.storage.hbase import to_micros
 
@@ -192,7 +194,7 @@ def test_stream_events_job_first_micro_batch(tmp_path):
            "--set", "stream.trigger_seconds=1"]
     log_path = tmp_path / "job.log"
     with open(log_path, "ab") as log:
-        _wait_first_commit(st.start(cmd, log), str(ck / streaming.QUERY_NAME), log_path,
+        _wait_first_commit(st.start(cmd, log), str(ck / QUERY_NAME), log_path,
                            "stream_events.py")
     # every file fits the first micro-batch (max_files_per_trigger 20): the relations of its
     # reads, recomputed in batch, equal the table
@@ -204,7 +206,7 @@ def test_stream_events_job_first_micro_batch(tmp_path):
                   for e in ev]
     assert len(os.listdir(tmp_path / "incoming")) <= 20
     assert tables.read_table(db_url, "late_event") == []
-    sessions = streaming.recompute_sequences(reads, 60.0, 3600.0)
+    sessions = recompute_sequences(reads, 60.0, 3600.0)
     got = {(r[S.A], r[S.B]): (r[S.FREQ], r[S.SUPPORT])
            for r in tables.read_table(db_url, "relational_dependency")}
     assert got and got == relation_counts([s for ss in sessions.values() for s in ss])

@@ -89,7 +89,7 @@ def test_registry_promote_rollback(tmp_path):
 
 
 def test_stream_hot_swap_exactly_once(spark, tmp_path):
-    from soads.sensor.streaming import start_sensor_query
+    from soads.sensor.streaming import score_micro_batch, start_sensor_query
     from soads.sensor.train import train_version
     from soads.storage import sensor_sink, tables
 
@@ -132,7 +132,7 @@ def test_stream_hot_swap_exactly_once(spark, tmp_path):
     assert {r[S.SINK] for r in ledger} == {sensor_sink.SINK_SENSOR}
     empty = spark.createDataFrame([], "machine_id string, window_end timestamp, "
                                       "window array<double>")
-    assert sensor_sink.write_sensor_anomalies(empty, ledger[0][S.BATCH_ID], db, root, 3, 2) is None
+    assert score_micro_batch(empty, ledger[0][S.BATCH_ID], db, root, 3, 2) is None
 
 
 def test_jensen_shannon_exact():

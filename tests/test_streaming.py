@@ -1,4 +1,4 @@
-"""The streaming event job (soads.streaming, soads.storage.sinks, soads.ingest) without services:
+"""The streaming event job (soads.stream, soads.storage.sinks, soads.ingest) without services:
 a file source, Parquet event log, SQLite tables."""
 import datetime as dt
 import os
@@ -7,11 +7,14 @@ import time
 import pytest
 
 from soads import schema as S
-from soads import streaming
-from soads.config import ScoringConf
+from soads.config import Config, PreprocessConf, ScoringConf, StreamConf
 from soads.dependencies import LastRead, relation_counts
 from soads.scoring import score_batch
-from soads.streaming import ObjectState, recompute_sequences, step
+from soads.stream import checkpoint
+from soads.stream.job import start_event_queries
+from soads.stream.score_stage import ObjectScorer, PatternCache, score_objects, scored_struct
+from soads.stream.state import (ObjectState, combine_relations, recompute_sequences,
+                                should_evict, step, update_struct)
 from streamtools import assert_windows_recompute
 
 MIN = 60_000_000  # µs
@@ -64,8 +67,8 @@ def test_step_gap_longer_than_idle_starts_a_new_session():
 
 def test_should_evict_and_recompute_apply_the_same_policy():
     st = ObjectState(LastRead("A", 0), ("A",), frozenset())
-    assert not streaming.should_evict(st, 3600 * 10**6, 3600)
-    assert streaming.should_evict(st, 3600 * 10**6 + 1, 3600)
+    assert not should_evict(st, 3600 * 10**6, 3600)
+    assert should_evict(st, 3600 * 10**6 + 1, 3600)
     reads = [("o", "A", 0, "f:1"), ("o", "A", 10**6, "f:2"), ("o", "B", MIN, "f:3"),
              ("o", "C", 70 * MIN, "f:4"), ("p", "X", 0, "f:5")]
     assert recompute_sequences(reads, 60, 3600) == {"o": [["A", "B"], ["C"]], "p": [["X"]]}
@@ -197,7 +200,7 @@ def _put(directory, index, data):
 
 
 def _stream_conf(tmp_path, operator="jvm"):
-    return streaming.StreamConf(
+    return StreamConf(
         source="files", input_path=str(tmp_path / "in"), max_files_per_trigger=1,
         event_log=str(tmp_path / "log"), db_url=f"sqlite:///{tmp_path}/soads.db",
         checkpoint_root=str(tmp_path / "ck"), watermark_seconds=600, idle_seconds=3600,
@@ -205,8 +208,9 @@ def _stream_conf(tmp_path, operator="jvm"):
 
 
 def _start(spark, conf):
-    return streaming.start_event_queries(spark, conf, 1 << 20, 60.0, ScoringConf(), 3600,
-                                         trigger=False)
+    return start_event_queries(
+        spark, Config(stream=conf, preprocess=PreprocessConf(max_document_bytes=1 << 20)),
+        trigger=False)
 
 
 OPERATORS = pytest.mark.parametrize("operator", ["jvm", "python"])
@@ -322,8 +326,8 @@ def test_ledger_replay_changes_nothing(tmp_path):
     sinks.prepare(url, str(tmp_path / "log"))
     _add_run(url, "run-1", [["A", "B", "C"]], dt.datetime(2024, 1, 1))
     t = (dt.datetime(2024, 3, 4, 10, 30) - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
-    objects = sinks.score_objects([("o1", ["A", "B"], t)],
-                                  sinks.PatternCache(url, maximal_only=False), ScoringConf())
+    objects = score_objects([("o1", ["A", "B"], t)], PatternCache(url, maximal_only=False),
+                            ScoringConf())
     assert objects[0][6] == "run-1"
     batch = sinks.BatchUpdates(relations=[("A", "B", 3, 2)], late=[("o1", "f:9", "Z", t)],
                                objects=objects)
@@ -347,17 +351,17 @@ def test_scorer_and_collect_updates_on_the_executors(spark, tmp_path):
     url = f"sqlite:///{tmp_path}/scorer.db"
     sinks.prepare(url, str(tmp_path / "log"))
     rows = [
-        (streaming.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
-        (streaming.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
-        (streaming.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None),
-        (streaming.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7),
-        (streaming.KIND_OBJECT, "o2", None, None, None, None, None, None, None, ["C", "X"], 9),
+        (S.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
+        (S.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
+        (S.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None),
+        (S.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7),
+        (S.KIND_OBJECT, "o2", None, None, None, None, None, None, None, ["C", "X"], 9),
     ]
-    df = spark.createDataFrame(rows, streaming.update_struct())
+    df = spark.createDataFrame(rows, update_struct())
 
     def collect():
         return sinks.collect_updates(
-            df.mapInArrow(sinks.ObjectScorer(url, ScoringConf()), sinks.scored_struct()))
+            df.mapInArrow(ObjectScorer(url, ScoringConf()), scored_struct()))
 
     # before any mining run: collected, not scored
     assert collect() == sinks.BatchUpdates(
@@ -374,10 +378,10 @@ def test_scorer_and_collect_updates_on_the_executors(spark, tmp_path):
 
 
 def test_checkpoint_refuses_the_other_state_operator(tmp_path):
-    streaming._check_operator(str(tmp_path / "ck"), "jvm")
-    streaming._check_operator(str(tmp_path / "ck"), "jvm")
+    checkpoint.check_operator(str(tmp_path / "ck"), "jvm")
+    checkpoint.check_operator(str(tmp_path / "ck"), "jvm")
     with pytest.raises(ValueError, match="state_operator=jvm"):
-        streaming._check_operator(str(tmp_path / "ck"), "python")
+        checkpoint.check_operator(str(tmp_path / "ck"), "python")
 
 
 @pytest.mark.parametrize("made", [
@@ -386,27 +390,26 @@ def test_checkpoint_refuses_the_other_state_operator(tmp_path):
 ])
 def test_checkpoint_refuses_an_older_state_format(tmp_path, made):
     os.makedirs(tmp_path / "ck")
-    (tmp_path / "ck" / streaming._OPERATOR_MARK).write_text(made + "\n")
+    (tmp_path / "ck" / checkpoint.OPERATOR_MARK).write_text(made + "\n")
     with pytest.raises(ValueError, match=f"format '{made}'"):
-        streaming._check_operator(str(tmp_path / "ck"), "jvm")
+        checkpoint.check_operator(str(tmp_path / "ck"), "jvm")
 
 
 def test_error_in_a_sink_surfaces_as_streaming_query_exception(spark, tmp_path):
     from pyspark.errors import StreamingQueryException
 
+    from soads.storage import tables
+
     conf = _stream_conf(tmp_path)
     os.makedirs(conf.input_path)
+    q = _start(spark, conf).events  # creates the tables; no input yet, so no micro-batch
+    # the ledger table goes away under the running query: the relations sink fails inside
+    # foreachBatch at the next micro-batch
+    eng = tables.engine(conf.db_url)
+    with eng.begin() as conn:
+        tables.TABLE["sink_batch"].drop(conn)
+    eng.dispose()
     _put(conf.input_path, 0, _docs()[0])
-    # no tables were created: the relations sink fails inside foreachBatch
-    from soads import ingest, preprocess
-    from soads.storage import sinks
-
-    events, _ = preprocess.split_parsed(preprocess.parse_documents(
-        ingest.read_files(spark, conf.input_path)))
-    updates = streaming.object_updates(events, 60, 3600, 600).mapInArrow(
-        sinks.ObjectScorer(conf.db_url, ScoringConf()), sinks.scored_struct())
-    q = (updates.writeStream.foreachBatch(sinks.updates_writer(conf.db_url, 3600))
-         .option("checkpointLocation", str(tmp_path / "ck-err")).start())
     try:
         with pytest.raises(StreamingQueryException, match="no such table"):
             q.processAllAvailable()
@@ -424,7 +427,7 @@ def test_pattern_cache_scores_equal_score_batch_and_follow_the_newest_run(tmp_pa
     sinks.prepare(url, str(tmp_path / "log"))
     run1 = [["A", "B", "C"], ["B", "D"]]
     _add_run(url, "run-1", run1, dt.datetime(2024, 1, 1))
-    cache = sinks.PatternCache(url, maximal_only=False, max_cached=5)
+    cache = PatternCache(url, maximal_only=False, max_cached=5)
     assert cache.newest() == ("run-1", run1)
     rnd = random.Random(3)
     for _ in range(4):  # repeats, new sequences, and the cache overflowing (max 5)
@@ -442,19 +445,19 @@ def test_pattern_cache_scores_equal_score_batch_and_follow_the_newest_run(tmp_pa
 @OPERATORS
 def test_combine_relations_sums_per_partition_and_keeps_the_rest(spark, operator):
     rows = [
-        (streaming.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
-        (streaming.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
-        (streaming.KIND_RELATION, "o2", "B", "C", 1, 0, None, None, None, None, None),
-        (streaming.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None),
-        (streaming.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7),
+        (S.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
+        (S.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
+        (S.KIND_RELATION, "o2", "B", "C", 1, 0, None, None, None, None, None),
+        (S.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None),
+        (S.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7),
     ]
-    df = spark.createDataFrame(rows, streaming.update_struct()).coalesce(1)
+    df = spark.createDataFrame(rows, update_struct()).coalesce(1)
 
     def key(r):
         return repr(tuple(tuple(v) if isinstance(v, list) else v for v in r))
 
-    got = sorted(map(key, streaming.combine_relations(df, operator).collect()))
+    got = sorted(map(key, combine_relations(df, operator).collect()))
     assert got == sorted(map(key, [
-        (streaming.KIND_RELATION, None, "A", "B", 3, 2, None, None, None, None, None),
-        (streaming.KIND_RELATION, None, "B", "C", 1, 0, None, None, None, None, None),
+        (S.KIND_RELATION, None, "A", "B", 3, 2, None, None, None, None, None),
+        (S.KIND_RELATION, None, "B", "C", 1, 0, None, None, None, None, None),
         rows[3], rows[4]]))

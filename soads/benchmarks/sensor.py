@@ -39,7 +39,7 @@ QUERY = "sensor_anomaly"  # the sensor query's name = its checkpoint directory
 
 def _commits(ck: str) -> list[tuple[float, int]]:
     """``[(commit wall time, end offset)]`` of the sensor query's committed micro-batches."""
-    from soads.streaming import committed_batches
+    from soads.stream.checkpoint import committed_batches
 
     return committed_batches(ck, QUERY)
 
@@ -197,7 +197,7 @@ def latency(rate: float = 100.0, seconds: float = 60.0, trigger_seconds: float =
     }
 
 
-def run(skab_dir: str = "../shared/skab/data", sensor_conf: str = "conf/sensor.toml",
+def run(skab_dir: str = "", sensor_conf: str = "conf/sensor.toml",
         repeats: int = 5, rate: float = 100.0, seconds: float = 60.0,
         trigger_seconds: float = 0.5, latency_only: bool = False) -> list[str]:
     """Run the benchmarks; returns printable lines (the latency part's last line is JSON)."""
@@ -222,14 +222,15 @@ def run(skab_dir: str = "../shared/skab/data", sensor_conf: str = "conf/sensor.t
                      f"({t['forward_windows_per_cpu_s']:,.0f} per CPU-s); target >= 100,000")
         lines.append(f"  inference, score() incl. eq. 2: {t['score_windows_per_s']:,.0f} "
                      f"windows/s ({t['score_windows_per_cpu_s']:,.0f} per CPU-s)")
-        if os.path.isdir(skab_dir):
+        if skab_dir and os.path.isdir(skab_dir):
             t0 = time.perf_counter()
             r = evaluate_skab(skab_dir, params=params, **conf.skab.kwargs())
             lines.append(f"SKAB end to end ({r['files']} files, {r['points']:,} test points): "
                          f"{time.perf_counter() - t0:.1f} s, F1 {r['f1']:.2f}, FAR "
                          f"{r['far']:.2f} %, MAR {r['mar']:.2f} %")
         else:
-            lines.append(f"SKAB end to end: skipped, no directory {skab_dir}")
+            lines.append("SKAB end to end: skipped, " + (f"no directory {skab_dir}" if skab_dir
+                                                          else "no --skab DIR given"))
     r = latency(rate=rate, seconds=seconds, trigger_seconds=trigger_seconds,
                 sensor_conf=sensor_conf)
     lines.append(f"Sensor job steady-state latency (Kafka -> Spark -> MySQL sensor_anomaly, "

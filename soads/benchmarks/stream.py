@@ -1,5 +1,5 @@
 """Benchmark of the long-running event job through the real parts: Kafka -> Spark Structured
-Streaming (soads.streaming) -> HBase EVENT LOG TABLE + MySQL relation and score tables, with
+Streaming (soads.stream) -> HBase EVENT LOG TABLE + MySQL relation and score tables, with
 the job's own ``[stream]`` and ``[spark]`` settings.
 
 (b) latency, run first (on quiet services): the query runs on a fresh topic, warmed up for
@@ -33,11 +33,12 @@ import time
 import uuid
 
 from soads import schema as S
+from soads.stream.checkpoint import committed_batches
+from soads.stream.job import QUERY_NAME as QUERY, spark_jars, start_event_queries
 
 logger = logging.getLogger(__name__)
 
 EVENTS_PER_OBJECT = 18.2
-QUERY = "events"  # soads.streaming.QUERY_NAME
 WARM_UP_SECONDS = 20.0  # (b): published at the rate before the measured part
 
 
@@ -124,8 +125,6 @@ def _stream_conf(p: dict, ck: str, job, operator: str = "jvm"):
 
 
 def _commits(ck: str, name: str) -> list[tuple[float, int]]:
-    from soads.streaming import committed_batches
-
     return committed_batches(ck, name)
 
 
@@ -143,13 +142,10 @@ def _wait_committed(ck: str, end: int, queries, timeout: float) -> None:
 
 
 def _start(spark, p, ck, job, maximal_only=False, operator="jvm"):
-    from soads import streaming
-    from soads.config import PreprocessConf, ScoringConf, SequencesConf
+    from soads.config import Config, ScoringConf
 
-    return streaming.start_event_queries(
-        spark, _stream_conf(p, ck, job, operator), PreprocessConf().max_document_bytes,
-        SequencesConf().dwell_seconds, ScoringConf(maximal_only=maximal_only),
-        ScoringConf().window_seconds)
+    return start_event_queries(spark, Config(stream=_stream_conf(p, ck, job, operator),
+                                             scoring=ScoringConf(maximal_only=maximal_only)))
 
 
 def _docs(n_objects: int, seed: int, events_per_file: int):
@@ -301,16 +297,16 @@ def run(events: int = 1_300_000, rate: float = 2000.0, seconds: float = 60.0,
     Part (a) runs once per state operator in ``operators`` (side by side: the JVM port and the
     Python state function); part (b) with the first. ``maximal_only`` scores against the run's
     maximal patterns only (``scoring.maximal_only``)."""
-    from soads import config, jars, services, session, streaming
+    from soads import config, jars, services, session
     from soads.config import SparkConf, StreamConf
 
     import dataclasses
 
     conf = services_conf or config.load([services.DEFAULT_CONF])
     job = job or StreamConf()
-    extra = streaming.spark_jars(StreamConf(source="kafka", state_operator="jvm"),
-                                 jars.spark_kafka_jars(conf.kafka.spark_connector_version,
-                                                       conf.services.jars))
+    extra = spark_jars(StreamConf(source="kafka", state_operator="jvm"),
+                       jars.spark_kafka_jars(conf.kafka.spark_connector_version,
+                                             conf.services.jars))
     spark_conf = dataclasses.replace(spark_conf or SparkConf(shuffle_partitions=2),
                                      master="local[*]", app_name="soads-bench-stream")
     shuffle_partitions = spark_conf.shuffle_partitions

@@ -31,12 +31,12 @@ import scala.Tuple2;
 /**
  * The Relational Dependency Updater's per-oid step on the JVM (flatMapGroupsWithState).
  *
- * <p>A line-for-line port of soads.streaming.step / object_updates (the Python oracle; the
+ * <p>A line-for-line port of soads.stream.state.step / object_updates (the Python oracle; the
  * tests compare both on random inputs and through Spark). Why a JVM operator at all: a Python
  * state function pays a fixed cost per key and micro-batch (0.2-1 ms measured, soads bench
  * stream), and a micro-batch of 100,000 reads touches thousands of objects; here a key costs
  * microseconds. The late/out-of-order policy, sessions, dwell de-duplication and eviction are
- * those of the soads/streaming.py docstring.
+ * those of the soads/stream/state.py docstring.
  *
  * <p>Input rows: oid string, read_point string, time_us long, source string (and the
  * watermark column, which is not read). Output rows: see {@link #OUTPUT}.
@@ -45,6 +45,8 @@ public final class RelationUpdater {
 
   private RelationUpdater() {}
 
+  // row kinds and column names: the same strings as soads/schema.py (KIND_RELATION, ...,
+  // TIME_US, LAST_US); OUTPUT is soads.stream.state.update_struct() (a test compares the rows)
   public static final String KIND_RELATION = "relation";
   public static final String KIND_LATE = "late";
   public static final String KIND_OBJECT = "object";
@@ -221,7 +223,7 @@ public final class RelationUpdater {
     return Integer.compare(x.length(), y.length());
   }
 
-  /** (time, arrival_key) order of soads.streaming.step; arrival numbers of any length. */
+  /** (time, arrival_key) order of soads.stream.state.step; arrival numbers of any length. */
   static final Comparator<Read> ORDER = (r, s) -> {
     int c = Long.compare(r.timeUs, s.timeUs);
     if (c != 0) return c;
@@ -239,7 +241,7 @@ public final class RelationUpdater {
     return c != 0 ? c : compareCodePoints(x.b(), y.b());
   };
 
-  /** What one step found (soads.streaming.StepOut). */
+  /** What one step found (soads.stream.state.StepOut). */
   public static final class StepOut {
     public final List<String[]> relations = new ArrayList<>();
     public final List<String[]> newSupport = new ArrayList<>();
@@ -248,7 +250,7 @@ public final class RelationUpdater {
   }
 
   /**
-   * soads.streaming.step: one micro-batch of one object. Returns the new state (null when
+   * soads.stream.state.step: one micro-batch of one object. Returns the new state (null when
    * there is none) and fills {@code out}.
    */
   public static ObjectState step(ObjectState state, List<Read> reads, long watermarkUs,
@@ -302,7 +304,7 @@ public final class RelationUpdater {
     return state;
   }
 
-  /** The rows of one object's step (soads.streaming._update_frame). */
+  /** The rows of one object's step (soads.stream.state._update_frame). */
   public static List<Row> rows(String oid, ObjectState st, StepOut out) {
     Map<Pair, long[]> freq = new HashMap<>();
     for (String[] rel : out.relations) {
@@ -337,7 +339,7 @@ public final class RelationUpdater {
   }
 
   /**
-   * soads.streaming.object_updates on the JVM: group the prepared reads by oid and run the
+   * soads.stream.state.object_updates on the JVM: group the prepared reads by oid and run the
    * step with per-oid state and an event-time timeout.
    *
    * @param reads oid, read_point, time_us, source, plus the watermark column the Python side
@@ -401,7 +403,7 @@ public final class RelationUpdater {
   }
 
   /**
-   * soads.streaming.combine_relations on the JVM: the relation rows of {@link #apply} summed by
+   * soads.stream.state.combine_relations on the JVM: the relation rows of {@link #apply} summed by
    * (a, b) within each partition (oid null); late and object rows pass through. A micro-batch
    * then hands the driver about partitions x distinct relations relation rows instead of one per
    * object and relation, without a round trip through a Python worker.

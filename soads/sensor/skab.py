@@ -43,11 +43,11 @@ The rate measures how well a threshold fitted on 400 rows carries over to later 
 it cannot see misses, which is why it only chooses between variants of one fixed score and one
 threshold rule, never the score itself.
 
-Result (``soads sensor evaluate --data ../shared/skab/data --select``; 8 chunks, 6,000 normal
+Result (``soads sensor evaluate --data SKAB/data --select``; 8 chunks, 6,000 normal
 test rows per candidate, 14 s): false-alarm rate 56.15 % with neither add-on, 47.48 % with
 scaling only, 67.60 % with pre-training only, 44.43 % with both. Both wins (by 3.05 points,
 outside the tie margin): ``pretrain=True, inflate_scale=True`` -- the design the preset already
-had. Run once on the 20 labelled files (``soads sensor evaluate --data ../shared/skab/data
+had. Run once on the 20 labelled files (``soads sensor evaluate --data SKAB/data
 --json``): F1 0.80, FAR 18.81 %, MAR 22.23 % (best published entry: MSET, F1 0.77). Caveat:
 the rule was written by someone who had already seen the grid below, so it is label-free
 but not blind; SKAB's other 14 files (not here, never looked at) remain the held-out check.

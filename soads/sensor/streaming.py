@@ -8,11 +8,12 @@ promoted model -> SENSOR ANOMALY TABLE (DESIGN.md "Sensor job")::
       -> machine_windows             applyInPandasWithState per machine_id: state = the last
                                      window - 1 readings (bounded); one row per complete window,
                                      one quarantine row per late / duplicate / out-of-order reading
-      -> foreachBatch                soads.storage.sensor_sink.write_sensor_anomalies:
-                                     model version read ONCE per micro-batch (driver), windows
-                                     scored on the executors (model cached per executor process
-                                     and version), sensor_anomaly + sensor_quarantine rows + ledger
-                                     in one transaction
+      -> foreachBatch                score_micro_batch: model version read ONCE per
+                                     micro-batch (driver), windows scored on the executors
+                                     (model cached per executor process and version), then
+                                     soads.storage.sensor_sink.write_sensor_anomalies:
+                                     sensor_anomaly + sensor_quarantine rows + ledger in one
+                                     transaction
 
 Hot swap: ``soads sensor promote|rollback`` moves the registry's CURRENT; the next micro-batch
 reads it, so the switch takes effect within one trigger with no restart. Every window of one
@@ -35,7 +36,7 @@ detail; :data:`soads.schema.SENSOR_REASONS`):
   (across micro-batches; inside one micro-batch readings are sorted first).
 - ``late``: the query's watermark is the newest reading's ts minus ``idle_seconds``; a reading
   behind it is late. Spark itself drops such rows before an event-time-timeout state function
-  sees them, so (as the event job does, :mod:`soads.streaming`) the ts travels as an untagged
+  sees them, so (as the event job does, :mod:`soads.stream.state`) the ts travels as an untagged
   copy and the operator's watermark column is a constant no row is ever behind; the state step
   compares each reading with ``getCurrentWatermarkMs`` itself.
 
@@ -47,6 +48,7 @@ and ``processAllAvailable`` never returns.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -57,10 +59,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from soads import schema as S
+from soads.sensor import registry
+from soads.storage import sensor_sink
 
 logger = logging.getLogger(__name__)
-
-_TS_US = "ts_us"
 
 
 # -- pure core: the per-machine state step ---------------------------------------------------
@@ -126,8 +128,6 @@ class ReadingError(ValueError):
 
 
 def _ts_us(value) -> int:
-    import datetime as dt
-
     if isinstance(value, bool):
         raise ValueError("a boolean is not a time")
     if isinstance(value, (int, float)):  # epoch seconds, as Spark's JSON reader takes numbers
@@ -205,10 +205,6 @@ def parse_reading(text: str | None, sensors: Sequence[str]) -> tuple[str, int, l
 # -- Spark -----------------------------------------------------------------------------------
 
 
-KIND_WINDOW = "window"
-KIND_QUARANTINE = S.KIND_QUARANTINE
-_KEY = "_key"  # grouping key: machine_id, or "" for a reading rejected by the parser
-_WATERMARK_COLUMN = "_never_late"
 _WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.delayKey
 _NEVER_LATE = "2200-01-01 00:00:00"
 
@@ -254,9 +250,9 @@ def parsed_struct(n_sensors: int):
     from pyspark.sql import types as T
 
     return T.StructType([
-        T.StructField(_KEY, T.StringType(), False),
+        T.StructField(S.MACHINE_KEY, T.StringType(), False),
         T.StructField(S.MACHINE_ID, T.StringType(), True),
-        T.StructField(_TS_US, T.LongType(), True),
+        T.StructField(S.TS_US, T.LongType(), True),
         T.StructField(S.SOURCE, T.StringType(), False),
         T.StructField(S.REASON, T.StringType(), True),
         T.StructField(S.DETAIL, T.StringType(), True),
@@ -293,7 +289,7 @@ def parse_readings(raw, sensors: Sequence[str]):
                     reason.append(e.reason), detail.append(e.detail[:S.DETAIL_CHARS])
                     vals.append([None] * n)
             out = pd.DataFrame({
-                _KEY: key, S.MACHINE_ID: mid, _TS_US: pd.array(ts, dtype="Int64"),
+                S.MACHINE_KEY: key, S.MACHINE_ID: mid, S.TS_US: pd.array(ts, dtype="Int64"),
                 S.SOURCE: pdf[S.SOURCE].to_numpy(), S.REASON: reason, S.DETAIL: detail,
             })
             block = np.asarray(vals, dtype=np.float64).reshape(len(vals), n)
@@ -304,9 +300,9 @@ def parse_readings(raw, sensors: Sequence[str]):
     parsed = raw.mapInPandas(run, parsed_struct(n))
     # ts (the event time the watermark follows) only for valid readings: a rejected reading
     # must not move the watermark
-    ts = F.when(F.col(S.REASON).isNull(), F.timestamp_micros(_TS_US))
-    return parsed.select(_KEY, S.MACHINE_ID, ts.alias(S.TS), _TS_US, S.SOURCE, S.REASON,
-                         S.DETAIL, *cols)
+    ts = F.when(F.col(S.REASON).isNull(), F.timestamp_micros(S.TS_US))
+    return parsed.select(S.MACHINE_KEY, S.MACHINE_ID, ts.alias(S.TS), S.TS_US, S.SOURCE,
+                         S.REASON, S.DETAIL, *cols)
 
 
 def window_struct():
@@ -319,7 +315,7 @@ def window_struct():
         T.StructField(S.MACHINE_ID, T.StringType(), True),
         T.StructField(S.WINDOW_END, T.TimestampType(), True),
         T.StructField(S.WINDOW, T.ArrayType(T.DoubleType(), False), True),
-        T.StructField(_TS_US, T.LongType(), True),
+        T.StructField(S.TS_US, T.LongType(), True),
         T.StructField(S.SOURCE, T.StringType(), True),
         T.StructField(S.REASON, T.StringType(), True),
         T.StructField(S.DETAIL, T.StringType(), True),
@@ -332,7 +328,7 @@ def _state_struct():
     from pyspark.sql import types as T
 
     return T.StructType([
-        T.StructField(_TS_US, T.StringType(), False),
+        T.StructField(S.TS_US, T.StringType(), False),
         T.StructField(S.VALUES, T.StringType(), False),
     ])
 
@@ -369,12 +365,12 @@ def machine_windows(readings, window: int, n_sensors: int, idle_seconds: float):
     def frame(windows, bad):
         nq = len(bad)
         return pd.DataFrame({
-            S.KIND: [KIND_WINDOW] * len(windows) + [KIND_QUARANTINE] * nq,
+            S.KIND: [S.KIND_WINDOW] * len(windows) + [S.KIND_QUARANTINE] * nq,
             S.MACHINE_ID: [w[0] for w in windows] + [b[0] for b in bad],
             S.WINDOW_END: pd.to_datetime([t for _, t, _ in windows] + [None] * nq, unit="us"),
             S.WINDOW: [np.asarray(w, dtype=np.float64).ravel() for _, _, w in windows]
             + [None] * nq,
-            _TS_US: pd.array([None] * len(windows) + [b[1] for b in bad], dtype="Int64"),
+            S.TS_US: pd.array([None] * len(windows) + [b[1] for b in bad], dtype="Int64"),
             S.SOURCE: [None] * len(windows) + [b[2] for b in bad],
             S.REASON: [None] * len(windows) + [b[3] for b in bad],
             S.DETAIL: [None] * len(windows) + [b[4] for b in bad],
@@ -385,7 +381,7 @@ def machine_windows(readings, window: int, n_sensors: int, idle_seconds: float):
         if machine == "":  # the parser's rejects: straight to quarantine, no state
             bad = []
             for pdf in frames:
-                bad.extend(zip(pdf[S.MACHINE_ID].tolist(), _ints(pdf[_TS_US]),
+                bad.extend(zip(pdf[S.MACHINE_ID].tolist(), _ints(pdf[S.TS_US]),
                                pdf[S.SOURCE].tolist(), pdf[S.REASON].tolist(),
                                pdf[S.DETAIL].tolist()))
             yield frame([], bad)
@@ -403,7 +399,7 @@ def machine_windows(readings, window: int, n_sensors: int, idle_seconds: float):
                 current = None  # idle past the watermark: a new series (module docstring)
         readings = []
         for pdf in frames:
-            readings.extend(zip(_ints(pdf[_TS_US]), pdf[cols].to_numpy().tolist(),
+            readings.extend(zip(_ints(pdf[S.TS_US]), pdf[cols].to_numpy().tolist(),
                                 pdf[S.SOURCE].tolist()))
         new, out, rejected = advance(current, readings, window, watermark_us)
         state.update((json.dumps(list(new.ts_us)), json.dumps([list(v) for v in new.values])))
@@ -419,15 +415,15 @@ def machine_windows(readings, window: int, n_sensors: int, idle_seconds: float):
     # _key, machine_id, ts, ts_us, source, reason, detail, s0..s{n-1} (one row per record)
     readings = readings.withWatermark(S.TS, f"{timeout_ms} milliseconds")
     # Spark drops rows below the watermark before an event-time-timeout state function sees
-    # them; our policy quarantines them as late instead (soads.streaming does the same): ts
+    # them; our policy quarantines them as late instead (soads.stream.state does the same): ts
     # travels as an untagged copy and the operator's watermark column is a constant no row is
     # ever behind (the watermark itself is still computed from ts above).
     untagged = readings.select(
-        _KEY, S.MACHINE_ID, _TS_US, S.SOURCE, S.REASON, S.DETAIL, *cols,
+        S.MACHINE_KEY, S.MACHINE_ID, S.TS_US, S.SOURCE, S.REASON, S.DETAIL, *cols,
         F.lit(_NEVER_LATE).cast("timestamp").alias(
-            _WATERMARK_COLUMN, metadata={_WATERMARK_DELAY_KEY: timeout_ms}),
+            S.NEVER_LATE, metadata={_WATERMARK_DELAY_KEY: timeout_ms}),
     )
-    return untagged.groupBy(_KEY).applyInPandasWithState(
+    return untagged.groupBy(S.MACHINE_KEY).applyInPandasWithState(
         run, window_struct(), _state_struct(), "append", GroupStateTimeout.EventTimeTimeout)
 
 
@@ -440,8 +436,6 @@ def cached_model(root: str, version: str):
     """The registry model ``version``, loaded at most once per process."""
     key = (os.path.abspath(root), version)
     if key not in _MODELS:
-        from soads.sensor import registry
-
         _MODELS.clear()  # one version serves at a time; keep memory bounded
         _MODELS[key] = registry.load(root, version)
         logger.info("loaded sensor model %s from %s (pid %d)", version, root, os.getpid())
@@ -493,6 +487,71 @@ def score_windows(windows, root: str, version: str, window: int, n_sensors: int)
     return windows.mapInPandas(run, scored_struct())
 
 
+def _from_micros(us: int) -> dt.datetime:
+    """Naive UTC datetime (the tables store naive UTC)."""
+    return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(us))
+
+
+def score_micro_batch(windows, batch_id: int, db_url: str, root: str, window: int,
+                      n_sensors: int) -> str | None:
+    """The foreachBatch body: score one micro-batch of windows with the registry's CURRENT
+    version (read once, here on the driver) and write them, and its quarantined readings, with
+    the ledger row in one transaction (:func:`soads.storage.sensor_sink.write_sensor_anomalies`).
+
+    Parameters
+    ----------
+    windows : DataFrame, :func:`machine_windows` rows (``kind`` window or quarantine); without a
+        ``kind`` column every row is a window.
+
+    Returns the version used, or None when the batch id was already written (nothing changes).
+    """
+    from pyspark.sql import functions as F
+
+    if sensor_sink.batch_done(db_url, batch_id):
+        logger.info("batch %d already in the ledger for %s: skipped", batch_id,
+                    sensor_sink.SINK_SENSOR)
+        return None
+    version = registry.current_version(root)
+    if version is None:
+        raise RuntimeError(f"no promoted sensor model in {root}: run soads sensor train --promote")
+    quarantine = []
+    if S.KIND in windows.columns:
+        quarantine = [
+            {S.SOURCE: r[S.SOURCE], S.MACHINE_ID: r[S.MACHINE_ID],
+             S.TS: None if r[S.TS_US] is None else _from_micros(r[S.TS_US]),
+             S.REASON: r[S.REASON], S.DETAIL: r[S.DETAIL]}
+            for r in windows.where(F.col(S.KIND) == S.KIND_QUARANTINE).select(
+                S.SOURCE, S.MACHINE_ID, S.TS_US, S.REASON, S.DETAIL).collect()]
+        windows = windows.where(F.col(S.KIND) == S.KIND_WINDOW)
+    windows = windows.select(S.MACHINE_ID, S.WINDOW_END, S.WINDOW)
+    scored = score_windows(windows, root, version, window, n_sensors).select(
+        S.MACHINE_ID, F.unix_micros(S.WINDOW_END).alias(S.WINDOW_END), S.SCORE, S.THRESHOLD,
+        S.IS_ANOMALY, S.MODEL_VERSION).collect()
+    rows = [{S.MACHINE_ID: r[S.MACHINE_ID], S.WINDOW_END: _from_micros(r[S.WINDOW_END]),
+             S.SCORE: None if r[S.SCORE] != r[S.SCORE] else float(r[S.SCORE]),  # NaN -> NULL
+             S.THRESHOLD: float(r[S.THRESHOLD]), S.IS_ANOMALY: bool(r[S.IS_ANOMALY]),
+             S.MODEL_VERSION: r[S.MODEL_VERSION]} for r in scored]
+    if not sensor_sink.write_sensor_anomalies(rows, quarantine, batch_id, db_url):
+        return None
+    logger.info("batch %d: %d windows scored with model %s, %d readings quarantined", batch_id,
+                len(rows), version, len(quarantine))
+    return version
+
+
+def anomaly_writer(db_url: str, root: str, window: int, n_sensors: int):
+    """``foreachBatch`` writer of :func:`machine_windows` rows (windows and quarantined
+    readings): :func:`score_micro_batch`."""
+
+    def write(batch_df, batch_id):
+        windows = batch_df.persist()  # the state step runs once, not once per action
+        try:
+            score_micro_batch(windows, batch_id, db_url, root, window, n_sensors)
+        finally:
+            windows.unpersist()
+
+    return write
+
+
 def start_sensor_query(spark, stream, trigger: bool = True):
     """Start the checkpointed sensor query (module docstring).
 
@@ -508,8 +567,6 @@ def start_sensor_query(spark, stream, trigger: bool = True):
     -------
     StreamingQuery
     """
-    from soads.storage import sensor_sink
-
     sensor_sink.prepare(stream.db_url)
     if stream.source == "kafka":  # as the event job: Spark's Kafka source fails on a missing topic
         from soads import ingest
@@ -524,7 +581,7 @@ def start_sensor_query(spark, stream, trigger: bool = True):
     # (one row per complete window, one per quarantined reading)
     windows = machine_windows(readings, stream.window, n, stream.idle_seconds)
     w = (windows.writeStream.queryName("sensor_anomaly")
-         .foreachBatch(sensor_sink.anomaly_writer(stream.db_url, stream.registry, stream.window, n))
+         .foreachBatch(anomaly_writer(stream.db_url, stream.registry, stream.window, n))
          .option("checkpointLocation",
                  os.path.join(os.path.expanduser(stream.checkpoint_root), "sensor_anomaly")))
     if trigger:

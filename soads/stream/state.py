@@ -1,29 +1,10 @@
-"""Streaming wiring: the long-running event job (DESIGN.md "Data flow", "Streaming guarantees").
+"""Relational Dependency Updater of the event job: the per-oid state step (DESIGN.md "Streaming
+guarantees"), as a pure core (:func:`step`) and as Spark state operators (:func:`object_updates`:
+the JVM port ``soads/java/RelationUpdater.java`` or a Python state function running :func:`step`).
 
-One checkpointed query, every document parsed once::
-
-    documents (Kafka topic | directory of EPCIS files)
-      -> parse stage on the executors (soads.storage.sinks.EventStore, mapInArrow):
-         Event Log Preprocessor -> EVENT LOG TABLE (HBase | Parquet)
-                                '-> quarantine (table, and a Kafka topic)
-         -> reads (oid, read_point, event_time, source): all the rest needs of an event
-      -> per-oid state (object_updates: the Java port of :func:`step`, or the Python one)
-         -> relation deltas, late events, updated objects
-      -> Anomaly Evaluator on the executors, same stage (soads.storage.sinks.ObjectScorer):
-         each updated object's sequence vs the newest PATTERN TABLE run
-      -> foreachBatch on the driver: one transaction per micro-batch with its ledger row --
-         RELATIONAL DEPENDENCY TABLE increments, late_event, object_score, alignment_score
-
-Why this shape (``soads bench stream``): an earlier version ran two queries, each parsing every
-document, and a Python state function; it sustained ~2,400 events/s. Parsing once, writing the
-event log where the parse happens (one HBase cell per event), and a JVM state step remove the
-three largest costs.
-
-Exactly-once: the relational writer records its ``(sink, batch_id)`` ledger row in the same
-transaction as its rows and skips a batch id it already recorded (:mod:`soads.storage.sinks`);
-the event log is keyed by the event itself (a replay rewrites the same HBase cells / the same
-Parquet files). Spark's checkpoint replays a batch with the same offsets, watermark and state,
-and the state step is deterministic, so a replay produces the same rows.
+Exactly-once: Spark's checkpoint replays a micro-batch with the same offsets, watermark and state,
+and the step is deterministic, so a replay produces the same rows (the relational sink skips a
+batch id it already recorded, :mod:`soads.storage.sinks`).
 
 Late and out-of-order policy
 ----------------------------
@@ -53,45 +34,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tomllib
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from soads import schema as S
-from soads.config import StreamConf
 from soads.dependencies import LastRead, advance
 from soads.sequences import arrival_key, dedup_dwell
 
 logger = logging.getLogger(__name__)
-
-# -- configuration -------------------------------------------------------------------------
-
-
-def load_conf(paths: Iterable[str] = (), overrides: Iterable[str] = ()) -> StreamConf:
-    """``[stream]`` of the TOML files, then ``stream.key=value`` overrides (unknown keys raise).
-
-    The section is :class:`soads.config.StreamConf`; this reads only it, ignoring other sections.
-
-    Examples
-    --------
-    >>> load_conf(overrides=["stream.trigger_seconds=1"]).trigger_seconds
-    1.0
-    """
-    from soads import config
-
-    values: dict = {}
-    for p in paths:
-        with open(p, "rb") as fh:
-            values.update(tomllib.load(fh).get("stream", {}))
-    for item in overrides:
-        if not item.strip().startswith("stream."):
-            raise ValueError(f"not a stream override: {item!r}")
-    sets = [f"stream.{k}={v}" for k, v in values.items()] + list(overrides)
-    try:
-        return config.load(overrides=sets).stream
-    except config.ConfigError as e:
-        raise ValueError(str(e)) from e
 
 
 # -- pure core: the per-oid step -------------------------------------------------------------
@@ -201,19 +151,13 @@ def recompute_sequences(reads: Iterable[tuple[str, str, int, str]], dwell_second
 
 # -- Spark: the state step (JVM flatMapGroupsWithState, or Python applyInPandasWithState) ----
 
-KIND_RELATION = "relation"
-KIND_LATE = "late"
-KIND_OBJECT = "object"
-TIME_US = "time_us"
-LAST_US = "last_us"
 OPERATORS = ("jvm", "python")
-_WATERMARK_COLUMN = "_never_late"
+# what a checkpoint's state holds per operator (soads.stream.checkpoint refuses another): the
+# operator and its state layout (the JVM operator's ObjectState.FORMAT and its (hash, oid) key
+# since format 2; the Python one stores _encode's tuple)
+STATE_FORMATS = {"jvm": "jvm state-format-2", "python": "python"}
 _WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.delayKey
 _NEVER_LATE = "2200-01-01 00:00:00"  # within pandas' nanosecond range
-_OPERATOR_MARK = "state_operator"
-# what the marker holds per operator: the operator and its state layout (the JVM operator's
-# ObjectState.FORMAT and its (hash, oid) key since format 2; the Python one stores _encode's tuple)
-_STATE_FORMATS = {"jvm": "jvm state-format-2", "python": "python"}
 
 
 def update_struct():
@@ -230,10 +174,10 @@ def update_struct():
         T.StructField(S.FREQ, T.LongType(), True),
         T.StructField(S.SUPPORT, T.LongType(), True),
         T.StructField(S.READ_POINT, T.StringType(), True),
-        T.StructField(TIME_US, T.LongType(), True),
+        T.StructField(S.TIME_US, T.LongType(), True),
         T.StructField(S.SOURCE, T.StringType(), True),
         T.StructField(S.SEQUENCE, T.ArrayType(T.StringType(), True), True),
-        T.StructField(LAST_US, T.LongType(), True),
+        T.StructField(S.LAST_US, T.LongType(), True),
     ])
 
 
@@ -242,9 +186,9 @@ def _state_struct():
 
     return T.StructType([
         T.StructField(S.READ_POINT, T.StringType(), False),
-        T.StructField(TIME_US, T.LongType(), False),
+        T.StructField(S.TIME_US, T.LongType(), False),
         T.StructField(S.SEQUENCE, T.StringType(), False),   # JSON list of visits
-        T.StructField("seen", T.StringType(), False),       # JSON list of [a, b]
+        T.StructField(S.SEEN, T.StringType(), False),       # JSON list of [a, b]
     ])
 
 
@@ -277,7 +221,7 @@ def _update_frame(oid: str, st: ObjectState | None, out: StepOut):
     n_rel, n_late = len(rels), len(late)
     pad_rel, pad_late, pad_obj = [None] * n_rel, [None] * n_late, [None] * obj
     return pd.DataFrame({
-        S.KIND: [KIND_RELATION] * n_rel + [KIND_LATE] * n_late + [KIND_OBJECT] * obj,
+        S.KIND: [S.KIND_RELATION] * n_rel + [S.KIND_LATE] * n_late + [S.KIND_OBJECT] * obj,
         S.OID: [oid] * (n_rel + n_late + obj),
         S.A: [r[0][0] for r in rels] + pad_late + pad_obj,
         S.B: [r[0][1] for r in rels] + pad_late + pad_obj,
@@ -285,11 +229,11 @@ def _update_frame(oid: str, st: ObjectState | None, out: StepOut):
         S.SUPPORT: pd.array([int(r in support) for r, _ in rels] + pad_late + pad_obj,
                             dtype="Int64"),
         S.READ_POINT: pad_rel + [r[0] for r in late] + pad_obj,
-        TIME_US: pd.array(pad_rel + [int(r[1]) for r in late] + pad_obj, dtype="Int64"),
+        S.TIME_US: pd.array(pad_rel + [int(r[1]) for r in late] + pad_obj, dtype="Int64"),
         S.SOURCE: pad_rel + [r[2] for r in late] + pad_obj,
         S.SEQUENCE: pd.Series(pad_rel + pad_late + ([list(st.visits)] if obj else []),
                               dtype=object),
-        LAST_US: pd.array(pad_rel + pad_late + ([int(st.last.time_us)] if obj else []),
+        S.LAST_US: pd.array(pad_rel + pad_late + ([int(st.last.time_us)] if obj else []),
                           dtype="Int64"),
     })  # columns in update_struct() order
 
@@ -313,7 +257,7 @@ def _python_updates(reads, dwell_seconds: float, idle_seconds: float, max_visits
         current = _decode(state.get) if state.exists else None
         batch = []
         for pdf in frames:
-            batch.extend(zip(pdf[S.READ_POINT].tolist(), pdf[TIME_US].tolist(),
+            batch.extend(zip(pdf[S.READ_POINT].tolist(), pdf[S.TIME_US].tolist(),
                              pdf[S.SOURCE].tolist()))
         new, out = step(current, batch, watermark_us, dwell_seconds, idle_seconds, max_visits)
         if new is None or should_evict(new, watermark_us, idle_seconds):
@@ -340,7 +284,7 @@ def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_
         The policy of the module docstring.
     operator : {"jvm", "python"}
         ``jvm``: ``RelationUpdater`` (soads/java), flatMapGroupsWithState, microseconds per
-        object; the session needs its jar (:func:`spark_jars`). ``python``:
+        object; the session needs its jar (:func:`soads.stream.job.spark_jars`). ``python``:
         applyInPandasWithState running :func:`step`, ~0.2-1 ms per object and micro-batch.
         Both give the same rows (the tests compare them).
 
@@ -365,9 +309,9 @@ def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_
     # microseconds and the operator's watermark column is a constant no row is ever behind (the
     # watermark itself is still computed from event_time above).
     reads = events.select(
-        S.OID, S.READ_POINT, F.unix_micros(S.EVENT_TIME).alias(TIME_US), S.SOURCE,
+        S.OID, S.READ_POINT, F.unix_micros(S.EVENT_TIME).alias(S.TIME_US), S.SOURCE,
         F.lit(_NEVER_LATE).cast("timestamp").alias(
-            _WATERMARK_COLUMN, metadata={_WATERMARK_DELAY_KEY: delay_ms}),
+            S.NEVER_LATE, metadata={_WATERMARK_DELAY_KEY: delay_ms}),
     )
     # oid, read_point, time_us, source, _never_late (one row per new flat event)
     if operator == "python":
@@ -383,7 +327,7 @@ def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_
         if "RelationUpdater" in str(e) or "JavaPackage" in str(e):
             raise RuntimeError(
                 "the JVM state operator is not on Spark's class path: build the session with "
-                "spark.jars from soads.streaming.spark_jars(...) (spark-submit: --jars "
+                "spark.jars from soads.stream.job.spark_jars(...) (spark-submit: --jars "
                 "$(python -m soads.jvm)), or set stream.state_operator=python") from e
         raise
     return DataFrame(jdf, spark)
@@ -399,7 +343,7 @@ def _combine_batches(batches):
     schema = None
     for b in batches:
         schema = b.schema
-        is_rel = pc.equal(b.column(S.KIND), KIND_RELATION)
+        is_rel = pc.equal(b.column(S.KIND), S.KIND_RELATION)
         others = b.filter(pc.invert(is_rel))
         if others.num_rows:
             yield others
@@ -412,7 +356,7 @@ def _combine_batches(batches):
     if sums:
         keys = sorted(sums)
         k = len(keys)
-        cols = {S.KIND: [KIND_RELATION] * k, S.A: [a for a, _ in keys],
+        cols = {S.KIND: [S.KIND_RELATION] * k, S.A: [a for a, _ in keys],
                 S.B: [b for _, b in keys], S.FREQ: [sums[x][0] for x in keys],
                 S.SUPPORT: [sums[x][1] for x in keys]}
         yield pa.RecordBatch.from_arrays(
@@ -431,145 +375,3 @@ def combine_relations(updates, operator: str = "python"):
         jdf = updates.sparkSession._jvm.soads.jvm.RelationUpdater.combineRelations(updates._jdf)
         return DataFrame(jdf, updates.sparkSession)
     return updates.mapInArrow(_combine_batches, update_struct())
-
-
-def spark_jars(stream: StreamConf, kafka_jars: Sequence[str] = ()) -> dict[str, str]:
-    """Session settings the event job needs: the Kafka connector jars (``source = kafka``) and
-    the JVM state operator's jar (``state_operator = jvm``, built on first use)."""
-    from soads import jvm
-
-    jars = list(kafka_jars) if stream.source == "kafka" else []
-    if stream.state_operator == "jvm":
-        jars.append(jvm.build())
-    return {"spark.jars": ",".join(jars)} if jars else {}
-
-
-# -- wiring ----------------------------------------------------------------------------------
-
-
-def committed_batches(checkpoint_root: str, name: str) -> list[tuple[float, int]]:
-    """``[(commit wall time, end offset)]`` of a Kafka-fed query's committed micro-batches, in
-    order, read from its checkpoint ``<checkpoint_root>/<name>``: the commit file's mtime and
-    the largest partition offset the batch read up to (exclusive). Benchmarks time latency with
-    it; tests wait on it."""
-    commits = os.path.join(checkpoint_root, name, "commits")
-    if not os.path.isdir(commits):
-        return []
-    out = []
-    for f in sorted((f for f in os.listdir(commits) if f.isdigit()), key=int):
-        with open(os.path.join(checkpoint_root, name, "offsets", f)) as fh:
-            ends = json.loads(fh.read().splitlines()[2]).popitem()[1]
-        out.append((os.path.getmtime(os.path.join(commits, f)), max(int(v) for v in ends.values())))
-    return out
-
-
-QUERY_NAME = "events"
-
-
-@dataclass
-class Queries:
-    """The running query of :func:`start_event_queries` (one: ``events``)."""
-
-    events: object
-
-    def all(self):
-        return [self.events]
-
-    def process_all_available(self):
-        for q in self.all():
-            q.processAllAvailable()
-
-    def stop(self):
-        for q in self.all():
-            q.stop()
-
-
-def _check_operator(checkpoint: str, operator: str) -> None:
-    """The state's format is the operator's: refuse to resume a checkpoint with the other one
-    (its batch ids are in the ledger, so starting over would skip batches), or one whose state
-    an older version wrote in another format (:data:`_STATE_FORMATS`)."""
-    if "://" in checkpoint and not checkpoint.startswith("file://"):
-        return  # a cluster file system: nothing to check with local file calls
-    checkpoint = checkpoint[len("file://"):] if checkpoint.startswith("file://") else checkpoint
-    os.makedirs(checkpoint, exist_ok=True)
-    mark = os.path.join(checkpoint, _OPERATOR_MARK)
-    want = _STATE_FORMATS[operator]
-    if os.path.exists(mark):
-        with open(mark) as fh:
-            made = fh.read().strip()
-        made_op = made.split()[0] if made else ""
-        if made_op != operator:
-            raise ValueError(f"checkpoint {checkpoint} was made with stream.state_operator="
-                             f"{made_op}; resume it with that operator (or start a new checkpoint "
-                             "and a new database)")
-        if made != want:
-            raise ValueError(f"checkpoint {checkpoint} holds state in format {made!r}, this "
-                             f"version writes {want!r}: start a new checkpoint and a new database "
-                             "(or finish this one with the version that made it)")
-    else:
-        with open(mark, "w") as fh:
-            fh.write(want + "\n")
-
-
-def start_event_queries(spark, stream: StreamConf, max_document_bytes: int, dwell_seconds: float,
-                        scoring, window_seconds: int, trigger: bool = True) -> Queries:
-    """Start the checkpointed query of the event job (module docstring).
-
-    Parameters
-    ----------
-    spark : SparkSession
-        With :func:`spark_jars` in ``spark.jars`` (Kafka connector, JVM state operator).
-    stream : StreamConf
-    max_document_bytes : int
-        Larger documents are quarantined (``too_large``).
-    dwell_seconds : float
-        Sequence Extractor dwell window.
-    scoring : ScoringConf
-        Alignment scores.
-    window_seconds : int
-        ALIGNMENT SCORE TABLE window.
-    trigger : bool
-        Use ``stream.trigger_seconds`` as a processing-time trigger (tests may pass False and
-        drive the query with ``processAllAvailable``).
-
-    Returns
-    -------
-    Queries
-    """
-    from soads import ingest
-    from soads.storage import sinks
-
-    root = os.path.expanduser(stream.checkpoint_root)
-    checkpoint = os.path.join(root, QUERY_NAME)
-    _check_operator(checkpoint, stream.state_operator)
-    if stream.source == "kafka":
-        ingest.ensure_topics(stream.kafka_bootstrap, [stream.topic, stream.quarantine_topic])
-        documents = ingest.read_kafka(spark, stream.kafka_bootstrap, stream.topic,
-                                      stream.starting_offsets, stream.max_offsets_per_trigger,
-                                      stream.min_partitions, stream.max_records_per_partition)
-    elif stream.source == "files":
-        documents = ingest.read_files(spark, stream.input_path, stream.max_files_per_trigger)
-    else:
-        raise ValueError(f"stream.source must be kafka or files, not {stream.source!r}")
-    sinks.prepare(stream.db_url, stream.event_log)
-    store = sinks.EventStore(
-        stream.event_log, max_document_bytes,
-        stream.kafka_bootstrap if stream.source == "kafka" else "", stream.quarantine_topic)
-    # oid, read_point, event_time, source (one row per flat event; the documents' events and
-    # quarantine records are already in the event log and quarantine tables)
-    reads = documents.select(S.SOURCE, S.CONTENT).mapInArrow(store, sinks.read_struct())
-    # kind, oid, a, b, freq, support, read_point, time_us, source, sequence, last_us
-    updates = combine_relations(object_updates(
-        reads, dwell_seconds, stream.idle_seconds, stream.watermark_seconds, stream.max_visits,
-        stream.state_operator), stream.state_operator)
-    # + score, raw, pattern, run_id on the object rows (the Anomaly Evaluator, same stage)
-    scored = updates.mapInArrow(sinks.ObjectScorer(stream.db_url, scoring), sinks.scored_struct())
-    w = (scored.writeStream.queryName(QUERY_NAME)
-         .foreachBatch(sinks.updates_writer(stream.db_url, window_seconds))
-         .option("checkpointLocation", checkpoint))
-    if trigger:
-        w = w.trigger(processingTime=f"{int(stream.trigger_seconds * 1000)} milliseconds")
-    query = w.start()
-    logger.info("started query %s (%s), state operator %s", QUERY_NAME, query.id,
-                stream.state_operator)
-    return Queries(query)

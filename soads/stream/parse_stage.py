@@ -1,0 +1,123 @@
+"""Event Log Preprocessor of the event job, on the executors: every EPCIS document is parsed
+once, and its flat events and quarantine records are stored right where they were parsed, before
+the reads move on to the state step (DESIGN.md "Data flow", "Streaming guarantees").
+
+The full events never cross a shuffle and never reach the driver; what moves on is one
+``(oid, read_point, event_time, source)`` row per flat event (:func:`read_struct`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from soads import epcis, schema as S
+from soads.storage import event_log, hbase
+
+logger = logging.getLogger(__name__)
+
+BATCH_ID_PROPERTY = "streaming.sql.batchId"  # Spark's MicroBatchExecution.BATCH_ID_KEY
+
+
+def read_struct():
+    """Spark schema of the parse stage's output (:class:`EventStore`): oid, read_point,
+    event_time (timestamp), source -- one row per flat event, what the state step needs."""
+    from pyspark.sql import types as T
+
+    return T.StructType([
+        T.StructField(S.OID, T.StringType(), False),
+        T.StructField(S.READ_POINT, T.StringType(), False),
+        T.StructField(S.EVENT_TIME, T.TimestampType(), False),
+        T.StructField(S.SOURCE, T.StringType(), False),
+    ])
+
+
+@dataclass(frozen=True)
+class EventStore:
+    """``mapInArrow`` stage: parse documents and store what was parsed (pickled to the
+    executors).
+
+    Flat events go to the EVENT LOG TABLE, quarantine records to the quarantine table (and
+    topic). Replays are harmless: HBase row keys are derived from the event; Parquet files are
+    named by micro-batch id and Spark partition (``batch-<id>-<partition>.parquet``), and a
+    replayed micro-batch reads the same offsets into the same partitions, so it rewrites the
+    same files (:func:`soads.storage.event_log.write_stream_files`). The quarantine topic is
+    at-least-once; its messages are keyed by source so a consumer can drop a repeat.
+
+    Parameters
+    ----------
+    location : str
+        ``hbase://host:port/prefix`` or a directory (Parquet, the embedded default).
+    max_bytes : int
+        Larger documents are quarantined (``too_large``).
+    kafka_bootstrap, quarantine_topic : str
+        Both set: quarantine records are also published there (key = source, value = JSON).
+    """
+
+    location: str
+    max_bytes: int
+    kafka_bootstrap: str = ""
+    quarantine_topic: str = ""
+
+    def __call__(self, batches):
+        """Arrow batches of (source, content) documents -> Arrow batches of
+        :func:`read_struct` rows, after storing them."""
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        on_hbase = event_log.is_hbase(self.location)
+        schema = pa.schema([pa.field(S.OID, pa.string(), False),
+                            pa.field(S.READ_POINT, pa.string(), False),
+                            pa.field(S.EVENT_TIME, pa.timestamp("us", tz="UTC"), False),
+                            pa.field(S.SOURCE, pa.string(), False)])
+        parquet_events, parquet_quarantine, producer = [], [], None
+        try:
+            for batch in batches:
+                events, quarantine = [], []
+                sources = batch.column(S.SOURCE).to_pylist()
+                contents = batch.column(S.CONTENT)
+                for i, source in enumerate(sources):
+                    ev, qu = epcis.parse_document(contents[i].as_py(), source, self.max_bytes)
+                    events.extend(ev)
+                    quarantine.extend(qu)
+                times = pa.array([e[S.EVENT_TIME] for e in events], pa.string()).cast(
+                    pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("us", tz="UTC"))
+                if on_hbase:
+                    hbase.put_records(self.location, hbase.EVENT_TABLE, events)
+                    if quarantine:
+                        hbase.put_records(self.location, hbase.QUARANTINE_TABLE, quarantine)
+                else:
+                    parquet_events.append(event_log.arrow_events(events, times))
+                    parquet_quarantine.extend(quarantine)
+                if quarantine and self.kafka_bootstrap and self.quarantine_topic:
+                    producer = producer or _quarantine_producer(self.kafka_bootstrap)
+                    for q in quarantine:
+                        producer.send(self.quarantine_topic, key=q[S.SOURCE].encode("utf-8"),
+                                      value=json.dumps({c: q.get(c) for c in
+                                                        S.QUARANTINE_COLUMNS}).encode("utf-8"))
+                if events:
+                    # oid, read_point, event_time, source (one row per flat event)
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array([e[S.OID] for e in events], pa.string()),
+                         pa.array([e[S.READ_POINT] for e in events], pa.string()), times,
+                         pa.array([e[S.SOURCE] for e in events], pa.string())], schema=schema)
+            if not on_hbase and (parquet_events or parquet_quarantine):
+                batch_id = ctx.getLocalProperty(BATCH_ID_PROPERTY) if ctx else None
+                if batch_id is None:
+                    raise RuntimeError("the Parquet event log is written by a streaming "
+                                       "micro-batch only (no batch id in this task)")
+                event_log.write_stream_files(
+                    self.location, f"batch-{int(batch_id)}-{ctx.partitionId():05d}.parquet",
+                    pa.concat_tables(parquet_events), parquet_quarantine)
+            if producer is not None:
+                producer.flush()
+        finally:
+            if producer is not None:
+                producer.close()
+
+
+def _quarantine_producer(bootstrap: str):
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)

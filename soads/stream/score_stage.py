@@ -1,0 +1,153 @@
+"""Anomaly Evaluator of the event job, on the executors: each object the state step updated is
+scored against the newest mining run's patterns (Smith-Waterman, :mod:`soads.scoring`; DESIGN.md
+"Alignment score"). It writes nothing: the scores travel on the object rows to the relational
+sink (:func:`soads.storage.sinks.write_updates`).
+
+The executors therefore read the PATTERN TABLE (``stream.db_url`` must be reachable from them,
+as the event log already is).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import sqlalchemy as sa
+
+from soads import schema as S
+from soads import scoring as scorer
+from soads.storage import tables
+from soads.stream.state import update_struct
+
+logger = logging.getLogger(__name__)
+
+
+def scored_struct():
+    """:func:`soads.stream.state.update_struct` plus score, raw, pattern (array<string>) and
+    run_id (:data:`soads.schema.SCORED_COLUMNS`): set on object rows by :class:`ObjectScorer`,
+    null elsewhere."""
+    from pyspark.sql import types as T
+
+    return T.StructType(list(update_struct().fields) + [
+        T.StructField(S.SCORE, T.DoubleType(), True),
+        T.StructField(S.RAW, T.DoubleType(), True),
+        T.StructField(S.PATTERN, T.ArrayType(T.StringType(), True), True),
+        T.StructField(S.RUN_ID, T.StringType(), True),
+    ])
+
+
+_WORKER_CACHES: dict = {}  # (db_url, maximal_only) -> PatternCache, per Python worker process
+
+
+def score_objects(objects: Sequence[tuple], cache: "PatternCache", scoring,
+                  refresh: bool = True) -> list[tuple]:
+    """``(oid, sequence, last_us)`` -> ``(oid, sequence, last_us, score, raw, pattern, run_id)``
+    against the newest mining run (score fields None before the first run). ``refresh=False``
+    keeps the run the cache last read."""
+    run_id, pats = cache.newest() if refresh else (cache.run_id, cache.patterns)
+    if run_id is None or not objects:
+        return [(*o, None, None, None, None) for o in objects]
+    return [(oid, seq, last, sc, raw, pats[k] if k >= 0 else None, run_id)
+            for (oid, seq, last), (sc, raw, k) in zip(objects, cache.score(
+                [o[1] for o in objects], scoring))]
+
+
+@dataclass(frozen=True)
+class ObjectScorer:
+    """``mapInArrow`` stage after the state step: the Anomaly Evaluator on the executors.
+
+    Each updated object's sequence is scored against the newest mining run (read once per task,
+    so a new run is picked up at the next micro-batch without a restart). The scorer and its
+    per-sequence cache (:class:`PatternCache`) live in the Python worker process and outlive the
+    task (Spark reuses workers), so patterns are re-read only when a newer run appears. Scoring
+    here rather than in the driver's transaction runs it in parallel over the partitions, and
+    the driver's part of a micro-batch (which holds up the next one) shrinks to the writes.
+    Replays are harmless: a batch already in the ledger is skipped whatever its scores are.
+
+    Parameters
+    ----------
+    db_url : str
+        Where the PATTERN TABLE is (the executors read it).
+    scoring : soads.config.ScoringConf
+    """
+
+    db_url: str
+    scoring: object
+
+    def __call__(self, batches):
+        """Arrow batches of :func:`~soads.stream.state.update_struct` rows -> the same rows
+        with :data:`soads.schema.SCORED_COLUMNS` (:func:`scored_struct`)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        key = (self.db_url, self.scoring.maximal_only)
+        cache = _WORKER_CACHES.get(key)
+        if cache is None:
+            cache = _WORKER_CACHES[key] = PatternCache(tables.engine(self.db_url),
+                                                       self.scoring.maximal_only)
+        schema = to_arrow_schema(scored_struct())
+        fresh = True
+        for b in batches:
+            is_obj = pc.equal(b.column(S.KIND), S.KIND_OBJECT).to_pylist()
+            rows = [i for i, x in enumerate(is_obj) if x]
+            scores = [None] * b.num_rows
+            if rows:
+                if fresh:
+                    cache.newest()  # once per task: this micro-batch's newest run
+                    fresh = False
+                oids = b.column(S.OID).to_pylist()
+                seqs = b.column(S.SEQUENCE).to_pylist()
+                for i, got in zip(rows, score_objects(
+                        [(oids[i], seqs[i], None) for i in rows], cache, self.scoring,
+                        refresh=False)):
+                    scores[i] = got[3:]
+            extra = [pa.array([x[j] if x else None for x in scores], schema.field(c).type)
+                     for j, c in enumerate(S.SCORED_COLUMNS)]
+            yield pa.RecordBatch.from_arrays(b.columns + extra, schema=schema)
+
+
+class PatternCache:
+    """The newest mining run's patterns, re-read only when a newer run appears (a new run is
+    picked up at the next micro-batch, without a restart), and the scores of sequences already
+    seen against them.
+
+    Scoring is most of a micro-batch's cost (objects x patterns alignments), yet objects of one
+    process walk the same few paths: the alignment score is a pure function of (sequence, run),
+    so each distinct sequence is aligned once per run and remembered (at most ``max_cached``
+    sequences; the memory is dropped when full or when the run changes).
+    """
+
+    def __init__(self, db_url: str | sa.Engine, maximal_only: bool, max_cached: int = 200_000):
+        self.db_url, self.maximal_only, self.max_cached = db_url, maximal_only, max_cached
+        self.run_id, self.patterns = None, []
+        self._scores: dict[tuple, tuple[float, float, int]] = {}
+
+    def newest(self) -> tuple[str | None, list[list[str]]]:
+        """``(run_id, patterns in use)`` of the newest mining run, ``(None, [])`` before any."""
+        run = tables.latest_run(self.db_url)
+        if run is None:
+            return None, []
+        if run[S.RUN_ID] != self.run_id:
+            self.run_id = run[S.RUN_ID]
+            rows = tables.read_table(self.db_url, "pattern", {S.RUN_ID: self.run_id},
+                                     order_by=[S.PATTERN_ID])
+            self.patterns = [list(r[S.PATTERN]) for r in rows
+                             if r[S.MAXIMAL] or not self.maximal_only]
+            self._scores = {}
+        return self.run_id, self.patterns
+
+    def score(self, sequences: Sequence[Sequence[str]], scoring) -> list[tuple[float, float, int]]:
+        """``(score, raw, best pattern index)`` per sequence against :meth:`newest`'s patterns
+        (:func:`soads.scoring.score_batch` on the sequences not seen before)."""
+        keys = [tuple(s) for s in sequences]
+        todo = list({k: None for k in keys if k not in self._scores})
+        new = {}
+        if todo:
+            scores, raws, best = scorer.score_batch(todo, self.patterns, scoring)
+            new = dict(zip(todo, zip(scores.tolist(), raws.tolist(), best.tolist())))
+        out = [new[k] if k in new else self._scores[k] for k in keys]
+        if len(self._scores) + len(new) > self.max_cached:
+            self._scores = {}
+        self._scores.update(new)
+        return out
