@@ -7,8 +7,7 @@ import argparse
 import logging
 import sys
 
-from soads import config, pipeline, schema as S, session
-from soads.storage import tables
+from soads import config, pipeline, session
 
 
 def main(argv=None) -> int:
@@ -18,18 +17,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     cfg = config.load(args.conf, args.set)
-    run = tables.latest_run(cfg.storage.db_url)
-    if run is None:
-        sys.stderr.write("no mining run in the PATTERN TABLE: run jobs/mine_patterns.py first\n")
-        return 2
-    rows = tables.read_table(cfg.storage.db_url, "pattern", {S.RUN_ID: run[S.RUN_ID]})
-    spark = session.build(cfg.spark)
     report = pipeline.Report()
-    seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
-    pipeline.score(spark, seqs, rel, pipeline.patterns_in_use(rows, cfg.scoring.maximal_only),
-                   run[S.RUN_ID], cfg, report)
+    try:
+        # the same steps as `soads score` (patterns in pattern_id order: ties break the same way)
+        spark, run_id, _ = pipeline.score_newest_run(lambda: session.build(cfg.spark), cfg,
+                                                     report)
+    except pipeline.NoMiningRun as e:
+        sys.stderr.write(f"{e}\n")
+        return 2
     sys.stdout.write(f"scored {report.counts['objects_scored']} objects, "
-                     f"{report.counts['windows']} windows (run {run[S.RUN_ID]})\n")
+                     f"{report.counts['windows']} windows (run {run_id})\n")
     spark.stop()
     return 0
 

@@ -337,17 +337,14 @@ def cmd_score(args) -> int:
         over["scoring.maximal_only"] = "true"
     cfg = _config(args, **over)
     if args.input is None:
-        from soads import query
-
-        run, pats = query.patterns_in_use(cfg.storage.db_url, cfg.scoring.maximal_only)
-        if run is None:
-            raise UsageError("no mining run in the PATTERN TABLE: run `soads mine` first")
-        spark = _spark(cfg)
         report = pipeline.Report()
-        seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
-        pipeline.score(spark, seqs, rel, pats, run[S.RUN_ID], cfg, report)
+        try:
+            _, run_id, pats = pipeline.score_newest_run(lambda: _spark(cfg), cfg, report)
+        except pipeline.NoMiningRun:
+            raise UsageError(
+                "no mining run in the PATTERN TABLE: run `soads mine` first") from None
         _out(f"scored {report.counts['objects_scored']:,} objects against {len(pats)} patterns of "
-             f"run {run[S.RUN_ID]} in {report.seconds['score']:.1f} s; "
+             f"run {run_id} in {report.seconds['score']:.1f} s; "
              f"{report.counts['windows']} windows -> tables object_score, alignment_score")
         return 0
     if not args.patterns or not args.out:

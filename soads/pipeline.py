@@ -230,6 +230,46 @@ def score(spark, seqs, rel, patterns: list[list[str]], run_id: str, cfg: Config,
     return scored
 
 
+class NoMiningRun(LookupError):
+    """The PATTERN TABLE holds no mining run yet (nothing to score against)."""
+
+
+def score_newest_run(build_spark, cfg: Config, report: Report):
+    """The Anomaly Evaluator on the stored event log against the newest mining run's patterns:
+    the steps ``soads score`` and ``jobs/score_objects.py`` share.
+
+    The patterns are read in ``pattern_id`` order (the miner's order: support, length,
+    pattern), so ties between equally good patterns go the same way whatever the database's
+    row order.
+
+    Parameters
+    ----------
+    build_spark : callable returning the SparkSession; called only once a run exists, so a
+        missing run is reported without starting Spark.
+
+    Returns
+    -------
+    (SparkSession, str, list[list[str]])
+        The session, the run id and the patterns scored against.
+
+    Raises
+    ------
+    NoMiningRun
+        When the PATTERN TABLE holds no mining run.
+    """
+    from soads import query
+
+    # the read side orders the run's patterns by pattern_id
+    run, patterns = query.patterns_in_use(cfg.storage.db_url, cfg.scoring.maximal_only)
+    if run is None:
+        raise NoMiningRun("no mining run in the PATTERN TABLE: mine patterns first "
+                          "(soads mine, or jobs/mine_patterns.py)")
+    spark = build_spark()
+    seqs, rel = sequences_and_relations(spark, cfg, report)
+    score(spark, seqs, rel, patterns, run[S.RUN_ID], cfg, report)
+    return spark, run[S.RUN_ID], patterns
+
+
 def read_truth(spark, path: str):
     """The simulator's ``truth.csv``: oid, label, anomaly_type."""
     from pyspark.sql import types as T

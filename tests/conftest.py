@@ -6,13 +6,18 @@ import sys
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-SHARED = os.path.join(ROOT, "..", "shared")
 
-# The venv may be shared by several clones; make subprocesses (jobs/*.py) and Spark's Python
-# workers import this clone's soads, whatever the editable install points at.
+# The one PYTHONPATH rule of the suite. The venv may be shared by several clones; this clone's
+# root goes first on PYTHONPATH here, once, so every subprocess a test starts (jobs/*.py, the CLI,
+# spark-submit) and Spark's Python workers import this clone's soads, whatever the editable
+# install points at. Tests pass os.environ on (streamtools.job_env) and never set it themselves.
 if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != ROOT:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-EPCIS_EXAMPLES = os.path.abspath(os.path.join(SHARED, "epcis-examples"))
+if sys.path[:1] != [ROOT]:
+    sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") != ROOT]
+# The tests carry their own inputs (tests/data, README there): no file outside the clone is read.
+DATA = os.path.join(ROOT, "tests", "data")
+EPCIS_EXAMPLES = os.path.join(DATA, "epcis", "gs1")
 
 # The database password is in no committed file: SOADS_DB_PASSWORD, or the file that
 # SOADS_DB_PASSWORD_FILE names. Unset, the tests use the development one `make up` wrote (where
@@ -40,6 +45,6 @@ def spark():
 
 @pytest.fixture(scope="session")
 def epcis_examples():
-    """Path of the official GS1 examples (../shared/epcis-examples); fails if they are missing."""
+    """Path of the official GS1 example documents (tests/data/epcis/gs1)."""
     assert os.path.isdir(EPCIS_EXAMPLES), f"missing {EPCIS_EXAMPLES}"
     return EPCIS_EXAMPLES

@@ -1,9 +1,11 @@
-"""Helpers for the integration tests of the streaming job against the real parts (Kafka, HBase,
-MariaDB): a private topic, database and HBase prefix per test, the job as a subprocess, its
-checkpoint progress, and the exactly-once checks (tables == batch recomputation).
+"""The one set of helpers of the tests that use real parts (Kafka, HBase, MariaDB) or run jobs:
+the CI fail-or-skip rule (:func:`require`: every test needing a service goes through it), a
+private topic, database and HBase prefix per test (:func:`create_place` / :func:`drop_place`),
+a job as a subprocess (:func:`job_env`, :func:`start`, :func:`kill`), its checkpoint progress,
+and the exactly-once checks (tables == batch recomputation).
 
-Not a test module; imported by the stream tests (tests/ is on sys.path under
-pytest's rootdir import mode).
+Not a test module; imported by the tests (tests/ is on sys.path under pytest's rootdir import
+mode). PYTHONPATH is set by conftest.py alone.
 """
 import json
 import os
@@ -23,23 +25,39 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MAX_BYTES = 4 * 1024 * 1024
 
 
-def require(what, check):
-    """Run ``check``; a failure fails the test under CI=true, skips it elsewhere."""
+def require(what, check, module_level=False):
+    """Run ``check`` and return its result; a failure fails the test under CI=true and skips
+    it elsewhere, with the reason. ``module_level``: called while a test module is imported
+    (skips the whole module)."""
     try:
-        check()
+        return check()
     except Exception as e:  # noqa: BLE001 - turned into a failure (CI) or a skip with the reason
         msg = f"{what} is not reachable ({e!r}); start it (make up, or python -m soads.services " \
               f"up with SOADS_DB_PASSWORD_FILE set)"
         if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg, allow_module_level=module_level)
 
 
-def services_conf():
+def require_module(name):
+    """An optional dependency (torch): imported, or the CI rule of :func:`require` applies."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        msg = f"{name} is not installed ({e}); pip install it (setup.cfg extras)"
+        if IN_CI:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg, allow_module_level=True)
+
+
+def services_conf(*parts: str):
+    """The services configuration, after :func:`require` of each real part the test needs
+    (default: kafka, mariadb and hbase)."""
     c = config.load([services.DEFAULT_CONF])
-    require("kafka", lambda: services.check("kafka", c))
-    require("mariadb", lambda: services.check("mariadb", c))
-    require("hbase", lambda: services.check("hbase", c))
+    for part in parts or ("kafka", "mariadb", "hbase"):
+        require(part, lambda part=part: services.check(part, c))
     return c
 
 
@@ -55,16 +73,20 @@ class Place:
     location: str
 
 
-def create_place(conf, tag: str) -> Place:
+def create_place(conf, tag: str, quarantine_topic: bool = True) -> Place:
+    """A new :class:`Place`: topics (one partition each) and database created; the HBase
+    tables are created by whoever writes first under the prefix. Without ``quarantine_topic``
+    only the input topic is created (``qtopic`` is empty)."""
     import pymysql
     from kafka.admin import KafkaAdminClient, NewTopic
 
     hexid = uuid.uuid4().hex[:10]
     bootstrap = services.kafka_bootstrap(conf)
-    p = Place(bootstrap, f"soads-{tag}-{hexid}", f"soads-{tag}-q-{hexid}",
+    p = Place(bootstrap, f"soads-{tag}-{hexid}",
+              f"soads-{tag}-q-{hexid}" if quarantine_topic else "",
               f"{conf.mariadb.database}_{hexid}", "", f"hbase://127.0.0.1:9090/{tag}{hexid}")
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(p.topic, 1, 1), NewTopic(p.qtopic, 1, 1)])
+    admin.create_topics([NewTopic(t, 1, 1) for t in (p.topic, p.qtopic) if t])
     admin.close()
     m = conf.mariadb
     root = pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password)
@@ -85,7 +107,7 @@ def drop_place(conf, p: Place) -> None:
 
     try:
         admin = KafkaAdminClient(bootstrap_servers=p.bootstrap)
-        admin.delete_topics([p.topic, p.qtopic])
+        admin.delete_topics([t for t in (p.topic, p.qtopic) if t])
         admin.close()
     except Exception:  # noqa: BLE001 - cleanup only
         pass
@@ -156,14 +178,15 @@ def job_cmd(stream_toml: str, *sets: str) -> list[str]:
 
 
 def job_env() -> dict:
-    # PYTHONPATH: the job (and its Python workers) import this checkout's soads, whatever the
-    # venv's editable install points at
+    """The environment of a job or CLI subprocess: this venv's Python for Spark's workers,
+    loopback Spark. PYTHONPATH (this clone's soads first) is set once, by conftest.py."""
     return {**os.environ, "PYSPARK_PYTHON": sys.executable,
-            "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
-            "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
 
 
 def start(cmd, log):
+    """The job as a subprocess in its own process group (:func:`kill` stops the driver and its
+    JVM together), output to the open file ``log``."""
     return subprocess.Popen(cmd, cwd=REPO, env=job_env(), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -186,6 +209,31 @@ def committed(ck, name):
 
     done = committed_batches(ck, name)
     return done[-1][1] if done else -1
+
+
+def batch_ids(ck, name, kind):
+    """Ids of a query's micro-batches in its checkpoint: ``kind`` "offsets" (planned: written
+    when a batch starts) or "commits" (written once its sink finished)."""
+    d = os.path.join(ck, name, kind)
+    return {int(f) for f in os.listdir(d) if f.isdigit()} if os.path.isdir(d) else set()
+
+
+def in_flight(ck, name):
+    """The id of the micro-batch the query is running (offsets written, not committed), or
+    None between batches."""
+    planned, done = batch_ids(ck, name, "offsets"), batch_ids(ck, name, "commits")
+    newest = max(planned, default=-1)
+    return newest if newest >= 0 and newest not in done else None
+
+
+def from_offset(source, topic, offset, partition=0) -> bool:
+    """Whether a quarantine/event ``source`` comes from Kafka record ``offset``: the exact
+    ``topic/partition/offset``, alone or followed by ``:line`` (XML) or ``#index`` (JSON);
+    offset 1 does not match 10-19."""
+    import re
+
+    return re.fullmatch(rf"{re.escape(topic)}/{partition}/{offset}(?:[:#]\d+)?", source) \
+        is not None
 
 
 def stored_events(location):

@@ -40,6 +40,17 @@ def as_dict(df):
             {tuple(r[S.PATTERN]): r[S.LENGTH] for r in rows})
 
 
+def maximal_by_definition(patterns) -> dict[tuple, bool]:
+    """The test's own maximality oracle, independent of the miner's ``mark_maximal`` (which the
+    miner imports): a mined pattern is maximal when no other mined pattern contains it as a
+    contiguous run. It scans every pair; the miner's rule looks only at one-item extensions
+    (the same thing on a downward-closed set of contiguous patterns)."""
+    def inside(p, q):
+        return len(q) > len(p) and any(q[i:i + len(p)] == p for i in range(len(q) - len(p) + 1))
+
+    return {p: not any(inside(tuple(p), tuple(q)) for q in patterns) for p in patterns}
+
+
 # -- minsup and the oracle -----------------------------------------------------------------
 
 
@@ -68,8 +79,10 @@ def test_mark_maximal_hand_example():
     pats = frequent_patterns(seqs, 2)
     assert pats == {("a", "b"): 3, ("b", "c"): 3, ("c", "d"): 2, ("a", "b", "c"): 2,
                     ("b", "c", "d"): 2}
-    assert mark_maximal(pats) == {("a", "b"): False, ("b", "c"): False, ("c", "d"): False,
-                                  ("a", "b", "c"): True, ("b", "c", "d"): True}
+    hand = {("a", "b"): False, ("b", "c"): False, ("c", "d"): False, ("a", "b", "c"): True,
+            ("b", "c", "d"): True}
+    assert maximal_by_definition(pats) == hand
+    assert mark_maximal(pats) == hand
     # with max_length 2 nothing longer was mined: every pair is maximal in the mined set
     assert all(mark_maximal(frequent_patterns(seqs, 2, max_length=2)).values())
 
@@ -116,6 +129,18 @@ def test_pure_passes_equal_brute_force_on_random_logs():
     assert n_checked == 600
 
 
+def test_mark_maximal_equals_the_definition_on_random_logs():
+    rng = random.Random(11)
+    n_non_maximal = 0
+    for _ in range(300):
+        seqs = random_log(rng)
+        pats = frequent_patterns(seqs, minsup_count(random_minsup(rng), len(seqs)),
+                                 rng.choice([2, 3, 4, 25]))
+        assert mark_maximal(pats) == maximal_by_definition(pats), (seqs, pats)
+        n_non_maximal += sum(not v for v in maximal_by_definition(pats).values())
+    assert n_non_maximal > 100  # the logs exercise both answers
+
+
 # -- Spark ------------------------------------------------------------------------------------
 
 
@@ -134,7 +159,7 @@ def test_spark_miner_equals_brute_force(spark):
         got_plain, info_plain = mine(spark, df, None, minsup, max_length, use_relations=False)
         support, maximal, length = as_dict(got_soads)
         assert support == expected, (seqs, minsup, max_length)
-        assert maximal == mark_maximal(expected)
+        assert maximal == maximal_by_definition(expected)
         assert all(length[p] == len(p) for p in length)
         assert as_dict(got_plain) == (support, maximal, length)
         assert info["minsup_count"] == info_plain["minsup_count"] == m
@@ -238,8 +263,9 @@ LOCAL_CLUSTER = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_local_cluster_mode(tmp_path):
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-               SPARK_LOCAL_IP="127.0.0.1")
+    import streamtools as st
+
+    env = st.job_env()
     script = tmp_path / "local_cluster.py"
     script.write_text(LOCAL_CLUSTER)
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,

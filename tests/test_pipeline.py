@@ -1,9 +1,10 @@
 """The batch path end to end on a small simulated plant: counts add up, tables equal oracles."""
 import os
+from collections import Counter
 
 import pytest
 
-from soads import config, pipeline, schema as S
+from soads import config, epcis, pipeline, schema as S
 from soads.dependencies import relation_counts
 from soads.simulator.generate import iter_sequences, simulate
 from soads.storage import tables
@@ -32,10 +33,19 @@ def run(spark, tmp_path_factory):
 def test_counts_add_up(run):
     cfg, stats, report = run
     c = report.counts
-    # every simulated read is stored; the truncated copy adds its complete events plus quarantine
-    assert c["records_read"] == c["events_stored"] + c["events_quarantined"]
-    assert c["events_stored"] > stats["events"]
-    assert report.quarantine_by_reason.get("malformed_xml", 0) >= 1
+    # the stored log against the parser run file by file here (not the job's own sums): every
+    # simulated read is stored; the truncated copy adds its complete events plus quarantine
+    folder = os.path.join(cfg.storage.root, "epcis")
+    events, reasons = 0, Counter()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".xml"):
+            ev, qu = epcis.parse_file(os.path.join(folder, name))
+            events += len(ev)
+            reasons.update(q[S.REASON] for q in qu)
+    assert events > stats["events"] and reasons["malformed_xml"] >= 1
+    assert (c["events_stored"], c["events_quarantined"]) == (events, sum(reasons.values()))
+    assert report.quarantine_by_reason == dict(reasons)
+    assert c["records_read"] == events + sum(reasons.values())
     assert c["objects"] == N
 
 
@@ -59,4 +69,7 @@ def test_tables_written_and_quality_measured(run):
     assert sum(w[S.N_OBJECTS] for w in windows) == N
     overall = {name: rows[0] for name, rows in report.quality.items()}
     assert overall[S.SURPRISAL]["roc_auc"] > 0.9
-    assert 0.0 <= overall["alignment"]["roc_auc"] <= 1.0
+    # measured on this seeded plant: 0.628 (the alignment score alone separates the simulated
+    # anomalies weakly; the relation surprisal does most of it); a scorer that lost its signal
+    # (0.5) or inverted it (0.37) fails
+    assert overall["alignment"]["roc_auc"] == pytest.approx(0.628, abs=0.03)

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from soads import config, epcis, services
+from soads import epcis, services
 from soads.simulator.generate import iter_documents
 from soads.simulator.publish import flat_events, publish
-from streamtools import require  # fail under CI=true, skip elsewhere
+import streamtools as st  # services_conf: fail under CI=true, skip elsewhere
 
 
 
@@ -24,9 +24,7 @@ def test_flat_events_counts_every_epc_in_xml_and_jsonld():
 
 @pytest.fixture(scope="module")
 def bootstrap():
-    conf = config.load([services.DEFAULT_CONF])
-    require("kafka", lambda: services.check("kafka", conf))
-    return services.kafka_bootstrap(conf)
+    return services.kafka_bootstrap(st.services_conf("kafka"))
 
 
 @pytest.mark.integration

@@ -1,6 +1,8 @@
 """Sensor job against the real parts: Kafka -> jobs/stream_sensors.py -> MariaDB, with v2
-promoted mid-stream (no restart): every window scored exactly once, v1 before the switch batch
-and v2 after it. Also measures reading-to-score latency (printed; ``soads bench sensor`` figure).
+promoted mid-stream (no restart): every window scored exactly once (counted in the writes the
+database received, not in the table whose primary key would hide a second write), v1 before the
+switch batch and v2 after it. Also measures reading-to-score latency (printed; the
+``soads bench sensor`` figure).
 
 Start the services first: ``python -m soads.services up``. Under ``CI=true`` a missing service
 fails the test; elsewhere it skips with the reason. Producer sends are retried, so a short
@@ -8,22 +10,18 @@ broker restart (another test may do one) does not fail it.
 """
 import datetime as dt
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
-import uuid
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from soads import config, schema as S, services
+import streamtools as st
+from soads import schema as S
 from soads.sensor import registry
-from streamtools import require  # fail under CI=true, skip elsewhere
 
-REPO = os.path.join(os.path.dirname(__file__), "..")
 T0 = dt.datetime(2024, 3, 4, 8, 0, 0)
 MACHINES = ("m1", "m2", "m3")
 N_SECONDS = 120
@@ -34,10 +32,7 @@ DONE_TIMEOUT = 400
 
 @pytest.fixture(scope="module")
 def conf():
-    c = config.load([services.DEFAULT_CONF])
-    require("kafka", lambda: services.check("kafka", c))
-    require("mariadb", lambda: services.check("mariadb", c))
-    return c
+    return st.services_conf("kafka", "mariadb")
 
 
 def _reading(m, s):
@@ -75,16 +70,46 @@ def _send_all(bootstrap, topic, records, sent_at, pause=0.0):
         producer.close()
 
 
-def _start(cmd, env, log):
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+def _count_writes(db_url):
+    """Triggers that record every insert and every update of a sensor_anomaly row in
+    ``sensor_write`` (the table's primary key makes a second write of a window invisible in
+    the table itself)."""
+    import sqlalchemy as sa
+
+    from soads.storage import tables
+
+    eng = tables.engine(db_url)
+    try:
+        with eng.begin() as conn:
+            conn.execute(sa.text(
+                "CREATE TABLE sensor_write (machine_id VARCHAR(255), window_end DATETIME(6), "
+                "model_version VARCHAR(255), op CHAR(1))"))
+            for op, when in (("i", "INSERT"), ("u", "UPDATE")):
+                conn.execute(sa.text(
+                    f"CREATE TRIGGER sensor_write_{op} AFTER {when} ON sensor_anomaly "
+                    f"FOR EACH ROW INSERT INTO sensor_write VALUES "
+                    f"(NEW.machine_id, NEW.window_end, NEW.model_version, '{op}')"))
+    finally:
+        eng.dispose()
+
+
+def _writes(db_url):
+    import sqlalchemy as sa
+
+    from soads.storage import tables
+
+    eng = tables.engine(db_url)
+    try:
+        with eng.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(
+                "SELECT machine_id, window_end, model_version, op FROM sensor_write"))]
+    finally:
+        eng.dispose()
 
 
 @pytest.mark.integration
 def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
     import pandas as pd
-    import pymysql
-    from kafka.admin import KafkaAdminClient, NewTopic
 
     from soads.sensor.train import train_version
     from soads.storage import sensor_sink, tables
@@ -97,18 +122,10 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
     train_version(hist, PARAMS, root, sensors=["a", "b"], promote=True)
     train_version(hist.assign(a=hist["a"] * 1.1), PARAMS, root, sensors=["a", "b"])
 
-    hexid = uuid.uuid4().hex[:10]
-    topic = f"soads-sensor-{hexid}"
-    bootstrap = services.kafka_bootstrap(conf)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(topic, 1, 1)])
-    m = conf.mariadb
-    database = f"{m.database}_s{hexid}"
-    rootdb = pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password)
-    with rootdb.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{database}`")
-    db_url = services.mysql_url(conf, database)
+    place = st.create_place(conf, "sensor", quarantine_topic=False)
+    topic, bootstrap, db_url = place.topic, place.bootstrap, place.db_url
     sensor_sink.prepare(db_url)
+    _count_writes(db_url)
     spark_toml = tmp_path / "spark.toml"
     spark_toml.write_text('[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\n'
                           'driver_memory = "1g"\n')
@@ -121,11 +138,6 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
                "sensor.stream.trigger_seconds": 1.0,
                "sensor.stream.window": WINDOW, "sensor.stream.sensors": "a,b"}.items()
                for a in ("--set", f"{kv[0]}={kv[1]}")]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
-           "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
-           # this checkout's soads, not an installed one (the job runs from jobs/)
-           "PYTHONPATH": os.pathsep.join([os.path.abspath(REPO)]
-                                         + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     # offset 0: not JSON; the last offset: m1's first reading again (out of order by then)
     records = [(("bad", 0), b"{not json")] + \
         [((mm, s), _reading(mm, s)) for s in range(N_SECONDS) for mm in MACHINES] + \
@@ -134,7 +146,7 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
                 for s in range(WINDOW - 1, N_SECONDS)}
     sent_at, seen_at = {}, {}
     log = open(tmp_path / "job.log", "ab")
-    proc = _start(cmd, env, log)
+    proc = st.start(cmd, log)
     try:
         half = len(records) // 2
         _send_all(bootstrap, topic, records[:half], sent_at)
@@ -159,21 +171,18 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
                 break
             time.sleep(0.25)
         sender.join(timeout=180)
-        time.sleep(3)  # a double-scored window would show up as an extra ledger batch / change
+        # every record read and its batch committed: a window scored twice would be written by now
+        while st.committed(str(tmp_path / "ck"), "sensor_anomaly") < len(records):
+            assert proc.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the job did not commit the last record"
+            time.sleep(0.25)
         rows2 = tables.read_table(db_url, "sensor_anomaly")
         quarantine = tables.read_table(db_url, "sensor_quarantine", order_by=[S.REASON])
+        writes = _writes(db_url)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=60)
+        st.kill(proc)
         log.close()
-        with rootdb.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
-        rootdb.close()
-        admin.delete_topics([topic])
-        admin.close()
+        st.drop_place(conf, place)
 
     assert rows2 == rows
     # nothing dropped silently: both bad records quarantined with their Kafka identity
@@ -181,7 +190,11 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
         (f"{topic}/0/0", None, "malformed_json"),
         (f"{topic}/0/{len(records) - 1}", "m1", "out_of_order")]
     assert {(r[S.MACHINE_ID], r[S.WINDOW_END]) for r in rows} == expected
-    assert len(rows) == len(expected)  # every window exactly once
+    # every window written exactly once: one insert each, no second write (an update)
+    assert Counter(op for *_, op in writes) == {"i": len(expected)}
+    assert Counter((m, w) for m, w, _, _ in writes) == Counter(expected)
+    assert {(m, w, v) for m, w, v, _ in writes} == {
+        (r[S.MACHINE_ID], r[S.WINDOW_END], r[S.MODEL_VERSION]) for r in rows}
     # arrival order = (ts, machine): the version switches exactly once, v1 -> v2
     versions = [r[S.MODEL_VERSION] for r in sorted(rows, key=lambda r: (r[S.WINDOW_END],
                                                                         MACHINES.index(r[S.MACHINE_ID])))]

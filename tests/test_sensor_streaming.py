@@ -3,7 +3,6 @@ hot swap of the model between micro-batches; restart on the same checkpoint; dri
 trigger; registry promote/rollback."""
 import datetime as dt
 import json
-import os
 
 import numpy as np
 import pytest
@@ -11,8 +10,9 @@ import pytest
 from soads import schema as S
 from soads.sensor import drift, registry
 from soads.config import DriftConf, SensorStreamConf
+import streamtools as st
 
-torch = pytest.importorskip("torch") if os.environ.get("CI") != "true" else __import__("torch")
+torch = st.require_module("torch")  # under CI a missing torch fails, never skips
 
 T0 = dt.datetime(2024, 3, 4, 8, 0, 0)
 SENSORS = ("a", "b")
