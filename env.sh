@@ -21,12 +21,16 @@ fi
 
 # shellcheck disable=SC1091
 . "$_soads_venv/bin/activate"
-case ":${PYTHONPATH:-}:" in
-    *":$_soads_root:"*) ;;
-    *) export PYTHONPATH="$_soads_root${PYTHONPATH:+:$PYTHONPATH}" ;;
-esac
+# this clone first, even when another clone (or this one, further back) is on PYTHONPATH already
+_soads_rest="$(printf '%s' "${PYTHONPATH:-}" | tr ':' '\n' | grep -vxF "$_soads_root" | paste -sd: -)"
+export PYTHONPATH="$_soads_root${_soads_rest:+:$_soads_rest}"
 export PYSPARK_PYTHON="$_soads_venv/bin/python"
 export PYSPARK_DRIVER_PYTHON="$_soads_venv/bin/python"
 export SPARK_LOCAL_IP=127.0.0.1
+# the development database password `make up` writes (conf/services.toml), unless one is set
+_soads_pw="${SOADS_CACHE:-$HOME/.cache/soads}/services/mariadb/password"
+if [ -z "${SOADS_DB_PASSWORD:-}" ] && [ -z "${SOADS_DB_PASSWORD_FILE:-}" ] && [ -s "$_soads_pw" ]; then
+    export SOADS_DB_PASSWORD_FILE="$_soads_pw"
+fi
 echo "soads: $_soads_root (venv $_soads_venv)" >&2
-unset _soads_env _soads_root _soads_venv
+unset _soads_env _soads_root _soads_venv _soads_rest _soads_pw

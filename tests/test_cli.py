@@ -309,6 +309,15 @@ def test_env_sh_puts_this_clone_first_and_sets_the_spark_variables(tmp_path):
     assert module == os.path.join(repo, "soads", "__init__.py")
     assert spark_vars == f"{cache}/venv/bin/python 127.0.0.1"
     assert os.path.samefile(soads_bin, os.path.join(venv, "bin", "soads"))  # the venv's
+    # another clone ahead of this one on PYTHONPATH: this clone still comes first
+    other = tmp_path / "other-clone"
+    (other / "soads").mkdir(parents=True)
+    (other / "soads" / "__init__.py").write_text("")
+    again = subprocess.run(["bash", "-c", f"source {repo}/env.sh && cd / && python -c "
+                            "'import soads; print(soads.__file__)'"], capture_output=True,
+                           text=True, check=True, env={**env, "SOADS_CACHE": str(cache),
+                                                       "PYTHONPATH": f"{other}:{repo}"})
+    assert again.stdout.strip() == os.path.join(repo, "soads", "__init__.py")
     missing = subprocess.run(["bash", "-c", f"source {repo}/env.sh"], capture_output=True,
                              text=True, env={**env, "SOADS_CACHE": str(tmp_path / "none")})
     assert missing.returncode == 1 and "make venv" in missing.stderr
