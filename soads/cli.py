@@ -425,7 +425,7 @@ def format_report(report, n_show: int = 10) -> str:
 
 
 def cmd_demo(args) -> int:
-    from soads import pipeline
+    from soads import config, pipeline
     from soads.simulator.generate import simulate
 
     cfg = _config(args)
@@ -459,8 +459,8 @@ def cmd_demo(args) -> int:
     pipeline.evaluate(spark, scored, os.path.join(epcis_dir, "truth.csv"), report)
     report.seconds["total"] = time.perf_counter() - t0
     _out(format_report(report))
-    _out(f"\ntables in {cfg.storage.db_url}; event log in {root}; simulated "
-         f"{stats.get('events', '?'):,} reads")
+    _out(f"\ntables in {cfg.storage.db_url}; event log in {config.event_log_location(cfg)}; "
+         f"simulated {stats.get('events', '?'):,} reads")
     return 0
 
 
