@@ -425,7 +425,7 @@ def format_report(report, n_show: int = 10) -> str:
 
 
 def cmd_demo(args) -> int:
-    from soads import pipeline
+    from soads import config, pipeline
     from soads.simulator.generate import simulate
 
     cfg = _config(args)
@@ -459,8 +459,8 @@ def cmd_demo(args) -> int:
     pipeline.evaluate(spark, scored, os.path.join(epcis_dir, "truth.csv"), report)
     report.seconds["total"] = time.perf_counter() - t0
     _out(format_report(report))
-    _out(f"\ntables in {cfg.storage.db_url}; event log in {root}; simulated "
-         f"{stats.get('events', '?'):,} reads")
+    _out(f"\ntables in {cfg.storage.db_url}; event log in {config.event_log_location(cfg)}; "
+         f"simulated {stats.get('events', '?'):,} reads")
     return 0
 
 
@@ -736,16 +736,6 @@ def _add_bench(sub) -> None:
     b.set_defaults(func=cmd_bench)
 
 
-def _event_logs(cfg) -> list[tuple[str, str]]:
-    """``(writer, location)`` of every event log the configuration names: the batch path's
-    (``soads ingest`` / ``soads demo``) and the event job's, once each."""
-    batch = cfg.storage.event_log or cfg.storage.root
-    logs = [("ingest", batch)]
-    if cfg.stream.event_log and cfg.stream.event_log != batch:
-        logs.append(("stream", cfg.stream.event_log))
-    return logs
-
-
 def _service_errors() -> tuple:
     """What an unreachable HBase Thrift server, Kafka broker or database raises."""
     import sqlalchemy as sa
@@ -770,10 +760,11 @@ def _cell(value, width: int | None = None) -> str:
 
 
 def cmd_quarantine(args) -> int:
-    from soads import query
+    from soads import config, query
 
+    cfg = _config(args)
     if args.sensor:
-        db = _sensor_conf(args.sensor_conf).stream.db_url
+        db = cfg.storage.db_url  # the sensor job's tables are in the database of every job
         try:
             rows = query.sensor_quarantine(db, args.limit)
         except _service_errors() as e:
@@ -786,7 +777,6 @@ def cmd_quarantine(args) -> int:
                      f"{r[S.SOURCE]}  {_cell(r[S.DETAIL], 80)}")
         _err(f"[soads] quarantine: {len(rows)} newest quarantined readings (sensor job, {db})")
         return 0
-    cfg = _config(args)
     if args.topic:
         topic, bootstrap = cfg.stream.quarantine_topic, cfg.stream.kafka_bootstrap
         if not topic:
@@ -803,19 +793,20 @@ def cmd_quarantine(args) -> int:
                      f"{_cell(r[S.SOURCE])}  {_cell(r[S.DETAIL], 80)}")
         _err(f"[soads] quarantine: {len(rows)} newest records of topic {topic} ({bootstrap})")
         return 0
-    for writer, location in _event_logs(cfg):
-        try:
-            rows = query.event_quarantine(location, args.limit)
-        except _service_errors() as e:
-            raise UsageError(f"cannot read the quarantine of {location}: {e}") from e
-        for r in rows:
-            if args.json:
-                _out(json.dumps({**r, query.STORED_AT: r[query.STORED_AT].isoformat(),
-                                 "event_log": location}))
-            else:
-                _out(f"{r[query.STORED_AT]:%Y-%m-%d %H:%M:%S}  {writer:<6} {r[S.REASON]:<20} "
-                     f"{r[S.SOURCE]}  {_cell(r[S.DETAIL], 80)}")
-        _err(f"[soads] quarantine: {len(rows)} newest records of {location} ({writer})")
+    # one event log: soads ingest / soads demo and the event job write the same one
+    location = config.event_log_location(cfg)
+    try:
+        rows = query.event_quarantine(location, args.limit)
+    except _service_errors() as e:
+        raise UsageError(f"cannot read the quarantine of {location}: {e}") from e
+    for r in rows:
+        if args.json:
+            _out(json.dumps({**r, query.STORED_AT: r[query.STORED_AT].isoformat(),
+                             "event_log": location}))
+        else:
+            _out(f"{r[query.STORED_AT]:%Y-%m-%d %H:%M:%S}  {r[S.REASON]:<20} "
+                 f"{r[S.SOURCE]}  {_cell(r[S.DETAIL], 80)}")
+    _err(f"[soads] quarantine: {len(rows)} newest records of {location}")
     return 0
 
 
@@ -949,12 +940,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("quarantine", help="newest quarantined records, with reason and source")
     s.add_argument("--limit", type=_positive_int, default=20, metavar="N",
-                   help="records per event log (default 20)")
+                   help="newest records to show (default 20)")
     s.add_argument("--sensor", action="store_true",
-                   help="the sensor job's quarantined readings instead ([sensor.stream] db_url)")
+                   help="the sensor job's quarantined readings instead ([storage] db_url)")
     s.add_argument("--topic", action="store_true",
                    help="the event job's quarantine topic instead ([stream] quarantine_topic)")
-    s.add_argument("--sensor-conf", default="conf/sensor.toml", metavar="TOML")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_conf(s)
     s.set_defaults(func=cmd_quarantine)

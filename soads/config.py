@@ -13,7 +13,10 @@ its field's type; a wrong value or an unknown key is a one-line :class:`ConfigEr
 
 The database password is never in a committed file: :func:`load` takes it from the environment,
 ``SOADS_DB_PASSWORD`` or the file named by ``SOADS_DB_PASSWORD_FILE``, into ``[mariadb]`` and
-into every MySQL ``db_url`` that carries a user but no password.
+into ``storage.db_url`` when it is a MySQL URL that carries a user but no password.
+
+``[storage]`` is the one place of the event log and the database: the event job (``[stream]``)
+and the sensor job (``[sensor.stream]``) write where the batch commands read.
 """
 from __future__ import annotations
 
@@ -51,8 +54,13 @@ class SparkConf:
 
 @dataclass(frozen=True)
 class StorageConf:
+    """The one place of every location the jobs share: the batch commands, the event job and
+    the sensor job all write and read the EVENT LOG TABLE at ``event_log`` and the tables at
+    ``db_url`` (:func:`event_log_location`)."""
+
     root: str = "soads-data"
     db_url: str = "sqlite:///soads-data/soads.db"
+    """SQLAlchemy URL of the tables (SQLite or MySQL/MariaDB)."""
     event_log: str = ""
     """Where the EVENT LOG TABLE lives: ``hbase://host:port/prefix`` or a directory (Parquet);
     empty means ``<root>`` (Parquet)."""
@@ -103,8 +111,9 @@ class StreamConf:
     """The ``[stream]`` section (``conf/services-stream.toml``).
 
     ``source`` is ``kafka`` (``kafka_bootstrap``, ``topic``) or ``files`` (``input_path``).
-    ``event_log`` is ``hbase://host:port/prefix`` or a directory (Parquet). ``db_url`` is a
-    SQLAlchemy URL (MySQL or SQLite). An empty ``quarantine_topic`` writes no quarantine topic.
+    An empty ``quarantine_topic`` writes no quarantine topic. The job writes the event log and
+    the tables where ``[storage]`` says (:func:`event_log_location`, ``storage.db_url``), so the
+    batch commands read what it wrote.
     """
 
     source: str = "kafka"
@@ -122,8 +131,6 @@ class StreamConf:
     input rate) runs ``min_partitions`` tasks, a full one more."""
     input_path: str = ""
     max_files_per_trigger: int = 20
-    event_log: str = "hbase://127.0.0.1:9090/soads"
-    db_url: str = "sqlite:///soads-data/soads.db"
     checkpoint_root: str = "soads-data/checkpoints"
     trigger_seconds: float = 5.0
     watermark_seconds: float = 600.0
@@ -190,7 +197,8 @@ class SkabConf:
 @dataclass(frozen=True)
 class SensorStreamConf:
     """Sensor job: ``source`` is ``kafka`` (``kafka_bootstrap``, ``topic``) or ``files``
-    (``input_path``: a directory of JSON-lines files, one reading a line)."""
+    (``input_path``: a directory of JSON-lines files, one reading a line). Its tables go to
+    ``storage.db_url``."""
 
     source: str = "kafka"
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -199,7 +207,6 @@ class SensorStreamConf:
     max_offsets_per_trigger: int = 5000
     input_path: str = ""
     registry: str = "soads-data/sensor-models"
-    db_url: str = "sqlite:///soads-data/soads.db"
     checkpoint_root: str = "soads-data/checkpoints"
     trigger_seconds: float = 2.0
     idle_seconds: float = 3600.0
@@ -376,11 +383,27 @@ def _coerce(value: Any, tp, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # a field this loader lacks
 
 
+MOVED = {"stream.event_log": "storage.event_log", "stream.db_url": "storage.db_url",
+         "sensor.stream.db_url": "storage.db_url"}
+"""Keys that moved (old -> new): every job writes and reads the locations of ``[storage]``."""
+
+
 def _build(cls, values: Mapping[str, Any], where: str = ""):
-    """``cls()`` with ``values`` checked and coerced; unknown keys are an error. A nested
-    table starts from its own defaults, so a file may set one key of it."""
+    """``cls()`` with ``values`` checked and coerced; unknown keys are an error (one that moved
+    says where to). A nested table starts from its own defaults, so a file may set one key of it.
+
+    >>> _build(StreamConf, {"db_url": "sqlite:///x.db"}, "stream")
+    Traceback (most recent call last):
+    ...
+    soads.config.ConfigError: stream.db_url: moved to storage.db_url (one database for every job)
+    """
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    for key in unknown:
+        dotted = f"{where}.{key}" if where else key
+        if dotted in MOVED:
+            what = "event log" if MOVED[dotted].endswith("event_log") else "database"
+            raise ConfigError(f"{dotted}: moved to {MOVED[dotted]} (one {what} for every job)")
     if unknown:
         raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)}")
     return dataclasses.replace(cls(), **{
@@ -461,8 +484,8 @@ def load(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (),
     (nested tables with more dots: ``sensor.stream.topic=x``), into a :class:`Config`.
 
     ``env`` (default ``os.environ``) gives the database password (``SOADS_DB_PASSWORD`` or the
-    file named by ``SOADS_DB_PASSWORD_FILE``), which goes into ``mariadb.password`` and every
-    MySQL ``db_url`` without one, and ``SOADS_SERVICES_ROOT`` / ``SOADS_DB_USER`` (services.root,
+    file named by ``SOADS_DB_PASSWORD_FILE``), which goes into ``mariadb.password`` and into
+    ``storage.db_url`` when it is a MySQL URL without one, and ``SOADS_SERVICES_ROOT`` / ``SOADS_DB_USER`` (services.root,
     mariadb.user). Unknown sections or keys, values of the wrong type and a MySQL URL without a
     password raise :class:`ConfigError` so a typo never passes silently.
 
@@ -472,8 +495,8 @@ def load(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (),
     -3.0
     >>> load(overrides=["sensor.stream.window=5"]).sensor.stream.window
     5
-    >>> load(overrides=["stream.db_url=mysql+pymysql://soads@db/soads"],
-    ...      env={"SOADS_DB_PASSWORD": "pw"}).stream.db_url
+    >>> load(overrides=["storage.db_url=mysql+pymysql://soads@db/soads"],
+    ...      env={"SOADS_DB_PASSWORD": "pw"}).storage.db_url
     'mysql+pymysql://soads:pw@db/soads'
     """
     env = os.environ if env is None else env
@@ -514,9 +537,21 @@ def load(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (),
     return dataclasses.replace(
         cfg,
         storage=dataclasses.replace(cfg.storage, db_url=with_password(
-            cfg.storage.db_url, password, "storage.db_url")),
-        stream=dataclasses.replace(cfg.stream, db_url=with_password(
-            cfg.stream.db_url, password, "stream.db_url")),
-        sensor=dataclasses.replace(cfg.sensor, stream=dataclasses.replace(
-            cfg.sensor.stream, db_url=with_password(cfg.sensor.stream.db_url, password,
-                                                    "sensor.stream.db_url"))))
+            cfg.storage.db_url, password, "storage.db_url")))
+
+
+def event_log_location(cfg: Config) -> str:
+    """``hbase://host:port/prefix`` or the Parquet directory of the EVENT LOG TABLE: the one
+    rule (``[storage] event_log``, empty: ``[storage] root``) the batch commands, the event job
+    and ``soads quarantine`` share, so on the embedded default the event job writes the event
+    log the batch commands read.
+
+    >>> event_log_location(load(overrides=["storage.event_log=hbase://h:9090/p"]))
+    'hbase://h:9090/p'
+    >>> event_log_location(load(overrides=["storage.root=/data/soads"]))
+    '/data/soads'
+    """
+    loc = cfg.storage.event_log
+    if loc.startswith("hbase://"):
+        return loc
+    return os.path.abspath(loc or cfg.storage.root)

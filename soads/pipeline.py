@@ -13,13 +13,12 @@ import contextlib
 import csv
 import datetime as dt
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
 
 from soads import schema as S
-from soads.config import Config
+from soads.config import Config, event_log_location
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +44,6 @@ class Report:
         yield
         self.seconds[stage] = time.perf_counter() - t0
         logger.info("stage %s done in %.1f s", stage, self.seconds[stage])
-
-
-def event_log_location(cfg: Config) -> str:
-    """``hbase://host:port/prefix`` or the Parquet directory of the EVENT LOG TABLE."""
-    loc = cfg.storage.event_log
-    if loc.startswith("hbase://"):
-        return loc
-    return os.path.abspath(loc or cfg.storage.root)
 
 
 def event_log_backend(location: str):

@@ -154,17 +154,24 @@ def job_spark_section() -> str:
 
 
 def write_stream_toml(path, p: Place, checkpoint_root: str, **over) -> str:
-    """A ``[stream]`` section on this test's topic, tables and checkpoint (``over`` replaces
-    keys), and the job's own ``[spark]`` (:func:`job_spark_section`)."""
+    """A ``[stream]`` section on this test's topic and checkpoint (``over`` replaces keys), a
+    ``[storage]`` section on its HBase prefix and database (where every job writes and reads the
+    event log and the tables), and the job's own ``[spark]`` (:func:`job_spark_section`)."""
     values = {"source": "kafka", "kafka_bootstrap": p.bootstrap, "topic": p.topic,
               "quarantine_topic": p.qtopic, "max_offsets_per_trigger": 8,
-              "event_log": p.location, "db_url": p.db_url, "checkpoint_root": checkpoint_root,
+              "checkpoint_root": checkpoint_root,
               "trigger_seconds": 1.0, "watermark_seconds": 600.0, "idle_seconds": 3600.0}
     values.update(over)
     path.write_text("[stream]\n" + "\n".join(f"{k} = {json.dumps(v)}"
                                              for k, v in values.items()) + "\n"
-                    + job_spark_section())
+                    + storage_section(p) + job_spark_section())
     return str(path)
+
+
+def storage_section(p: Place) -> str:
+    """The ``[storage]`` section of this test's event log (HBase prefix) and database."""
+    return (f"[storage]\nevent_log = {json.dumps(p.location)}\n"
+            f"db_url = {json.dumps(p.db_url)}\n")
 
 
 def job_cmd(stream_toml: str, *sets: str) -> list[str]:

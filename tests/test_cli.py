@@ -217,7 +217,7 @@ def test_jobs_lists_running_jobs_and_removes_dead_pid_files(capsys, tmp_path):
     assert "stream_sensors" not in out
 
 
-def test_quarantine_shows_newest_records_of_each_event_log(capsys, tmp_path):
+def test_quarantine_shows_newest_records_of_the_event_log(capsys, tmp_path):
     import time
 
     import pyarrow as pa
@@ -230,24 +230,29 @@ def test_quarantine_shows_newest_records_of_each_event_log(capsys, tmp_path):
                        os.path.join(directory, name))
         os.utime(os.path.join(directory, name), (mtime, mtime))
 
+    # one event log ([storage]): soads ingest's part files and the event job's batch files
     now = time.time()
-    write(tmp_path / "batch" / "quarantine", "part-0.parquet",
+    write(tmp_path / "log" / "quarantine", "part-0.parquet",
           [("a.xml:3", "missing_epc", "no epc"), ("b.xml", "malformed_xml", "line 1")], now - 10)
-    write(tmp_path / "stream" / "quarantine", "batch-4-00000.parquet",
+    write(tmp_path / "log" / "quarantine", "batch-4-00000.parquet",
           [("soads-events/0/17", "too_large", "70000000 bytes")], now)
     conf = tmp_path / "q.toml"
-    conf.write_text(f'[storage]\nroot = "{tmp_path}/batch"\n'
-                    f'[stream]\nevent_log = "{tmp_path}/stream"\n')
-    code, out, err = run(capsys, "quarantine", "--conf", str(conf), "--limit", "1")
+    conf.write_text(f'[storage]\nroot = "{tmp_path}/log"\n')
+    code, out, err = run(capsys, "quarantine", "--conf", str(conf), "--limit", "2")
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 2
-    assert "ingest" in lines[0] and "malformed_xml" in lines[0] and "b.xml" in lines[0]
-    assert "stream" in lines[1] and "too_large" in lines[1] and "soads-events/0/17" in lines[1]
+    assert "too_large" in lines[0] and "soads-events/0/17" in lines[0]
+    assert "malformed_xml" in lines[1] and "b.xml" in lines[1]
     code, out, _ = run(capsys, "quarantine", "--conf", str(conf), "--json")
     rows = [json.loads(x) for x in out.splitlines()]
-    assert [r[S.SOURCE] for r in rows] == ["b.xml", "a.xml:3", "soads-events/0/17"]
-    assert {r["event_log"] for r in rows} == {f"{tmp_path}/batch", f"{tmp_path}/stream"}
+    assert [r[S.SOURCE] for r in rows] == ["soads-events/0/17", "b.xml", "a.xml:3"]
+    assert {r["event_log"] for r in rows} == {f"{tmp_path}/log"}
+    # [stream] names no event log of its own any more: an old conf file says where it went
+    old = tmp_path / "old.toml"
+    old.write_text(f'[stream]\nevent_log = "{tmp_path}/stream"\n')
+    code, _, err = run(capsys, "quarantine", "--conf", str(old))
+    assert code != 0 and "stream.event_log: moved to storage.event_log" in err
 
 
 # -- one progress display: Spark's bars and INFO lines off unless -v -------------------------

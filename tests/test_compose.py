@@ -72,11 +72,14 @@ def test_commands_name_real_jobs_and_loadable_conf(compose):
         assert cfg.storage.event_log.startswith("hbase://hbase:")
         # the password is not in conf/docker.toml: it comes from the environment compose sets
         assert cfg.storage.db_url == "mysql+pymysql://soads:from-env@mysql:3306/soads"
-    stream = config.load([os.path.join(ROOT, c) for c in
-                          ("conf/soads.toml", "conf/services-stream.toml", "conf/docker.toml")],
-                         env=ENV).stream
+    cfg = config.load([os.path.join(ROOT, c) for c in
+                       ("conf/soads.toml", "conf/services-stream.toml", "conf/docker.toml")],
+                      env=ENV)
+    stream = cfg.stream
     assert stream.kafka_bootstrap == "kafka:9092" and stream.source == "kafka"
-    assert stream.db_url == "mysql+pymysql://soads:from-env@mysql:3306/soads"
+    # the stream writes the event log and tables of [storage], the ones the miner reads
+    assert cfg.storage.db_url == "mysql+pymysql://soads:from-env@mysql:3306/soads"
+    assert cfg.storage.event_log == "hbase://hbase:9090/soads"
 
 
 def test_images_run_the_versions_the_tests_run(compose):

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import pytest
@@ -12,19 +13,26 @@ PW = {"SOADS_DB_PASSWORD": "pw"}
 def test_committed_conf_loads_and_matches_defaults():
     cfg = config.load([CONF], env={})
     # the embedded default streams from a directory of files; the dataclass default is Kafka
-    assert cfg.stream.source == "files" and cfg.stream.db_url == cfg.storage.db_url
+    assert cfg.stream.source == "files"
+    # the stream's event log and tables are [storage]'s: on the embedded default the Parquet
+    # event log under root, the one the batch commands read
+    assert not {"event_log", "db_url"} & {f.name for f in dataclasses.fields(cfg.stream)}
+    assert "db_url" not in {f.name for f in dataclasses.fields(cfg.sensor.stream)}
+    assert config.event_log_location(cfg) == os.path.abspath("soads-data")
     assert cfg.stream.__class__.__name__ == "StreamConf"
-    import dataclasses
     assert dataclasses.replace(cfg, stream=config.StreamConf()) == config.Config()
 
 
-def test_services_stream_conf_is_a_stream_section():
+def test_services_stream_conf_is_a_stream_and_a_storage_section():
     here = os.path.dirname(CONF)
     cfg = config.load([CONF, os.path.join(here, "services-stream.toml")], env=PW)
-    assert cfg.stream.source == "kafka" and cfg.stream.event_log.startswith("hbase://")
+    # one [storage] for the event job and the batch commands: the miner given the same files
+    # reads the HBase event log and the MariaDB tables the stream wrote
+    assert cfg.stream.source == "kafka" and cfg.storage.event_log.startswith("hbase://")
+    assert config.event_log_location(cfg) == "hbase://127.0.0.1:9090/soads"
     # the committed URL names the user; the password comes from the environment
-    assert cfg.stream.db_url == "mysql+pymysql://soads:pw@127.0.0.1:3306/soads"
-    with pytest.raises(config.ConfigError, match="stream.db_url: the MySQL URL has no password"):
+    assert cfg.storage.db_url == "mysql+pymysql://soads:pw@127.0.0.1:3306/soads"
+    with pytest.raises(config.ConfigError, match="storage.db_url: the MySQL URL has no password"):
         config.load([CONF, os.path.join(here, "services-stream.toml")], env={})
     # the stream job's Spark settings ride in the same file
     assert cfg.spark.java_options == "-XX:TieredStopAtLevel=1"
@@ -83,6 +91,28 @@ def test_wrong_types_in_a_file_name_the_key(tmp_path, text, message):
         config.load([bad], env={})
 
 
+@pytest.mark.parametrize("text, message", [
+    ('[stream]\ndb_url = "mysql+pymysql://soads@127.0.0.1:3306/soads"\n',
+     "stream.db_url: moved to storage.db_url (one database for every job)"),
+    ('[stream]\nevent_log = "hbase://127.0.0.1:9090/soads"\n',
+     "stream.event_log: moved to storage.event_log (one event log for every job)"),
+    ('[sensor.stream]\ndb_url = "sqlite:///soads-data/soads.db"\n',
+     "sensor.stream.db_url: moved to storage.db_url (one database for every job)"),
+])
+def test_an_old_location_key_says_where_it_moved(tmp_path, text, message):
+    # a conf file written before [storage] became the one place of the event log and the
+    # database fails with one line naming the key and its new place, never silently
+    old = tmp_path / "old.toml"
+    old.write_text(text)
+    with pytest.raises(config.ConfigError) as err:
+        config.load([CONF, old], env={})
+    assert str(err.value) == message
+    key = message.split(":")[0]
+    with pytest.raises(config.ConfigError) as err:  # as an override too
+        config.load([CONF], [f"{key}=x"], env={})
+    assert str(err.value) == message
+
+
 def test_sensor_sections_load_through_the_one_loader():
     from soads.sensor.skab import SKAB_SENSORS
 
@@ -106,11 +136,12 @@ def test_sensor_sections_load_through_the_one_loader():
 
 
 def test_password_fills_mysql_urls_without_one(tmp_path):
-    over = ["storage.db_url=mysql+pymysql://soads@db:3306/soads",
-            "sensor.stream.db_url=mysql+pymysql://other:given@db/soads"]
+    over = ["storage.db_url=mysql+pymysql://soads@db:3306/soads"]
     cfg = config.load(overrides=over, env={"SOADS_DB_PASSWORD": "p@ss"})
     assert cfg.storage.db_url == "mysql+pymysql://soads:p%40ss@db:3306/soads"
-    assert cfg.sensor.stream.db_url == "mysql+pymysql://other:given@db/soads"  # kept as given
+    given = config.load(overrides=["storage.db_url=mysql+pymysql://other:given@db/soads"],
+                        env={"SOADS_DB_PASSWORD": "p@ss"})
+    assert given.storage.db_url == "mysql+pymysql://other:given@db/soads"  # kept as given
     assert cfg.mariadb.password == "p@ss"
     with pytest.raises(config.ConfigError, match="storage.db_url: the MySQL URL has no password"):
         config.load(overrides=over, env={})

@@ -189,8 +189,8 @@ def test_stream_events_job_first_micro_batch(tmp_path):
     db_url = f"sqlite:///{tmp_path / 'soads.db'}"
     cmd = [sys.executable, "jobs/stream_events.py", "--conf", "conf/soads.toml", *SPARK,
            "--set", f"stream.input_path={tmp_path / 'incoming'}",
-           "--set", f"stream.event_log={tmp_path / 'event-log'}",
-           "--set", f"stream.db_url={db_url}", "--set", f"stream.checkpoint_root={ck}",
+           "--set", f"storage.event_log={tmp_path / 'event-log'}",
+           "--set", f"storage.db_url={db_url}", "--set", f"stream.checkpoint_root={ck}",
            "--set", "stream.trigger_seconds=1"]
     log_path = tmp_path / "job.log"
     with open(log_path, "ab") as log:
@@ -278,9 +278,9 @@ def test_stream_sensors_job_first_micro_batch(trained, tmp_path):
     ck = tmp_path / "ck"
     db_url = f"sqlite:///{tmp_path / 'soads.db'}"
     cmd = [sys.executable, "jobs/stream_sensors.py", "--conf", "conf/soads.toml",
-           "--sensor-conf", str(conf)] + [a for kv in {
+           "--sensor-conf", str(conf), "--set", f"storage.db_url={db_url}"] + [a for kv in {
                "source": "files", "input_path": tmp_path / "incoming",
-               "registry": root / "reg", "db_url": db_url, "checkpoint_root": ck,
+               "registry": root / "reg", "checkpoint_root": ck,
                "trigger_seconds": 1, "window": WINDOW, "sensors": ",".join(SENSORS)}.items()
                for a in ("--set", f"sensor.stream.{kv[0]}={kv[1]}")]
     # the [spark] section of conf/soads.toml, sized for the tests

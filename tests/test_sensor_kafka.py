@@ -133,7 +133,7 @@ def test_promote_mid_stream_scores_every_window_once(conf, tmp_path):
            "--sensor-conf", "conf/sensor.toml"] + [a for kv in {
                "sensor.stream.source": "kafka", "sensor.stream.kafka_bootstrap": bootstrap,
                "sensor.stream.topic": topic, "sensor.stream.max_offsets_per_trigger": 30,
-               "sensor.stream.registry": root, "sensor.stream.db_url": db_url,
+               "sensor.stream.registry": root, "storage.db_url": db_url,
                "sensor.stream.checkpoint_root": str(tmp_path / "ck"),
                "sensor.stream.trigger_seconds": 1.0,
                "sensor.stream.window": WINDOW, "sensor.stream.sensors": "a,b"}.items()

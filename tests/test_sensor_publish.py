@@ -147,12 +147,12 @@ def test_sensor_job_started_first_creates_its_topic_and_shows_in_soads_jobs(boot
                   sensors=["a", "b"], promote=True)
     topic = f"soads-readings-{uuid.uuid4().hex[:10]}"
     db = f"sqlite:///{tmp_path}/sensor.db"
-    conf = _sensor_toml(tmp_path / "sensor.toml", topic, bootstrap, registry=root, db_url=db,
+    conf = _sensor_toml(tmp_path / "sensor.toml", topic, bootstrap, registry=root,
                         checkpoint_root=str(tmp_path / "ck"), trigger_seconds=1.0, window=3,
                         max_offsets_per_trigger=20)
-    spark_toml = tmp_path / "spark.toml"
+    spark_toml = tmp_path / "spark.toml"  # and the job's tables: [storage] db_url
     spark_toml.write_text('[spark]\nmaster = "local[2]"\nshuffle_partitions = 2\n'
-                          'driver_memory = "1g"\n')
+                          f'driver_memory = "1g"\n[storage]\ndb_url = "{db}"\n')
     cache = tmp_path / "cache"
     env = {**os.environ, "SOADS_CACHE": str(cache), "PYSPARK_PYTHON": sys.executable,
            "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",

@@ -99,10 +99,10 @@ def test_stream_hot_swap_exactly_once(spark, tmp_path):
     inp = tmp_path / "in"
     inp.mkdir()
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    conf = SensorStreamConf(source="files", input_path=str(inp), registry=root, db_url=db,
+    conf = SensorStreamConf(source="files", input_path=str(inp), registry=root,
                             checkpoint_root=str(tmp_path / "ck"), window=3, sensors=SENSORS)
     _write_readings(inp / "1.json", ["m1", "m2"], range(0, 10))
-    q = start_sensor_query(spark, conf, trigger=False)
+    q = start_sensor_query(spark, conf, db, trigger=False)
     q.processAllAvailable()
     registry.promote(root, "v0002")  # hot swap between micro-batches, no restart
     _write_readings(inp / "2.json", ["m1", "m2"], range(10, 20), dup=("m1", 15))
@@ -123,7 +123,7 @@ def test_stream_hot_swap_exactly_once(spark, tmp_path):
     assert rows[0][S.SCORE] == pytest.approx(float(m1.score(x)[0]), rel=1e-5)
 
     # restart on the same checkpoint: nothing new, nothing changes
-    q = start_sensor_query(spark, conf, trigger=False)
+    q = start_sensor_query(spark, conf, db, trigger=False)
     q.processAllAvailable()
     q.stop()
     assert tables.read_table(db, "sensor_anomaly", order_by=[S.MACHINE_ID, S.WINDOW_END]) == rows
@@ -197,7 +197,7 @@ def test_stream_quarantines_every_reading_that_makes_no_window(spark, tmp_path):
     inp = tmp_path / "in"
     inp.mkdir()
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    conf = SensorStreamConf(source="files", input_path=str(inp), registry=root, db_url=db,
+    conf = SensorStreamConf(source="files", input_path=str(inp), registry=root,
                             checkpoint_root=str(tmp_path / "ck"), window=3, sensors=SENSORS,
                             idle_seconds=5.0)
 
@@ -216,7 +216,7 @@ def test_stream_quarantines_every_reading_that_makes_no_window(spark, tmp_path):
         "",                                                             # 18: blank, not a reading
     ]
     (inp / "1.json").write_text("\n".join(first) + "\n")
-    q = start_sensor_query(spark, conf, trigger=False)
+    q = start_sensor_query(spark, conf, db, trigger=False)
     q.processAllAvailable()
     # the watermark is now 9 s - 5 s = 4 s
     second = [reading("m1", 3), reading("m1", 6), reading("m1", 9)] + \
@@ -245,7 +245,7 @@ def test_stream_quarantines_every_reading_that_makes_no_window(spark, tmp_path):
     assert all(r[S.REASON] in S.SENSOR_REASONS and r[S.DETAIL] for r in got)
     assert "high" in got[5][S.DETAIL]
 
-    q = start_sensor_query(spark, conf, trigger=False)  # restart: nothing new, nothing changes
+    q = start_sensor_query(spark, conf, db, trigger=False)  # restart: nothing new, nothing changes
     q.processAllAvailable()
     q.stop()
     assert tables.read_table(db, "sensor_quarantine", order_by=[S.SOURCE]) == got

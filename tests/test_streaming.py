@@ -7,7 +7,7 @@ import time
 import pytest
 
 from soads import schema as S
-from soads.config import Config, PreprocessConf, ScoringConf, StreamConf
+from soads.config import Config, PreprocessConf, ScoringConf, StorageConf, StreamConf
 from soads.dependencies import LastRead, relation_counts
 from soads.scoring import score_batch
 from soads.stream import checkpoint
@@ -199,18 +199,21 @@ def _put(directory, index, data):
     os.utime(path, (1_700_000_000 + index, 1_700_000_000 + index))  # file source order
 
 
-def _stream_conf(tmp_path, operator="jvm"):
-    return StreamConf(
-        source="files", input_path=str(tmp_path / "in"), max_files_per_trigger=1,
-        event_log=str(tmp_path / "log"), db_url=f"sqlite:///{tmp_path}/soads.db",
-        checkpoint_root=str(tmp_path / "ck"), watermark_seconds=600, idle_seconds=3600,
-        quarantine_topic="", state_operator=operator)
+def _stream_conf(tmp_path, operator="jvm") -> Config:
+    """The event job on files, its event log and tables in ``[storage]`` (where every job
+    writes and reads them)."""
+    return Config(
+        stream=StreamConf(
+            source="files", input_path=str(tmp_path / "in"), max_files_per_trigger=1,
+            checkpoint_root=str(tmp_path / "ck"), watermark_seconds=600, idle_seconds=3600,
+            quarantine_topic="", state_operator=operator),
+        storage=StorageConf(event_log=str(tmp_path / "log"),
+                            db_url=f"sqlite:///{tmp_path}/soads.db"),
+        preprocess=PreprocessConf(max_document_bytes=1 << 20))
 
 
 def _start(spark, conf):
-    return start_event_queries(
-        spark, Config(stream=conf, preprocess=PreprocessConf(max_document_bytes=1 << 20)),
-        trigger=False)
+    return start_event_queries(spark, conf, trigger=False)
 
 
 OPERATORS = pytest.mark.parametrize("operator", ["jvm", "python"])
@@ -240,9 +243,9 @@ def _recompute(spark, conf):
 
     from soads.storage import sinks
 
-    events = spark.read.parquet(os.path.join(conf.event_log, "event_log")).select(
+    events = spark.read.parquet(os.path.join(conf.storage.event_log, "event_log")).select(
         S.OID, S.READ_POINT, F.unix_micros(S.EVENT_TIME).alias("us"), S.SOURCE).collect()
-    late = {(r[S.OID], r[S.SOURCE]) for r in sinks.read_late(conf.db_url)}
+    late = {(r[S.OID], r[S.SOURCE]) for r in sinks.read_late(conf.storage.db_url)}
     kept = [(r[S.OID], r[S.READ_POINT], r["us"], r[S.SOURCE]) for r in events
             if (r[S.OID], r[S.SOURCE]) not in late]
     sessions = recompute_sequences(kept, 60.0, 3600.0)
@@ -257,28 +260,28 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     from soads.storage import sinks, tables
 
     conf = _stream_conf(tmp_path, operator)
-    os.makedirs(conf.input_path)
-    sinks.prepare(conf.db_url, conf.event_log)
+    os.makedirs(conf.stream.input_path)
+    sinks.prepare(conf.storage.db_url, conf.storage.event_log)
     run1 = [[_rp(x) for x in "ABCDE"], [_rp(x) for x in "BCD"]]
-    _add_run(conf.db_url, "run-1", run1, dt.datetime(2024, 1, 1))
+    _add_run(conf.storage.db_url, "run-1", run1, dt.datetime(2024, 1, 1))
     docs = _docs()
     for i, d in enumerate(docs[:4]):
-        _put(conf.input_path, i, d)
+        _put(conf.stream.input_path, i, d)
     q = _start(spark, conf)
     q.process_all_available()
     q.stop()
-    first = _snapshot(conf.db_url)
+    first = _snapshot(conf.storage.db_url)
     assert len(first["late"]) == 1  # object 1 at T0+1 min arrived after the watermark passed
 
     # restart on the same checkpoint: nothing is replayed twice
     q = _start(spark, conf)
     q.process_all_available()
-    assert _snapshot(conf.db_url) == first
+    assert _snapshot(conf.storage.db_url) == first
     # a new mining run is picked up without a restart
     run2 = [[_rp(x) for x in "ABCDE"]]
-    _add_run(conf.db_url, "run-2", run2, dt.datetime(2024, 1, 2))
+    _add_run(conf.storage.db_url, "run-2", run2, dt.datetime(2024, 1, 2))
     for i, d in enumerate(docs[4:], start=4):
-        _put(conf.input_path, i, d)
+        _put(conf.stream.input_path, i, d)
     q.process_all_available()
     # the eviction happens in the no-data micro-batch Spark runs after the watermark moved,
     # which may still be under way when processAllAvailable returns
@@ -295,12 +298,12 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     events, late, sessions, last_time = _recompute(spark, conf)
     assert len(events) == sum(len(p) for p in PATHS.values()) + 2
     got = {(r[S.A], r[S.B]): (r[S.FREQ], r[S.SUPPORT])
-           for r in tables.read_table(conf.db_url, "relational_dependency")}
+           for r in tables.read_table(conf.storage.db_url, "relational_dependency")}
     assert got == relation_counts([s for ss in sessions.values() for s in ss])
     assert got[(_rp("A"), _rp("B"))] == (5, 5)
     assert got[(_rp("B"), _rp("C"))] == (4, 3)  # object 5 walks B, C twice: support once
 
-    scores = {r[S.OID]: r for r in tables.read_table(conf.db_url, "object_score")}
+    scores = {r[S.OID]: r for r in tables.read_table(conf.storage.db_url, "object_score")}
     assert set(scores) == set(sessions)
     assert scores[_oid(99)][S.RUN_ID] == "run-2" and scores[_oid(1)][S.RUN_ID] == "run-1"
     runs = {"run-1": run1, "run-2": run2}
@@ -310,12 +313,12 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
         assert row[S.PATTERN] == runs[row[S.RUN_ID]][best[0]]
         assert row[S.LAST_TIME] == dt.datetime(1970, 1, 1) + dt.timedelta(
             microseconds=last_time[oid])
-    windows = tables.read_table(conf.db_url, "alignment_score")
+    windows = tables.read_table(conf.storage.db_url, "alignment_score")
     assert sum(w[S.N_OBJECTS] for w in windows) == len(scores)
     # maintained incrementally, the windows equal a recomputation from object_score
     assert_windows_recompute(windows, scores, rel=1e-12)
 
-    quarantine = spark.read.parquet(os.path.join(conf.event_log, "quarantine")).collect()
+    quarantine = spark.read.parquet(os.path.join(conf.storage.event_log, "quarantine")).collect()
     assert [r[S.REASON] for r in quarantine] == ["malformed_xml"]
 
 
@@ -401,15 +404,15 @@ def test_error_in_a_sink_surfaces_as_streaming_query_exception(spark, tmp_path):
     from soads.storage import tables
 
     conf = _stream_conf(tmp_path)
-    os.makedirs(conf.input_path)
+    os.makedirs(conf.stream.input_path)
     q = _start(spark, conf).events  # creates the tables; no input yet, so no micro-batch
     # the ledger table goes away under the running query: the relations sink fails inside
     # foreachBatch at the next micro-batch
-    eng = tables.engine(conf.db_url)
+    eng = tables.engine(conf.storage.db_url)
     with eng.begin() as conn:
         tables.TABLE["sink_batch"].drop(conn)
     eng.dispose()
-    _put(conf.input_path, 0, _docs()[0])
+    _put(conf.stream.input_path, 0, _docs()[0])
     try:
         with pytest.raises(StreamingQueryException, match="no such table"):
             q.processAllAvailable()

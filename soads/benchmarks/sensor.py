@@ -118,15 +118,14 @@ def latency(rate: float = 100.0, seconds: float = 60.0, trigger_seconds: float =
         stream = dataclasses.replace(
             sconf.stream, source="kafka", kafka_bootstrap=bootstrap, topic=topic,
             starting_offsets="earliest", max_offsets_per_trigger=max_offsets_per_trigger,
-            registry=registry_root, db_url=db_url,
-            checkpoint_root=ck, trigger_seconds=trigger_seconds,
+            registry=registry_root, checkpoint_root=ck, trigger_seconds=trigger_seconds,
             window=window)
         spark = session.build(
             SparkConf(master="local[2]", shuffle_partitions=2, driver_memory="2g",
                       app_name="soads-bench-sensor"),
             extra={"spark.jars": ",".join(jars.spark_kafka_jars(
                 conf.kafka.spark_connector_version, conf.services.jars))})
-        query = start_sensor_query(spark, stream)
+        query = start_sensor_query(spark, stream, db_url)
 
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
         counter = [0] * machines  # readings per machine so far: its next ts (1 s apart)

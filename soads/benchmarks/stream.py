@@ -113,14 +113,13 @@ def _prepare_db(p: dict, patterns: list[dict], run: dict) -> None:
 
 
 def _stream_conf(p: dict, ck: str, job, operator: str = "jvm"):
-    """The job's ``[stream]`` (``job``) on this part's topic, database, HBase prefix and
-    checkpoint, with the state operator under test."""
+    """The job's ``[stream]`` (``job``) on this part's topic and checkpoint, with the state
+    operator under test (its database and HBase prefix: :func:`_start`'s ``[storage]``)."""
     import dataclasses
 
     return dataclasses.replace(job, source="kafka", state_operator=operator,
                                kafka_bootstrap=p["bootstrap"], topic=p["topic"],
                                quarantine_topic="", starting_offsets="earliest",
-                               event_log=p["location"], db_url=p["db_url"],
                                checkpoint_root=ck)
 
 
@@ -142,10 +141,12 @@ def _wait_committed(ck: str, end: int, queries, timeout: float) -> None:
 
 
 def _start(spark, p, ck, job, maximal_only=False, operator="jvm"):
-    from soads.config import Config, ScoringConf
+    from soads.config import Config, ScoringConf, StorageConf
 
-    return start_event_queries(spark, Config(stream=_stream_conf(p, ck, job, operator),
-                                             scoring=ScoringConf(maximal_only=maximal_only)))
+    return start_event_queries(spark, Config(
+        stream=_stream_conf(p, ck, job, operator),
+        storage=StorageConf(event_log=p["location"], db_url=p["db_url"]),
+        scoring=ScoringConf(maximal_only=maximal_only)))
 
 
 def _docs(n_objects: int, seed: int, events_per_file: int):

@@ -552,13 +552,16 @@ def anomaly_writer(db_url: str, root: str, window: int, n_sensors: int):
     return write
 
 
-def start_sensor_query(spark, stream, trigger: bool = True):
+def start_sensor_query(spark, stream, db_url: str, trigger: bool = True):
     """Start the checkpointed sensor query (module docstring).
 
     Parameters
     ----------
     spark : SparkSession (with the Kafka connector when ``stream.source == "kafka"``)
     stream : soads.config.SensorStreamConf
+    db_url : str
+        SQLAlchemy URL of the SENSOR ANOMALY TABLE and its quarantine: ``storage.db_url``, the
+        database of every job.
     trigger : bool
         Processing-time trigger of ``stream.trigger_seconds`` (tests pass False and use
         ``processAllAvailable``).
@@ -567,7 +570,7 @@ def start_sensor_query(spark, stream, trigger: bool = True):
     -------
     StreamingQuery
     """
-    sensor_sink.prepare(stream.db_url)
+    sensor_sink.prepare(db_url)
     if stream.source == "kafka":  # as the event job: Spark's Kafka source fails on a missing topic
         from soads import ingest
 
@@ -581,7 +584,7 @@ def start_sensor_query(spark, stream, trigger: bool = True):
     # (one row per complete window, one per quarantined reading)
     windows = machine_windows(readings, stream.window, n, stream.idle_seconds)
     w = (windows.writeStream.queryName("sensor_anomaly")
-         .foreachBatch(anomaly_writer(stream.db_url, stream.registry, stream.window, n))
+         .foreachBatch(anomaly_writer(db_url, stream.registry, stream.window, n))
          .option("checkpointLocation",
                  os.path.join(os.path.expanduser(stream.checkpoint_root), "sensor_anomaly")))
     if trigger:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from soads import ingest, jvm, schema as S
-from soads.config import Config, StreamConf
+from soads.config import Config, StreamConf, event_log_location
 from soads.storage import sinks
 from soads.stream.checkpoint import check_operator
 from soads.stream.parse_stage import EventStore, read_struct
@@ -83,7 +83,9 @@ def start_event_queries(spark, cfg: Config, trigger: bool = True) -> Queries:
     spark : SparkSession
         With :func:`spark_jars` in ``spark.jars`` (Kafka connector, JVM state operator).
     cfg : soads.config.Config
-        ``stream`` (source, sinks, checkpoint, policy), ``preprocess.max_document_bytes``
+        ``stream`` (source, checkpoint, policy), ``storage`` (the event log,
+        :func:`soads.config.event_log_location`, and the tables at ``db_url``: the same the
+        batch commands read), ``preprocess.max_document_bytes``
         (larger documents are quarantined, ``too_large``), ``sequences.dwell_seconds``
         (Sequence Extractor dwell window), ``scoring`` (alignment scores and the ALIGNMENT
         SCORE TABLE's ``window_seconds``).
@@ -108,9 +110,10 @@ def start_event_queries(spark, cfg: Config, trigger: bool = True) -> Queries:
         documents = ingest.read_files(spark, stream.input_path, stream.max_files_per_trigger)
     else:
         raise ValueError(f"stream.source must be kafka or files, not {stream.source!r}")
-    sinks.prepare(stream.db_url, stream.event_log)
+    db_url, location = cfg.storage.db_url, event_log_location(cfg)  # where the batch reads
+    sinks.prepare(db_url, location)
     store = EventStore(
-        stream.event_log, cfg.preprocess.max_document_bytes,
+        location, cfg.preprocess.max_document_bytes,
         stream.kafka_bootstrap if stream.source == "kafka" else "", stream.quarantine_topic)
     # oid, read_point, event_time, source (one row per flat event; the documents' events and
     # quarantine records are already in the event log and quarantine tables)
@@ -120,9 +123,9 @@ def start_event_queries(spark, cfg: Config, trigger: bool = True) -> Queries:
         reads, cfg.sequences.dwell_seconds, stream.idle_seconds, stream.watermark_seconds,
         stream.max_visits, stream.state_operator), stream.state_operator)
     # + score, raw, pattern, run_id on the object rows (the Anomaly Evaluator, same stage)
-    scored = updates.mapInArrow(ObjectScorer(stream.db_url, cfg.scoring), scored_struct())
+    scored = updates.mapInArrow(ObjectScorer(db_url, cfg.scoring), scored_struct())
     w = (scored.writeStream.queryName(QUERY_NAME)
-         .foreachBatch(sinks.updates_writer(stream.db_url, cfg.scoring.window_seconds))
+         .foreachBatch(sinks.updates_writer(db_url, cfg.scoring.window_seconds))
          .option("checkpointLocation", checkpoint))
     if trigger:
         w = w.trigger(processingTime=f"{int(stream.trigger_seconds * 1000)} milliseconds")

@@ -3,7 +3,7 @@ scored against the newest mining run's patterns (Smith-Waterman, :mod:`soads.sco
 "Alignment score"). It writes nothing: the scores travel on the object rows to the relational
 sink (:func:`soads.storage.sinks.write_updates`).
 
-The executors therefore read the PATTERN TABLE (``stream.db_url`` must be reachable from them,
+The executors therefore read the PATTERN TABLE (``storage.db_url`` must be reachable from them,
 as the event log already is).
 """
 from __future__ import annotations
