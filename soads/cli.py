@@ -384,7 +384,12 @@ def cmd_ingest(args) -> int:
         raise UsageError("no EPCIS files (.xml, .json, .jsonld) under the given paths")
     spark = _spark(cfg)
     report = pipeline.Report()
-    pipeline.ingest(spark, files, cfg, report)
+    from soads.storage.event_log import EventLogInUse
+
+    try:
+        pipeline.ingest(spark, files, cfg, report)
+    except EventLogInUse as e:
+        raise UsageError(str(e)) from e
     _out(json.dumps({"counts": report.counts, "quarantine": report.quarantine_by_reason,
                      "seconds": report.seconds}))
     return 0
@@ -448,7 +453,7 @@ def cmd_demo(args) -> int:
         os.remove(cfg.storage.db_url.replace("sqlite:///", ""))  # a demo starts from scratch
     spark = _spark(cfg)
     _err("[soads] demo: ingesting EPCIS -> event log (Parquet) + quarantine")
-    pipeline.ingest(spark, [epcis_dir], cfg, report)
+    pipeline.ingest(spark, [epcis_dir], cfg, report, replace=True)  # from scratch
     _err("[soads] demo: sequences and the relational dependency table")
     seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
     _err(f"[soads] demo: mining ({cfg.mining.algorithm}, minsup {cfg.mining.minsup})")

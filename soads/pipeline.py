@@ -61,18 +61,26 @@ def event_log_backend(location: str):
     return event_log
 
 
-def ingest(spark, inputs: list[str], cfg: Config, report: Report) -> None:
-    """EPCIS files -> EVENT LOG TABLE (Parquet) and quarantine; counts into ``report``."""
+def ingest(spark, inputs: list[str], cfg: Config, report: Report, replace: bool = False) -> None:
+    """EPCIS files -> EVENT LOG TABLE (Parquet or HBase) and quarantine; counts into ``report``.
+
+    A Parquet event log is replaced as a whole; one that holds the event job's files (the stream
+    and the batch share ``[storage]``) raises
+    :class:`soads.storage.event_log.EventLogInUse` unless ``replace`` (the demo, which starts
+    from scratch).
+    """
     from pyspark.sql import functions as F
 
     from soads import preprocess
 
+    loc = event_log_location(cfg)
+    event_log = event_log_backend(loc)
+    if not replace and not loc.startswith("hbase://"):
+        event_log.check_replaceable(loc)
     with report.timed("ingest"):
         docs = preprocess.read_documents(spark, inputs)
         parsed = preprocess.parse_documents(docs, cfg.preprocess.max_document_bytes).cache()
         events, quarantine = preprocess.split_parsed(parsed)
-        loc = event_log_location(cfg)
-        event_log = event_log_backend(loc)
         event_log.write_events(events, loc)
         event_log.write_quarantine(quarantine, loc)
         parsed.unpersist()

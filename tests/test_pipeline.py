@@ -73,3 +73,26 @@ def test_tables_written_and_quality_measured(run):
     # anomalies weakly; the relation surprisal does most of it); a scorer that lost its signal
     # (0.5) or inverted it (0.37) fails
     assert overall["alignment"]["roc_auc"] == pytest.approx(0.628, abs=0.03)
+
+
+def test_ingest_never_replaces_what_the_event_job_wrote(spark, tmp_path):
+    # the stream and the batch share one [storage] event log: a batch ingest replaces a Parquet
+    # log as a whole, so over the event job's files it must refuse, and lose nothing
+    import pyarrow as pa
+
+    from soads.storage import event_log
+
+    cfg = config.load(overrides=[f"storage.root={tmp_path}",
+                                 f"storage.db_url=sqlite:///{tmp_path}/soads.db"])
+    doc = tmp_path / "in" / "one.xml"
+    doc.parent.mkdir()
+    simulate(str(doc.parent), n_objects=3, seed=5)
+    name = event_log.stream_file_name(0, 0)
+    times = pa.array([0], pa.timestamp("us", tz="UTC"))
+    event_log.write_stream_files(str(tmp_path), name, event_log.arrow_events(
+        [{S.OID: "urn:x", S.READ_POINT: "rp"}], times), [])
+    with pytest.raises(event_log.EventLogInUse, match="1 files the event job wrote"):
+        pipeline.ingest(spark, [str(doc.parent)], cfg, pipeline.Report())
+    assert os.path.exists(os.path.join(tmp_path, "event_log", name))
+    pipeline.ingest(spark, [str(doc.parent)], cfg, pipeline.Report(), replace=True)  # the demo
+    assert not os.path.exists(os.path.join(tmp_path, "event_log", name))

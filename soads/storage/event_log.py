@@ -33,6 +33,41 @@ def _path(location: str, table: str) -> str:
     return os.path.join(location, table)
 
 
+STREAM_FILE_PREFIX = "batch-"  # the event job's files: batch-<batch id>-<partition>.parquet
+
+
+class EventLogInUse(ValueError):
+    """A batch ingest would replace a Parquet event log that holds the event job's files."""
+
+
+def stream_file_name(batch_id: int, partition: int) -> str:
+    """The file of one micro-batch partition (a replay writes the same name).
+
+    >>> stream_file_name(12, 1)
+    'batch-12-00001.parquet'
+    """
+    return f"{STREAM_FILE_PREFIX}{int(batch_id)}-{int(partition):05d}.parquet"
+
+
+def stream_files(location: str) -> int:
+    """How many event-log and quarantine files under ``location`` the event job wrote."""
+    return sum(1 for table in ("event_log", "quarantine") if os.path.isdir(_path(location, table))
+               for name in os.listdir(_path(location, table))
+               if name.startswith(STREAM_FILE_PREFIX))
+
+
+def check_replaceable(location: str) -> None:
+    """Raise :class:`EventLogInUse` when replacing the log at ``location`` would lose what the
+    event job wrote there (the batch ingest overwrites the whole Parquet log; the stream and the
+    batch share one ``[storage]`` location)."""
+    n = stream_files(location)
+    if n:
+        raise EventLogInUse(
+            f"the event log at {location} holds {n} files the event job wrote: an ingest replaces "
+            f"the whole log and would lose them; ingest into another [storage] root, or move "
+            f"{_path(location, 'event_log')} away first")
+
+
 def write_events(events, location: str, mode: str = "overwrite") -> None:
     """Write flat events (``schema.event_struct()`` columns) under ``location/event_log``."""
     events.select(*S.EVENT_COLUMNS).write.mode(mode).parquet(_path(location, "event_log"))

@@ -108,7 +108,7 @@ class EventStore:
                     raise RuntimeError("the Parquet event log is written by a streaming "
                                        "micro-batch only (no batch id in this task)")
                 event_log.write_stream_files(
-                    self.location, f"batch-{int(batch_id)}-{ctx.partitionId():05d}.parquet",
+                    self.location, event_log.stream_file_name(batch_id, ctx.partitionId()),
                     pa.concat_tables(parquet_events), parquet_quarantine)
             if producer is not None:
                 producer.flush()
