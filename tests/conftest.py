@@ -15,6 +15,11 @@ if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != ROOT:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
 if sys.path[:1] != [ROOT]:
     sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") != ROOT]
+# Jobs started by tests write their pid files (soads.job_status) under $SOADS_CACHE/jobs: a
+# private one, so the killed jobs of the suite never show up in the user's `soads jobs`.
+import tempfile  # noqa: E402
+
+os.environ["SOADS_CACHE"] = tempfile.mkdtemp(prefix="soads-test-cache-")
 # The tests carry their own inputs (tests/data, README there): no file outside the clone is read.
 DATA = os.path.join(ROOT, "tests", "data")
 EPCIS_EXAMPLES = os.path.join(DATA, "epcis", "gs1")
