@@ -33,7 +33,9 @@ def _out(line: str = "") -> None:
 
 
 def _err(line: str) -> None:
-    sys.stderr.write(line + "\n")
+    from soads.config import redact
+
+    sys.stderr.write(redact(line) + "\n")  # a db_url in a message carries the DB password
     sys.stderr.flush()
 
 
@@ -289,6 +291,7 @@ def _check_readable(path: str) -> None:
 
 def cmd_mine(args) -> int:
     from soads import pipeline
+    from soads.config import redact
 
     cfg = _config(args, **{"mining.minsup": args.minsup, "mining.max_length": args.max_length,
                            "mining.algorithm": args.algorithm})
@@ -300,7 +303,8 @@ def cmd_mine(args) -> int:
         seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
         rows = pipeline.mine(spark, seqs, rel, cfg, report)
         _out(f"mining run {report.run_id}: {len(rows)} patterns from {report.counts['objects']:,} "
-             f"objects in {report.seconds['mine']:.1f} s -> table pattern ({cfg.storage.db_url})")
+             f"objects in {report.seconds['mine']:.1f} s -> table pattern "
+             f"({redact(cfg.storage.db_url)})")
         return 0
     if not args.out:
         raise UsageError("--out PATTERNS.jsonl is required with --input")
@@ -464,7 +468,8 @@ def cmd_demo(args) -> int:
     pipeline.evaluate(spark, scored, os.path.join(epcis_dir, "truth.csv"), report)
     report.seconds["total"] = time.perf_counter() - t0
     _out(format_report(report))
-    _out(f"\ntables in {cfg.storage.db_url}; event log in {config.event_log_location(cfg)}; "
+    _out(f"\ntables in {config.redact(cfg.storage.db_url)}; event log in "
+         f"{config.event_log_location(cfg)}; "
          f"simulated {stats.get('events', '?'):,} reads")
     return 0
 
@@ -1055,6 +1060,10 @@ def main(argv=None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except _service_errors() as e:  # a broker, database or HBase that does not answer, a bad path
+        first = str(e).splitlines()[0] if str(e) else repr(e)
+        _err(f"soads {args.command}: {type(e).__name__}: {first}")
+        return 2
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -453,6 +454,21 @@ def db_password(env: Mapping[str, str]) -> str | None:
     if not first:
         raise ConfigError(f"{PASSWORD_FILE_ENV}={path}: the file is empty")
     return first
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it masked, for messages and logs (a db_url
+    carries the password :func:`with_password` filled in).
+
+    >>> redact("cannot read from mysql+pymysql://soads:s3cret@127.0.0.1:3306/soads: refused")
+    'cannot read from mysql+pymysql://soads:***@127.0.0.1:3306/soads: refused'
+    >>> redact("sqlite:///soads-data/soads.db")
+    'sqlite:///soads-data/soads.db'
+    """
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 
 
 def with_password(url: str, password: str | None, key: str) -> str:

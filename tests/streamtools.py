@@ -32,11 +32,16 @@ def require(what, check, module_level=False):
     try:
         return check()
     except Exception as e:  # noqa: BLE001 - turned into a failure (CI) or a skip with the reason
-        msg = f"{what} is not reachable ({e!r}); start it (make up, or python -m soads.services " \
-              f"up with SOADS_DB_PASSWORD_FILE set)"
-        if IN_CI:
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg, allow_module_level=module_level)
+        fail_or_skip(f"{what} is not reachable ({e!r}); start it (make up, or python -m "
+                     f"soads.services up with SOADS_DB_PASSWORD_FILE set)", module_level)
+
+
+def fail_or_skip(msg, module_level=False):
+    """The suite's one rule for a missing part: under CI=true the test fails, elsewhere it skips,
+    with the reason."""
+    if IN_CI:
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg, allow_module_level=module_level)
 
 
 def require_module(name):
@@ -46,10 +51,7 @@ def require_module(name):
     try:
         return importlib.import_module(name)
     except ImportError as e:
-        msg = f"{name} is not installed ({e}); pip install it (setup.cfg extras)"
-        if IN_CI:
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg, allow_module_level=True)
+        fail_or_skip(f"{name} is not installed ({e}); pip install it (setup.cfg extras)", True)
 
 
 def services_conf(*parts: str):

@@ -6,6 +6,7 @@ import pytest
 
 from soads import schema as S
 from soads.cli import main
+from streamtools import fail_or_skip  # fail under CI=true, skip elsewhere
 
 
 def run(capsys, *argv):
@@ -298,7 +299,9 @@ def test_env_sh_puts_this_clone_first_and_sets_the_spark_variables(tmp_path):
     repo = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
     venv = os.path.dirname(os.path.dirname(sys.executable))
     if not os.path.exists(os.path.join(venv, "bin", "activate")):
-        pytest.skip(f"the interpreter running the tests is not a venv's ({sys.executable})")
+        # make test runs the suite in the project's venv: under CI this fails, never skips
+        fail_or_skip(f"the interpreter running the tests is not a venv's ({sys.executable}): "
+                     "run the tests with make test")
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "venv").symlink_to(venv)
@@ -326,3 +329,21 @@ def test_env_sh_puts_this_clone_first_and_sets_the_spark_variables(tmp_path):
     missing = subprocess.run(["bash", "-c", f"source {repo}/env.sh"], capture_output=True,
                              text=True, env={**env, "SOADS_CACHE": str(tmp_path / "none")})
     assert missing.returncode == 1 and "make venv" in missing.stderr
+
+
+def test_unreachable_database_is_one_line_without_the_password(capsys, monkeypatch, tmp_path):
+    # a db_url carries the password the loader filled in: no message may show it
+    monkeypatch.setenv("SOADS_DB_PASSWORD", "s3cret-pw")
+    monkeypatch.delenv("SOADS_DB_PASSWORD_FILE", raising=False)
+    rc = main(["quarantine", "--sensor", "--set",
+               "storage.db_url=mysql+pymysql://soads@127.0.0.1:1/soads"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "s3cret-pw" not in err
+    assert "mysql+pymysql://soads:***@127.0.0.1:1/soads" in err
+    # an error no command expected (a file where a directory belongs): one line, status 2
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    rc = main(["jobs", "--dir", str(not_a_dir)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.strip().splitlines() == [
+        f"soads jobs: NotADirectoryError: [Errno 20] Not a directory: '{not_a_dir}'"]
