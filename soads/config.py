@@ -501,8 +501,8 @@ def load(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (),
 
     ``env`` (default ``os.environ``) gives the database password (``SOADS_DB_PASSWORD`` or the
     file named by ``SOADS_DB_PASSWORD_FILE``), which goes into ``mariadb.password`` and into
-    ``storage.db_url`` when it is a MySQL URL without one, and ``SOADS_SERVICES_ROOT`` / ``SOADS_DB_USER`` (services.root,
-    mariadb.user). Unknown sections or keys, values of the wrong type and a MySQL URL without a
+    ``storage.db_url`` when it is a MySQL URL without one, and ``SOADS_SERVICES_ROOT`` /
+    ``SOADS_DB_USER`` (services.root, mariadb.user). Unknown sections or keys, values of the wrong type and a MySQL URL without a
     password raise :class:`ConfigError` so a typo never passes silently.
 
     Examples

@@ -50,7 +50,7 @@ def event_log_backend(location: str):
     """The one place that picks the event-log backend: HBase for ``hbase://``, else Parquet.
 
     Both modules have ``write_events``, ``read_events``, ``write_quarantine``,
-    ``read_quarantine`` with the same signatures.
+    ``read_quarantine`` and ``check_replaceable`` with the same signatures.
     """
     if location.startswith("hbase://"):
         from soads.storage import hbase
@@ -75,7 +75,7 @@ def ingest(spark, inputs: list[str], cfg: Config, report: Report, replace: bool 
 
     loc = event_log_location(cfg)
     event_log = event_log_backend(loc)
-    if not replace and not loc.startswith("hbase://"):
+    if not replace:
         event_log.check_replaceable(loc)
     with report.timed("ingest"):
         docs = preprocess.read_documents(spark, inputs)

@@ -411,6 +411,11 @@ def put_records(location: str, name: str, records: Iterable[dict],
     return n
 
 
+def check_replaceable(location: str) -> None:
+    """Nothing to check: an ingest puts cells keyed by the event itself, so it adds to what the
+    event job wrote and never replaces it (the Parquet backend's counterpart refuses)."""
+
+
 def write_events(events, location: str, mode: str = "append", batch_size: int = BATCH_SIZE) -> None:
     """Write flat events (``schema.event_struct()`` columns) to ``<prefix>_event_log``.
 
