@@ -72,12 +72,23 @@ LAST_US = "last_us"
 """Time of an object's last accepted read, microseconds since the epoch (UTC)."""
 SEEN = "seen"
 """State column: the relations whose support the object's session already counted."""
+CLOSED = "closed"
+"""Whether an object row is an object's final one (the state evicted it: its END step is
+scored), or a live one that may still move on."""
 NEVER_LATE = "_never_late"
 """The state operators' watermark column: a constant no row is ever behind (Spark would drop
 rows below the watermark before the state step sees them; the jobs' policies record them)."""
 
 # -- sequences --------------------------------------------------------------------------
 SEQUENCE = "sequence"
+ATTRIBUTES = "attributes"
+"""Per visit of a sequence, the event fields of its first read: a map keyed by
+:data:`VISIT_ATTRIBUTES` (a null field has no key)."""
+SENSOR_ALERT = "sensor_alert"
+"""Visit attribute: the distinct ``exception`` values of the read's sensor reports
+(``ALARM_CONDITION``, ``ERROR_CONDITION``), sorted and comma-joined; absent without one."""
+VISIT_ATTRIBUTES = (BIZ_STEP, DISPOSITION, BIZ_LOCATION, ACTION, SENSOR_ALERT)
+"""The keys of a visit's attribute map, in the order the map holds them."""
 FIRST_TIME = "first_time"
 LAST_TIME = "last_time"
 
@@ -157,6 +168,9 @@ RATE = "rate"
 ATTRIBUTES = "attributes"
 """Per visit of a sequence, its event attributes: array<map<string, string>>, one map per visit
 (soads.sequences; optional: sequences without it are scored on their read points alone)."""
+
+VERDICT_COLUMNS = (ANOMALY, IS_ANOMALY, EXPLANATION, MODEL_RUN_ID)
+"""What the stream's context detector adds to an object's row (soads.stream.score_stage)."""
 
 # -- relational tables: name -> ordered (column, portable type) --------------------------
 # Types: "text" (bounded key text), "longtext" (unbounded, not a key), "int", "bigint", "float",

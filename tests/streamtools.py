@@ -288,6 +288,53 @@ def assert_exactly_once(published, topic, location, db_url, dwell=60.0, idle=360
     return sessions
 
 
+def ledger_watermark_us(checkpoint, db_url):
+    """The event-time watermark (µs) of the newest micro-batch in the sink's ledger (read from
+    the checkpoint ``<checkpoint>/offsets/<batch id>``): the horizon at which the stream last
+    evicted objects, so the closed rule at it gives the stream's ``closed`` flags."""
+    from soads.storage import tables
+
+    newest = max(r[S.BATCH_ID] for r in tables.read_table(db_url, "sink_batch"))
+    with open(os.path.join(checkpoint, "offsets", str(newest))) as fh:
+        return int(json.loads(fh.read().splitlines()[1])["batchWatermarkMs"]) * 1000
+
+
+def add_model_run(db_url, run_id, model, when):
+    """Store a fitted context detector as a model run (detector_count rows, then the
+    detector_run row, as the batch job stores one)."""
+    import dataclasses
+
+    from soads.detect import runs
+    from soads.storage import tables
+
+    rows = runs.model_run_rows(run_id, model.to_rows())
+    tables.write_rows(db_url, "detector_count", rows)
+    tables.write_rows(db_url, "detector_run", [{
+        S.RUN_ID: run_id, S.CREATED_AT: when, S.N_ROWS: len(rows),
+        S.SKIPPED: list(model.skipped_), S.CONF: dataclasses.asdict(model.conf)}])
+
+
+def assert_verdicts_recompute(scores, sessions, models, horizon_us, idle=3600.0):
+    """object_score's verdict columns (``scores``: {oid: row}) equal the context detector's core
+    on the same objects: each object's last session (sequence, per-visit attributes) from the
+    batch recomputation ``sessions`` (:func:`soads.stream.state.recompute_sessions`), closed by
+    the closed rule at ``horizon_us``, against the row's model run (``models``: {run id:
+    ContextModel}). Returns ``{oid: closed}``."""
+    from soads.detect import runs
+    from soads.stream.state import is_closed
+
+    closed = {}
+    for oid, row in scores.items():
+        last = sessions[oid][-1]
+        closed[oid] = is_closed(last.last_us, horizon_us, idle)
+        verdict = models[row[S.MODEL_RUN_ID]].score(last.sequence, last.attributes, closed[oid])
+        anomaly, flagged, explanation = runs.verdict_columns(verdict)
+        assert (row[S.ANOMALY], row[S.IS_ANOMALY]) == (anomaly, flagged), oid
+        assert row[S.EXPLANATION] == (None if explanation is None else json.loads(explanation)), \
+            oid
+    return closed
+
+
 def assert_windows_recompute(windows, scores, window_seconds=3600, rel=1e-9):
     """alignment_score rows (maintained incrementally by the stream) equal a recomputation from
     the object_score rows ``scores`` ({oid: row}): the same windows, counts and mean scores."""

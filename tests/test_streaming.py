@@ -1,6 +1,7 @@
 """The streaming event job (soads.stream, soads.storage.sinks, soads.ingest) without services:
 a file source, Parquet event log, SQLite tables."""
 import datetime as dt
+import json
 import os
 import time
 
@@ -12,10 +13,14 @@ from soads.dependencies import LastRead, relation_counts
 from soads.scoring import score_batch
 from soads.stream import checkpoint
 from soads.stream.job import start_event_queries
-from soads.stream.score_stage import ObjectScorer, PatternCache, score_objects, scored_struct
+from soads.detect import runs
+from soads.detect.context import ContextModel
+from soads.stream.score_stage import (ModelCache, ObjectScorer, PatternCache, judge_objects,
+                                      score_objects, scored_struct)
 from soads.stream.state import (ObjectState, combine_relations, recompute_sequences,
-                                should_evict, step, update_struct)
-from streamtools import assert_windows_recompute
+                                recompute_sessions, should_evict, step, update_struct)
+from streamtools import (add_model_run, assert_verdicts_recompute, assert_windows_recompute,
+                         ledger_watermark_us)
 
 MIN = 60_000_000  # µs
 
@@ -65,6 +70,34 @@ def test_step_gap_longer_than_idle_starts_a_new_session():
     assert out.new_support == (("B", "C"),)
 
 
+def test_step_keeps_the_attributes_of_each_visits_first_read():
+    bs = {S.BIZ_STEP: "packing"}
+    st, _ = step(None, [("A", 0, "f:1", bs), ("A", 30_000_000, "f:2", {S.BIZ_STEP: "other"}),
+                        ("B", MIN, "f:3", {}), ("C", 2 * MIN, "f:4")], 0, 60, 3600)
+    # the dwell repeat of A keeps A's first attributes; a read without attributes has none
+    assert st.visits == ("A", "B", "C") and st.attributes == (bs, {}, {})
+    # bounded like the visits: the newest max_visits
+    st, _ = step(st, [("D", 3 * MIN, "f:5", {S.ACTION: "ADD"})], 0, 60, 3600, max_visits=2)
+    assert st.visits == ("C", "D") and st.attributes == ({}, {S.ACTION: "ADD"})
+    # a new session starts with its first read's attributes
+    st, _ = step(st, [("E", 70 * MIN, "f:6", {S.DISPOSITION: "damaged"})], 0, 60, 3600)
+    assert st.visits == ("E",) and st.attributes == ({S.DISPOSITION: "damaged"},)
+
+
+def test_read_attributes_follow_the_batch_rule():
+    from soads.stream.parse_stage import read_attributes
+
+    event = {S.BIZ_STEP: "s", S.DISPOSITION: None, S.BIZ_LOCATION: "loc", S.ACTION: "OBSERVE",
+             S.SENSOR_REPORTS: '[{"sensorMetadata":{},"sensorReport":[{"exception":'
+                               '"ERROR_CONDITION"},{"exception":"ALARM_CONDITION"},'
+                               '{"exception":"ERROR_CONDITION"}]}]'}
+    assert read_attributes(event) == {
+        S.BIZ_STEP: "s", S.BIZ_LOCATION: "loc", S.ACTION: "OBSERVE",
+        S.SENSOR_ALERT: "ALARM_CONDITION,ERROR_CONDITION"}
+    assert list(read_attributes(event)) == [k for k in S.VISIT_ATTRIBUTES if k != S.DISPOSITION]
+    assert read_attributes({S.SENSOR_REPORTS: '[{"sensorReport":[{"type":"T"}]}]'}) == {}
+
+
 def test_should_evict_and_recompute_apply_the_same_policy():
     st = ObjectState(LastRead("A", 0), ("A",), frozenset())
     assert not should_evict(st, 3600 * 10**6, 3600)
@@ -79,8 +112,8 @@ def test_step_equals_recomputation_on_random_batches():
 
     rnd = random.Random(5)
     for _ in range(200):
-        reads = [(rnd.choice("ABCD"), rnd.randrange(0, 200) * 20_000_000, f"f:{i}")
-                 for i in range(rnd.randrange(1, 25))]
+        reads = [(rnd.choice("ABCD"), rnd.randrange(0, 200) * 20_000_000, f"f:{i}",
+                  _random_attributes(rnd)) for i in range(rnd.randrange(1, 25))]
         cuts = sorted(rnd.sample(range(len(reads) + 1), 2))
         batches = [reads[:cuts[0]], reads[cuts[0]:cuts[1]], reads[cuts[1]:]]
         st, freq, support, late = None, [], [], set()
@@ -89,17 +122,29 @@ def test_step_equals_recomputation_on_random_batches():
             freq += out.relations
             support += out.new_support
             late |= {src for _, _, src in out.late}
-        kept = [("o", rp, t, src) for rp, t, src in reads if src not in late]
+        kept = [("o", rp, t, src, a) for rp, t, src, a in reads if src not in late]
         seqs = recompute_sequences(kept, 60, 1800).get("o", [])
         expected = relation_counts(seqs)
         got = {k: (freq.count(k), support.count(k)) for k in set(freq)}
         assert got == expected
         if seqs:
-            assert list(st.visits) == seqs[-1]
+            last = recompute_sessions(kept, 60, 1800)["o"][-1]
+            assert list(st.visits) == seqs[-1] == last.sequence
+            assert list(st.attributes) == last.attributes
+            assert st.last.time_us == last.last_us
+
+
+def _join_attributes(attrs):
+    return "\1".join(x for kv in attrs.items() for x in kv)
+
+
+def _split_attributes(joined):
+    parts = joined.split("\1") if joined else []
+    return dict(zip(parts[::2], parts[1::2]))
 
 
 def _java_step(spark, state, reads, watermark_us, dwell, idle, max_visits):
-    """RelationUpdater.step through py4j, in the Python step's terms."""
+    """RelationUpdater.step through py4j (and its stored form), in the Python step's terms."""
     gw = spark.sparkContext._gateway
 
     def arr(kind, values):
@@ -110,19 +155,26 @@ def _java_step(spark, state, reads, watermark_us, dwell, idle, max_visits):
 
     jstr, jlong = gw.jvm.java.lang.String, gw.jvm.long
     if state is None:
-        args = [None, 0, arr(jstr, []), arr(jstr, []), arr(jstr, [])]
+        args = [None, 0, arr(jstr, []), arr(jstr, []), arr(jstr, []), arr(jstr, [])]
     else:
         seen = sorted(state.seen)
         args = [state.last.read_point, state.last.time_us, arr(jstr, list(state.visits)),
+                arr(jstr, [_join_attributes(a) for a in state.attributes]),
                 arr(jstr, [a for a, _ in seen]), arr(jstr, [b for _, b in seen])]
     res = spark._jvm.soads.jvm.RelationUpdater.stepForTest(
         *args, arr(jstr, [r[0] for r in reads]), arr(jlong, [r[1] for r in reads]),
-        arr(jstr, [r[2] for r in reads]), watermark_us, int(dwell * 1e6), int(idle * 1e6),
-        max_visits)
+        arr(jstr, [r[2] for r in reads]), arr(jstr, [_join_attributes(r[3]) for r in reads]),
+        watermark_us, int(dwell * 1e6), int(idle * 1e6), max_visits)
     nxt, rel, sup, late, changed = res
     pair = lambda s: tuple(s.split("\0"))  # noqa: E731
-    nxt = None if nxt is None else (nxt[0], int(nxt[1]), tuple(nxt[2].split("\0")))
+    nxt = None if nxt is None else (nxt[0], int(nxt[1]), tuple(nxt[2].split("\0")),
+                                    tuple(_split_attributes(a) for a in nxt[3].split("\0")))
     return nxt, [pair(r) for r in rel], [pair(r) for r in sup], list(late), bool(changed)
+
+
+def _random_attributes(rnd):
+    keys = [k for k in S.VISIT_ATTRIBUTES if rnd.random() < 0.4]
+    return {k: rnd.choice(["x", "y", "ü,z"]) for k in keys}
 
 
 def test_java_step_equals_python_step_on_random_batches(spark):
@@ -134,12 +186,14 @@ def test_java_step_equals_python_step_on_random_batches(spark):
         wm = 0
         for _ in range(3):
             reads = [(rnd.choice("ABCD"), rnd.randrange(0, 120) * 20_000_000,
-                      rnd.choice(["f", "t/0", "t/1"]) + f":{rnd.randrange(0, 12)}")
+                      rnd.choice(["f", "t/0", "t/1"]) + f":{rnd.randrange(0, 12)}",
+                      _random_attributes(rnd))
                      for _ in range(rnd.randrange(0, 12))]
             max_visits = rnd.choice([2, 1000])
             java = _java_step(spark, st, reads, wm, 60, 1800, max_visits)
             st, out = step(st, reads, wm, 60, 1800, max_visits)
-            py_state = None if st is None else (st.last.read_point, st.last.time_us, st.visits)
+            py_state = None if st is None else (st.last.read_point, st.last.time_us, st.visits,
+                                                st.attributes)
             assert java == (py_state, list(out.relations), list(out.new_support),
                             [r[2] for r in out.late], out.changed), (case, reads)
             wm = max(wm, rnd.randrange(0, 120) * 20_000_000 - 600_000_000)
@@ -150,10 +204,11 @@ def test_java_step_equals_python_step_on_random_batches(spark):
 T0 = dt.datetime(2024, 3, 4, 8, 0, 0)
 
 
-def _event(oid, rp, when):
+def _event(oid, rp, when, biz_step=None):
+    step = f"<bizStep>{biz_step}</bizStep>" if biz_step else ""
     return (f"<ObjectEvent><eventTime>{when.strftime('%Y-%m-%dT%H:%M:%S.000Z')}</eventTime>"
             f"<eventTimeZoneOffset>+00:00</eventTimeZoneOffset><epcList><epc>{oid}</epc>"
-            f"</epcList><action>OBSERVE</action><readPoint><id>{rp}</id></readPoint>"
+            f"</epcList><action>OBSERVE</action>{step}<readPoint><id>{rp}</id></readPoint>"
             f"</ObjectEvent>")
 
 
@@ -176,15 +231,24 @@ def _rp(x):
 PATHS = {1: "ABCDE", 2: "ABCDE", 3: "ABXDE", 4: "ACBDE", 5: "ABCDEBCDE", 6: "AB"}
 
 
+def _biz_step(x):
+    return f"urn:epcglobal:cbv:bizstep:step_{x}"
+
+
+WRONG_STEP = "urn:epcglobal:cbv:bizstep:shipping"  # object 2 at D: a wrong bizStep
+
+
 def _docs():
-    """Documents in arrival order: objects walk PATHS (one read every 5 min) over three
-    documents, then a document of late reads, then a clock read ten hours later."""
-    reads = [(i, _rp(x), T0 + dt.timedelta(minutes=5 * k + i))
+    """Documents in arrival order: objects walk PATHS (one read every 5 min, each with its read
+    point's bizStep; object 2 has a wrong one at D) over three documents, then a document of
+    late reads, then a clock read ten hours later."""
+    reads = [(i, _rp(x), T0 + dt.timedelta(minutes=5 * k + i),
+              WRONG_STEP if (i, x) == (2, "D") else _biz_step(x))
              for i, path in PATHS.items() for k, x in enumerate(path)]
     reads.sort(key=lambda r: r[2])
     n = len(reads)
     parts = [reads[: n // 3], reads[n // 3: 2 * n // 3], reads[2 * n // 3:]]
-    docs = [_document([_event(_oid(i), rp, t) for i, rp, t in p]) for p in parts]
+    docs = [_document([_event(_oid(i), rp, t, b) for i, rp, t, b in p]) for p in parts]
     # object 1 again, long before its last read (below the watermark: late)
     docs.append(_document([_event(_oid(1), _rp("Z"), T0 + dt.timedelta(minutes=1))]))
     docs.append(b"<epcis:EPCISDocument xmlns:epcis='urn:epcglobal:epcis:xsd:2'><EventList>")
@@ -229,6 +293,15 @@ def _add_run(url, run_id, patterns, when):
                                            S.N_PATTERNS: len(patterns), S.CREATED_AT: when}])
 
 
+def _model(paths, n=200):
+    """A context detector fitted on ``n`` finished objects per path (letters), each read with
+    its read point's bizStep and action OBSERVE (as the documents carry them)."""
+    cases = [([_rp(x) for x in path],
+              [{S.BIZ_STEP: _biz_step(x), S.ACTION: "OBSERVE"} for x in path])
+             for path in paths for _ in range(n)]
+    return ContextModel.fit(cases)
+
+
 def _snapshot(url):
     from soads.storage import sinks, tables
 
@@ -238,21 +311,24 @@ def _snapshot(url):
 
 
 def _recompute(spark, conf):
-    """Batch recomputation from the Parquet event log minus late events."""
+    """Batch recomputation from the Parquet event log minus late events: the events, late
+    events, sequences, last read times and sessions (with attributes) per oid."""
     from pyspark.sql import functions as F
 
     from soads.storage import sinks
+    from soads.stream.parse_stage import read_attributes
 
     events = spark.read.parquet(os.path.join(conf.storage.event_log, "event_log")).select(
-        S.OID, S.READ_POINT, F.unix_micros(S.EVENT_TIME).alias("us"), S.SOURCE).collect()
+        S.OID, S.READ_POINT, F.unix_micros(S.EVENT_TIME).alias("us"), S.SOURCE,
+        S.BIZ_STEP, S.DISPOSITION, S.BIZ_LOCATION, S.ACTION, S.SENSOR_REPORTS).collect()
     late = {(r[S.OID], r[S.SOURCE]) for r in sinks.read_late(conf.storage.db_url)}
-    kept = [(r[S.OID], r[S.READ_POINT], r["us"], r[S.SOURCE]) for r in events
-            if (r[S.OID], r[S.SOURCE]) not in late]
+    kept = [(r[S.OID], r[S.READ_POINT], r["us"], r[S.SOURCE], read_attributes(r.asDict()))
+            for r in events if (r[S.OID], r[S.SOURCE]) not in late]
     sessions = recompute_sequences(kept, 60.0, 3600.0)
     last_time = {}
-    for oid, _, us, _ in kept:
+    for oid, _, us, _, _ in kept:
         last_time[oid] = max(last_time.get(oid, 0), us)
-    return events, late, sessions, last_time
+    return events, late, sessions, last_time, recompute_sessions(kept, 60.0, 3600.0)
 
 
 @OPERATORS
@@ -264,6 +340,8 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     sinks.prepare(conf.storage.db_url, conf.storage.event_log)
     run1 = [[_rp(x) for x in "ABCDE"], [_rp(x) for x in "BCD"]]
     _add_run(conf.storage.db_url, "run-1", run1, dt.datetime(2024, 1, 1))
+    models = {"ctx-1": _model(["ABCDE"]), "ctx-2": _model(["ABCDE", "ABXDE"])}
+    add_model_run(conf.storage.db_url, "ctx-1", models["ctx-1"], dt.datetime(2024, 1, 1))
     docs = _docs()
     for i, d in enumerate(docs[:4]):
         _put(conf.stream.input_path, i, d)
@@ -272,14 +350,27 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     q.stop()
     first = _snapshot(conf.storage.db_url)
     assert len(first["late"]) == 1  # object 1 at T0+1 min arrived after the watermark passed
+    # verdicts of the live objects (none evicted yet: all open) == the core for ctx-1
+    *_, sessions = _recompute(spark, conf)
+    live = {r[S.OID]: r for r in tables.read_table(conf.storage.db_url, "object_score")}
+    assert {r[S.MODEL_RUN_ID] for r in live.values()} == {"ctx-1"}
+    checkpoint_dir = os.path.join(conf.stream.checkpoint_root, "events")
+    closed = assert_verdicts_recompute(live, sessions, models, ledger_watermark_us(
+        checkpoint_dir, conf.storage.db_url))
+    assert set(closed.values()) == {False}
+    # the wrong bizStep already shows; object 3's unknown read point X does too
+    assert live[_oid(2)][S.IS_ANOMALY] and live[_oid(2)][S.EXPLANATION]["value"] == WRONG_STEP
+    assert live[_oid(3)][S.EXPLANATION]["read_point"] == _rp("X")
+    assert not live[_oid(1)][S.IS_ANOMALY]
 
     # restart on the same checkpoint: nothing is replayed twice
     q = _start(spark, conf)
     q.process_all_available()
     assert _snapshot(conf.storage.db_url) == first
-    # a new mining run is picked up without a restart
+    # a new mining run and a new model run are picked up without a restart
     run2 = [[_rp(x) for x in "ABCDE"]]
     _add_run(conf.storage.db_url, "run-2", run2, dt.datetime(2024, 1, 2))
+    add_model_run(conf.storage.db_url, "ctx-2", models["ctx-2"], dt.datetime(2024, 1, 2))
     for i, d in enumerate(docs[4:], start=4):
         _put(conf.stream.input_path, i, d)
     q.process_all_available()
@@ -295,7 +386,7 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     # the clock read ten hours later moved the watermark: every other object was evicted
     assert state_rows == 1
 
-    events, late, sessions, last_time = _recompute(spark, conf)
+    events, late, sessions, last_time, with_attributes = _recompute(spark, conf)
     assert len(events) == sum(len(p) for p in PATHS.values()) + 2
     got = {(r[S.A], r[S.B]): (r[S.FREQ], r[S.SUPPORT])
            for r in tables.read_table(conf.storage.db_url, "relational_dependency")}
@@ -318,6 +409,18 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     # maintained incrementally, the windows equal a recomputation from object_score
     assert_windows_recompute(windows, scores, rel=1e-12)
 
+    # the verdicts: every object evicted by the clock read got its final row, closed (its END
+    # step scored) against the model run of that moment; all equal the core on the same
+    # sequences, attributes and closed flags (the closed rule at the stream's last watermark)
+    assert {r[S.MODEL_RUN_ID] for r in scores.values()} == {"ctx-2"}
+    closed = assert_verdicts_recompute(scores, with_attributes, models, ledger_watermark_us(
+        checkpoint_dir, conf.storage.db_url))
+    assert closed == {oid: oid != _oid(99) for oid in scores}
+    # object 6 stopped after B: only its END step, scored once closed, gives it away
+    assert scores[_oid(6)][S.IS_ANOMALY] and scores[_oid(6)][S.EXPLANATION]["kind"] == "end"
+    assert not live[_oid(6)][S.IS_ANOMALY]
+    assert not scores[_oid(1)][S.IS_ANOMALY] and scores[_oid(2)][S.IS_ANOMALY]
+
     quarantine = spark.read.parquet(os.path.join(conf.storage.event_log, "quarantine")).collect()
     assert [r[S.REASON] for r in quarantine] == ["malformed_xml"]
 
@@ -332,6 +435,7 @@ def test_ledger_replay_changes_nothing(tmp_path):
     objects = score_objects([("o1", ["A", "B"], t)], PatternCache(url, maximal_only=False),
                             ScoringConf())
     assert objects[0][6] == "run-1"
+    objects = [o + (None, None, None, None, False) for o in objects]  # no model run yet
     batch = sinks.BatchUpdates(relations=[("A", "B", 3, 2)], late=[("o1", "f:9", "Z", t)],
                                objects=objects)
     assert sinks.write_updates(batch, 7, url, 3600)
@@ -353,12 +457,15 @@ def test_scorer_and_collect_updates_on_the_executors(spark, tmp_path):
 
     url = f"sqlite:///{tmp_path}/scorer.db"
     sinks.prepare(url, str(tmp_path / "log"))
+    o1_attrs = [{S.BIZ_STEP: "s"}, {}]
     rows = [
-        (S.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
-        (S.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
-        (S.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None),
-        (S.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7),
-        (S.KIND_OBJECT, "o2", None, None, None, None, None, None, None, ["C", "X"], 9),
+        (S.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None, None, None),
+        (S.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None, None, None),
+        (S.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None, None, None),
+        (S.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7,
+         o1_attrs, False),
+        (S.KIND_OBJECT, "o2", None, None, None, None, None, None, None, ["C", "X"], 9,
+         [{}, {}], True),
     ]
     df = spark.createDataFrame(rows, update_struct())
 
@@ -366,18 +473,44 @@ def test_scorer_and_collect_updates_on_the_executors(spark, tmp_path):
         return sinks.collect_updates(
             df.mapInArrow(ObjectScorer(url, ScoringConf()), scored_struct()))
 
-    # before any mining run: collected, not scored
+    # before any mining run and any model run: collected, not scored, no verdict
     assert collect() == sinks.BatchUpdates(
         [("A", "B", 3, 2)], [("o1", "f:9", "Z", 5)],
-        [("o1", ["A", "B"], 7, None, None, None, None),
-         ("o2", ["C", "X"], 9, None, None, None, None)])
+        [("o1", ["A", "B"], 7, None, None, None, None, None, None, None, None, False),
+         ("o2", ["C", "X"], 9, None, None, None, None, None, None, None, None, True)])
     patterns = [["A", "B", "C"], ["C", "X"]]
     _add_run(url, "run-1", patterns, dt.datetime(2024, 1, 1))
+    model = ContextModel.fit([(["A", "B", "C"], [{S.BIZ_STEP: "s"}, {}, {}])] * 200)
+    add_model_run(url, "ctx-1", model, dt.datetime(2024, 1, 1))
     scores, raws, best = score_batch([["A", "B"], ["C", "X"]], patterns, ScoringConf())
-    # a new run is picked up by the same (reused) workers
+    verdicts = [runs.verdict_columns(v) for v in model.score_many(
+        [["A", "B"], ["C", "X"]], [o1_attrs, [{}, {}]], [False, True])]
+    # new runs are picked up by the same (reused) workers; o2 is judged closed
     assert sorted(collect().objects) == [
-        (oid, seq, last, scores[i], raws[i], patterns[best[i]], "run-1")
-        for i, (oid, seq, last) in enumerate([("o1", ["A", "B"], 7), ("o2", ["C", "X"], 9)])]
+        (oid, seq, last, scores[i], raws[i], patterns[best[i]], "run-1", *verdicts[i], "ctx-1",
+         closed)
+        for i, (oid, seq, last, closed) in enumerate([("o1", ["A", "B"], 7, False),
+                                                      ("o2", ["C", "X"], 9, True)])]
+    assert verdicts[0][:2] == (0.0, False) and verdicts[1][1]
+
+
+def test_model_cache_follows_the_newest_model_run(tmp_path):
+    from soads.storage import sinks
+
+    url = f"sqlite:///{tmp_path}/models.db"
+    sinks.prepare(url, str(tmp_path / "log"))
+    models = ModelCache(url)
+    # no model run yet: no verdicts (null columns), not an error
+    assert models.newest() == (None, None)
+    assert judge_objects([(["A"], None, True)], models) == [(None, None, None, None)]
+    add_model_run(url, "ctx-1", ContextModel.fit([(["A", "B"], None)] * 200),
+                  dt.datetime(2024, 1, 1))
+    assert judge_objects([(["A", "B"], None, True)], models) == [(0.0, False, None, "ctx-1")]
+    add_model_run(url, "ctx-2", ContextModel.fit([(["A", "C"], None)] * 200),
+                  dt.datetime(2024, 1, 2))
+    (anomaly, flagged, explanation, run_id), = judge_objects([(["A", "B"], None, True)], models)
+    assert (flagged, run_id) == (True, "ctx-2")
+    assert json.loads(explanation)["read_point"] == "B"
 
 
 def test_checkpoint_refuses_the_other_state_operator(tmp_path):
@@ -390,12 +523,15 @@ def test_checkpoint_refuses_the_other_state_operator(tmp_path):
 @pytest.mark.parametrize("made", [
     "jvm",                   # the state was a bean before it was bytes: the mark says only "jvm"
     "jvm state-format-1",    # keyed by the bare oid before the (hash, oid) key
+    "jvm state-format-2",    # before the visits' attributes
+    "python",                # the Python state before the visits' attributes
 ])
 def test_checkpoint_refuses_an_older_state_format(tmp_path, made):
     os.makedirs(tmp_path / "ck")
     (tmp_path / "ck" / checkpoint.OPERATOR_MARK).write_text(made + "\n")
+    operator = made.split()[0]
     with pytest.raises(ValueError, match=f"format '{made}'"):
-        checkpoint.check_operator(str(tmp_path / "ck"), "jvm")
+        checkpoint.check_operator(str(tmp_path / "ck"), operator)
 
 
 def test_error_in_a_sink_surfaces_as_streaming_query_exception(spark, tmp_path):
@@ -448,11 +584,12 @@ def test_pattern_cache_scores_equal_score_batch_and_follow_the_newest_run(tmp_pa
 @OPERATORS
 def test_combine_relations_sums_per_partition_and_keeps_the_rest(spark, operator):
     rows = [
-        (S.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None),
-        (S.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None),
-        (S.KIND_RELATION, "o2", "B", "C", 1, 0, None, None, None, None, None),
-        (S.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None),
-        (S.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7),
+        (S.KIND_RELATION, "o1", "A", "B", 2, 1, None, None, None, None, None, None, None),
+        (S.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None, None, None),
+        (S.KIND_RELATION, "o2", "B", "C", 1, 0, None, None, None, None, None, None, None),
+        (S.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None, None, None),
+        (S.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7,
+         [{S.ACTION: "ADD"}, {}], False),
     ]
     df = spark.createDataFrame(rows, update_struct()).coalesce(1)
 
@@ -461,6 +598,6 @@ def test_combine_relations_sums_per_partition_and_keeps_the_rest(spark, operator
 
     got = sorted(map(key, combine_relations(df, operator).collect()))
     assert got == sorted(map(key, [
-        (S.KIND_RELATION, None, "A", "B", 3, 2, None, None, None, None, None),
-        (S.KIND_RELATION, None, "B", "C", 1, 0, None, None, None, None, None),
+        (S.KIND_RELATION, None, "A", "B", 3, 2, None, None, None, None, None, None, None),
+        (S.KIND_RELATION, None, "B", "C", 1, 0, None, None, None, None, None, None, None),
         rows[3], rows[4]]))

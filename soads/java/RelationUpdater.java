@@ -38,8 +38,9 @@ import scala.Tuple2;
  * microseconds. The late/out-of-order policy, sessions, dwell de-duplication and eviction are
  * those of the soads/stream/state.py docstring.
  *
- * <p>Input rows: oid string, read_point string, time_us long, source string (and the
- * watermark column, which is not read). Output rows: see {@link #OUTPUT}.
+ * <p>Input rows: oid string, read_point string, time_us long, source string, the visit
+ * attribute columns (strings, null when absent; their names are passed to {@link #apply}) and
+ * the watermark column, which is not read. Output rows: see {@link #OUTPUT}.
  */
 public final class RelationUpdater {
 
@@ -51,7 +52,10 @@ public final class RelationUpdater {
   public static final String KIND_LATE = "late";
   public static final String KIND_OBJECT = "object";
 
-  /** kind, oid, a, b, freq, support, read_point, time_us, source, sequence, last_us. */
+  /**
+   * kind, oid, a, b, freq, support, read_point, time_us, source, sequence, last_us,
+   * attributes (one map per visit), closed.
+   */
   public static final StructType OUTPUT = new StructType(new StructField[] {
     DataTypes.createStructField("kind", DataTypes.StringType, false),
     DataTypes.createStructField("oid", DataTypes.StringType, true),
@@ -65,7 +69,12 @@ public final class RelationUpdater {
     DataTypes.createStructField("sequence",
         DataTypes.createArrayType(DataTypes.StringType, true), true),
     DataTypes.createStructField("last_us", DataTypes.LongType, true),
+    DataTypes.createStructField("attributes", DataTypes.createArrayType(
+        DataTypes.createMapType(DataTypes.StringType, DataTypes.StringType, true), true), true),
+    DataTypes.createStructField("closed", DataTypes.BooleanType, true),
   });
+
+  private static final String[] NO_ATTRIBUTES = new String[0];
 
   /**
    * Per-oid state. The state store holds it as bytes ({@link #toBytes}, Encoders.BINARY): a bean
@@ -73,12 +82,17 @@ public final class RelationUpdater {
    * (half the executor time of a 2,000 events/s micro-batch, JFR); a byte array's is trivial.
    */
   public static final class ObjectState implements Serializable {
-    /** The first byte of {@link #toBytes}; a change of layout takes a new number. */
-    static final byte FORMAT = 1;
+    /**
+     * The first byte of {@link #toBytes}; a change of layout takes a new number (2: the
+     * visits' attributes).
+     */
+    static final byte FORMAT = 2;
 
     String readPoint;
     long timeUs;
     List<String> visits = new ArrayList<>();
+    /** Per visit, the attributes of its first read as key, value, key, value, ... */
+    List<String[]> attributes = new ArrayList<>();
     List<String> seenA = new ArrayList<>();
     List<String> seenB = new ArrayList<>();
 
@@ -100,6 +114,13 @@ public final class RelationUpdater {
         for (int k = 0; k < seenA.size(); k++) {
           writeString(out, seenA.get(k));
           writeString(out, seenB.get(k));
+        }
+        out.writeInt(attributes.size());
+        for (String[] kv : attributes) {
+          out.writeInt(kv.length);
+          for (String x : kv) {
+            writeString(out, x);
+          }
         }
         out.flush();
         return buf.toByteArray();
@@ -132,6 +153,15 @@ public final class RelationUpdater {
           st.seenA.add(readString(in));
           st.seenB.add(readString(in));
         }
+        n = in.readInt();
+        st.attributes = new ArrayList<>(n + 1);
+        for (int k = 0; k < n; k++) {
+          String[] kv = new String[in.readInt()];
+          for (int j = 0; j < kv.length; j++) {
+            kv[j] = readString(in);
+          }
+          st.attributes.add(kv);
+        }
         return st;
       } catch (java.io.IOException e) {
         throw new java.io.UncheckedIOException(e);
@@ -153,18 +183,20 @@ public final class RelationUpdater {
     }
   }
 
-  /** One read: read point, event time (µs), source identity. */
+  /** One read: read point, event time (µs), source identity, attributes (key, value, ...). */
   public static final class Read {
     final String readPoint;
     final long timeUs;
     final String source;
+    final String[] attributes;
     private String arrivalPrefix;  // parsed on first use: only reads with equal times need it
     private String arrivalNumber;  // digits without leading zeros ("" = 0)
 
-    public Read(String readPoint, long timeUs, String source) {
+    public Read(String readPoint, long timeUs, String source, String[] attributes) {
       this.readPoint = readPoint;
       this.timeUs = timeUs;
       this.source = source;
+      this.attributes = attributes == null ? NO_ATTRIBUTES : attributes;
     }
 
     private void parseArrival() {
@@ -271,6 +303,7 @@ public final class RelationUpdater {
         state.readPoint = r.readPoint;
         state.timeUs = r.timeUs;
         state.visits.add(r.readPoint);
+        state.attributes.add(r.attributes);
         seen = new HashSet<>();
         continue;
       }
@@ -289,9 +322,12 @@ public final class RelationUpdater {
       String[] rel = {state.readPoint, r.readPoint};
       out.relations.add(rel);
       state.visits.add(r.readPoint);
+      state.attributes.add(r.attributes);
       if (state.visits.size() > maxVisits) {
         state.visits = new ArrayList<>(
             state.visits.subList(state.visits.size() - maxVisits, state.visits.size()));
+        state.attributes = new ArrayList<>(state.attributes.subList(
+            state.attributes.size() - maxVisits, state.attributes.size()));
       }
       if (seen.add(new Pair(rel[0], rel[1]))) {
         out.newSupport.add(rel);
@@ -304,8 +340,11 @@ public final class RelationUpdater {
     return state;
   }
 
-  /** The rows of one object's step (soads.stream.state._update_frame). */
-  public static List<Row> rows(String oid, ObjectState st, StepOut out) {
+  /**
+   * The rows of one object's step (soads.stream.state._update_frame); {@code closed}: the state
+   * evicts the object, whose final object row is written even if the step changed nothing.
+   */
+  public static List<Row> rows(String oid, ObjectState st, StepOut out, boolean closed) {
     Map<Pair, long[]> freq = new HashMap<>();
     for (String[] rel : out.relations) {
       freq.computeIfAbsent(new Pair(rel[0], rel[1]), k -> new long[2])[0] += 1;
@@ -319,18 +358,49 @@ public final class RelationUpdater {
     for (Pair k : keys) {
       long[] v = freq.get(k);
       rows.add(RowFactory.create(KIND_RELATION, oid, k.a(), k.b(), v[0], v[1], null, null,
-          null, null, null));
+          null, null, null, null, null));
     }
     for (Read r : out.late) {
       rows.add(RowFactory.create(KIND_LATE, oid, null, null, null, null, r.readPoint, r.timeUs,
-          r.source, null, null));
+          r.source, null, null, null, null));
     }
-    if (out.changed && st != null) {
+    if ((out.changed || closed) && st != null) {
+      List<scala.collection.Map<String, String>> maps = new ArrayList<>(st.attributes.size());
+      for (String[] kv : st.attributes) {
+        // insertion order: the maps keep the keys in the order of the attribute columns
+        Map<String, String> m = new java.util.LinkedHashMap<>();
+        for (int j = 0; j + 1 < kv.length; j += 2) {
+          m.put(kv[j], kv[j + 1]);
+        }
+        maps.add(scala.jdk.javaapi.CollectionConverters.asScala(m));
+      }
       rows.add(RowFactory.create(KIND_OBJECT, oid, null, null, null, null, null, null, null,
           scala.jdk.javaapi.CollectionConverters.asScala(new ArrayList<>(st.visits)).toSeq(),
-          st.timeUs));
+          st.timeUs, scala.jdk.javaapi.CollectionConverters.asScala(maps).toSeq(), closed));
     }
     return rows;
+  }
+
+  /** A read's attributes (key, value, ...) from its non-null attribute columns. */
+  static String[] attributesOf(Row r, String[] keys, int[] index) {
+    int n = 0;
+    for (int j = 0; j < keys.length; j++) {
+      if (!r.isNullAt(index[j])) {
+        n++;
+      }
+    }
+    if (n == 0) {
+      return NO_ATTRIBUTES;
+    }
+    String[] kv = new String[2 * n];
+    int k = 0;
+    for (int j = 0; j < keys.length; j++) {
+      if (!r.isNullAt(index[j])) {
+        kv[k++] = keys[j];
+        kv[k++] = r.getString(index[j]);
+      }
+    }
+    return kv;
   }
 
   /** ceil(x / y) for y > 0. */
@@ -342,35 +412,47 @@ public final class RelationUpdater {
    * soads.stream.state.object_updates on the JVM: group the prepared reads by oid and run the
    * step with per-oid state and an event-time timeout.
    *
-   * @param reads oid, read_point, time_us, source, plus the watermark column the Python side
-   *     attaches (the policy records late reads instead of letting Spark drop them)
+   * @param reads oid, read_point, time_us, source, the attribute columns, plus the watermark
+   *     column the Python side attaches (the policy records late reads instead of letting Spark
+   *     drop them)
+   * @param attributeKeys the attribute columns' names, comma-separated
+   *     (soads.schema.VISIT_ATTRIBUTES): they key each visit's attribute map
    */
   public static Dataset<Row> apply(Dataset<Row> reads, double dwellSeconds, double idleSeconds,
-                                   int maxVisits) {
+                                   int maxVisits, String attributeKeys) {
     final long dwellUs = (long) (dwellSeconds * 1_000_000);
     final long idleUs = (long) (idleSeconds * 1_000_000);
     final int iOid = reads.schema().fieldIndex("oid");
     final int iRp = reads.schema().fieldIndex("read_point");
     final int iT = reads.schema().fieldIndex("time_us");
     final int iSrc = reads.schema().fieldIndex("source");
+    final String[] keys = attributeKeys.isEmpty() ? NO_ATTRIBUTES : attributeKeys.split(",");
+    final int[] iAttr = new int[keys.length];
+    for (int j = 0; j < keys.length; j++) {
+      iAttr[j] = reads.schema().fieldIndex(keys[j]);
+    }
     FlatMapGroupsWithStateFunction<Tuple2<Long, String>, Row, byte[], Row> fn =
         (Tuple2<Long, String> key, Iterator<Row> it, GroupState<byte[]> state) -> {
           String oid = key._2();
           if (state.hasTimedOut()) {
-            // the watermark passed last read + idle: the object is finished (scored already)
+            // the watermark passed last read + idle: the object is finished; its final row is
+            // scored closed (its END step counts)
+            ObjectState last = ObjectState.fromBytes(state.get());
             state.remove();
-            return java.util.Collections.emptyIterator();
+            return rows(oid, last, new StepOut(), true).iterator();
           }
           long watermarkUs = state.getCurrentWatermarkMs() * 1000;
           ObjectState current = state.exists() ? ObjectState.fromBytes(state.get()) : null;
           List<Read> batch = new ArrayList<>();
           while (it.hasNext()) {
             Row r = it.next();
-            batch.add(new Read(r.getString(iRp), r.getLong(iT), r.getString(iSrc)));
+            batch.add(new Read(r.getString(iRp), r.getLong(iT), r.getString(iSrc),
+                attributesOf(r, keys, iAttr)));
           }
           StepOut out = new StepOut();
           ObjectState next = step(current, batch, watermarkUs, dwellUs, idleUs, maxVisits, out);
-          if (next == null || watermarkUs > next.timeUs + idleUs) {
+          boolean evicted = next != null && watermarkUs > next.timeUs + idleUs;
+          if (next == null || evicted) {
             if (state.exists()) {
               state.remove();
             }
@@ -378,7 +460,7 @@ public final class RelationUpdater {
             state.update(next.toBytes());
             state.setTimeoutTimestamp(ceilDiv(next.timeUs + idleUs, 1000));
           }
-          return rows(oid, next, out).iterator();
+          return rows(oid, next, out, evicted).iterator();
         };
     // The key is (hash of the oid, oid), not the oid alone. The operator sorts each partition by
     // its key, and Spark's sort compares an 8-byte prefix first: oids share long prefixes
@@ -428,7 +510,7 @@ public final class RelationUpdater {
       for (Pair k : keys) {
         long[] v = sums.get(k);
         out.add(RowFactory.create(KIND_RELATION, null, k.a(), k.b(), v[0], v[1], null, null,
-            null, null, null));
+            null, null, null, null, null));
       }
       return out.iterator();
     };
@@ -436,12 +518,15 @@ public final class RelationUpdater {
   }
 
   /**
-   * The step on plain arrays, for the tests' comparison with the Python oracle (py4j).
-   * Returns [state or null, relations, newSupport, late sources, changed].
+   * The step on plain arrays, for the tests' comparison with the Python oracle (py4j). A visit's
+   * or read's attributes travel as one string: key, value, key, value, ... joined by U+0001
+   * ("" = none). Returns [state or null, relations, newSupport, late sources, changed]; the
+   * state is [read point, time, visits joined by U+0000, attributes joined by U+0000].
    */
   public static Object[] stepForTest(String stateRp, long stateTimeUs, String[] stateVisits,
-                                     String[] seenA, String[] seenB, String[] rps, long[] times,
-                                     String[] sources, long watermarkUs, long dwellUs,
+                                     String[] stateAttributes, String[] seenA, String[] seenB,
+                                     String[] rps, long[] times, String[] sources,
+                                     String[] readAttributes, long watermarkUs, long dwellUs,
                                      long idleUs, int maxVisits) {
     ObjectState st = null;
     if (stateRp != null) {
@@ -449,12 +534,16 @@ public final class RelationUpdater {
       st.readPoint = stateRp;
       st.timeUs = stateTimeUs;
       st.visits = new ArrayList<>(List.of(stateVisits));
+      for (String a : stateAttributes) {
+        st.attributes.add(splitAttributes(a));
+      }
       st.seenA = new ArrayList<>(List.of(seenA));
       st.seenB = new ArrayList<>(List.of(seenB));
+      st = ObjectState.fromBytes(st.toBytes());  // through the stored form
     }
     List<Read> reads = new ArrayList<>();
     for (int k = 0; k < rps.length; k++) {
-      reads.add(new Read(rps[k], times[k], sources[k]));
+      reads.add(new Read(rps[k], times[k], sources[k], splitAttributes(readAttributes[k])));
     }
     StepOut out = new StepOut();
     ObjectState next = step(st, reads, watermarkUs, dwellUs, idleUs, maxVisits, out);
@@ -470,8 +559,19 @@ public final class RelationUpdater {
     for (int k = 0; k < sup.length; k++) {
       sup[k] = out.newSupport.get(k)[0] + "\u0000" + out.newSupport.get(k)[1];
     }
-    String[] nextState = next == null ? null : new String[] {
-        next.readPoint, Long.toString(next.timeUs), String.join("\u0000", next.visits)};
+    String[] nextState = null;
+    if (next != null) {
+      List<String> attrs = new ArrayList<>();
+      for (String[] kv : next.attributes) {
+        attrs.add(String.join("\u0001", kv));
+      }
+      nextState = new String[] {next.readPoint, Long.toString(next.timeUs),
+          String.join("\u0000", next.visits), String.join("\u0000", attrs)};
+    }
     return new Object[] {nextState, rel, sup, late, out.changed};
+  }
+
+  private static String[] splitAttributes(String joined) {
+    return joined == null || joined.isEmpty() ? NO_ATTRIBUTES : joined.split("\u0001", -1);
   }
 }

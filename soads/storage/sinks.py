@@ -92,9 +92,11 @@ class BatchUpdates:
 
     relations : list of (a, b, freq, support) increments
     late : list of (oid, source, read_point, time_us)
-    objects : list of (oid, sequence, last_us, score, raw, pattern, run_id), scored on the
-        executors (:class:`soads.stream.score_stage.ObjectScorer`); run_id None = no mining run
-        yet, not scored
+    objects : list of (oid, sequence, last_us, score, raw, pattern, run_id, anomaly,
+        is_anomaly, explanation, model_run_id, closed), scored on the executors
+        (:class:`soads.stream.score_stage.ObjectScorer`); run_id None = no mining run yet, no
+        alignment score; model_run_id None = no model run of the context detector yet, no
+        verdict; closed = the object's final row (the state evicted it)
     """
 
     relations: list
@@ -108,11 +110,11 @@ def collect_updates(updates) -> BatchUpdates:
     or not) -> :class:`BatchUpdates`, in one Spark job; the relation rows are summed by (a, b)
     here."""
     got = updates.select(S.KIND, S.OID, S.A, S.B, S.FREQ, S.SUPPORT, S.READ_POINT,
-                         S.TIME_US, S.SOURCE, S.SEQUENCE, S.LAST_US,
-                         *S.SCORED_COLUMNS).toArrow().to_pydict()
+                         S.TIME_US, S.SOURCE, S.SEQUENCE, S.LAST_US, *S.SCORED_COLUMNS,
+                         *S.VERDICT_COLUMNS, S.CLOSED).toArrow().to_pydict()
     sums: dict = {}
     late, objects = [], []
-    for kind, oid, a, b, f, n, rp, t, src, seq, last, sc, raw, pat, rid in zip(*got.values()):
+    for kind, oid, a, b, f, n, rp, t, src, seq, last, *scored in zip(*got.values()):
         if kind == S.KIND_RELATION:
             acc = sums.setdefault((a, b), [0, 0])
             acc[0] += f
@@ -120,7 +122,7 @@ def collect_updates(updates) -> BatchUpdates:
         elif kind == S.KIND_LATE:
             late.append((oid, src, rp, t))
         else:
-            objects.append((oid, seq, last, sc, raw, pat, rid))
+            objects.append((oid, seq, last, *scored[:-1], bool(scored[-1])))
     relations = [(a, b, f, n) for (a, b), (f, n) in sorted(sums.items())]
     return BatchUpdates(relations, late, objects)
 
@@ -132,17 +134,30 @@ def write_updates(batch: BatchUpdates, batch_id: int, db_url: str | sa.Engine,
     (scored on the executors, :class:`soads.stream.score_stage.ObjectScorer`) and the
     alignment_score rows of every window an updated object left or entered.
 
+    A live object's row replaces its object_score row (alignment score and verdict); an
+    evicted object's final (closed) row replaces only the verdict columns (its END step now
+    counts; its alignment score, which does not depend on the end, stays with the run it was
+    made against). An object without a mining run and without a model run writes no row.
+
     Returns False when the batch id was already written (nothing changes).
     """
     t0 = time.perf_counter()
-    unscored = sum(1 for o in batch.objects if o[6] is None)
-    if unscored:
-        logger.warning("batch %d: no mining run yet, %d objects are not scored", batch_id,
-                       unscored)
+    live = [o for o in batch.objects if not o[11]]
+    final = [o for o in batch.objects if o[11] and o[10] is not None]
+    unscored = sum(1 for o in live if o[6] is None)
+    unjudged = sum(1 for o in batch.objects if o[10] is None)
+    if unscored or unjudged:
+        logger.warning("batch %d: %d objects without a mining run (no alignment score), %d "
+                       "without a model run (no verdict)", batch_id, unscored, unjudged)
     rows = [tables._to_row("object_score", {
         S.OID: oid, S.SCORE: sc, S.RAW: raw, S.PATTERN: pat, S.SURPRISAL: None,
-        S.LAST_TIME: _from_micros(last), S.RUN_ID: rid})
-        for oid, _, last, sc, raw, pat, rid in batch.objects if rid is not None]
+        S.LAST_TIME: _from_micros(last), S.RUN_ID: rid, S.ANOMALY: anomaly,
+        S.IS_ANOMALY: flagged, S.EXPLANATION: expl, S.MODEL_RUN_ID: mrid})
+        for oid, _, last, sc, raw, pat, rid, anomaly, flagged, expl, mrid, _ in live
+        if rid is not None or mrid is not None]
+    verdicts = [{S.OID: oid, S.LAST_TIME: _from_micros(last), S.ANOMALY: anomaly,
+                 S.IS_ANOMALY: flagged, S.EXPLANATION: expl, S.MODEL_RUN_ID: mrid}
+                for oid, _, last, *_s, anomaly, flagged, expl, mrid, _ in final]
     rel_rows = [{S.A: a, S.B: b, S.FREQ: int(f), S.SUPPORT: int(n)}
                 for a, b, f, n in batch.relations]
     late_rows = [{S.OID: oid, S.SOURCE: src, S.READ_POINT: rp, S.EVENT_TIME: _from_micros(t)}
@@ -161,15 +176,19 @@ def write_updates(batch: BatchUpdates, batch_id: int, db_url: str | sa.Engine,
             t1 = time.perf_counter()
             _write_scores(conn, rows, _old_scores(conn, [r[S.OID] for r in rows]),
                           window_seconds)
+            for i in range(0, len(verdicts), _CHUNK):
+                _upsert_verdicts(conn, verdicts[i:i + _CHUNK])
     finally:
         if isinstance(db_url, str):
             eng.dispose()
     if late_rows:
         logger.warning("batch %d: %d late events (stored, no relation)", batch_id, len(late_rows))
-    logger.info("batch %d: %d relations updated, %d objects scored (runs %s); %.2f s, of which "
-                "scores and windows %.2f s", batch_id, len(rel_rows), len(rows),
-                ",".join(sorted({r[S.RUN_ID] for r in rows})) or "none",
-                time.perf_counter() - t0, time.perf_counter() - t1)
+    logger.info("batch %d: %d relations updated, %d objects scored (runs %s; model runs %s), "
+                "%d finished; %.2f s, of which scores and windows %.2f s", batch_id,
+                len(rel_rows), len(rows),
+                ",".join(sorted({r[S.RUN_ID] for r in rows if r[S.RUN_ID]})) or "none",
+                ",".join(sorted({o[10] for o in batch.objects if o[10]})) or "none",
+                len(verdicts), time.perf_counter() - t0, time.perf_counter() - t1)
     return True
 
 
@@ -186,9 +205,29 @@ def _old_scores(conn, oids: list[str]) -> dict[str, tuple]:
     return out
 
 
+def _upsert_verdicts(conn, rows: Sequence[dict]) -> None:
+    """Set the verdict columns (:data:`soads.schema.VERDICT_COLUMNS`) of object_score rows,
+    inserting a row (oid, last_time and the verdict; no alignment score) where there is none;
+    the other columns of an existing row stay."""
+    t = tables.TABLE["object_score"]
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+
+        stmt = insert(t)
+        stmt = stmt.on_conflict_do_update(index_elements=[S.OID], set_={
+            c: stmt.excluded[c] for c in S.VERDICT_COLUMNS})
+    else:
+        from sqlalchemy.dialects.mysql import insert
+
+        stmt = insert(t)
+        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in S.VERDICT_COLUMNS})
+    conn.execute(stmt, list(rows))
+
+
 def _write_scores(conn, rows: list[dict], old: dict, window_seconds: int) -> None:
     """Upsert object_score rows and update the alignment_score rows of the windows they
-    entered or left (inside the caller's transaction).
+    entered or left (inside the caller's transaction); a row without an alignment score
+    (no mining run yet) enters no window.
 
     Incremental: each window's (mean, n) moves by the replaced and the new scores of this
     batch's objects, O(batch) instead of re-reading every score of a window that fills all
@@ -205,6 +244,8 @@ def _write_scores(conn, rows: list[dict], old: dict, window_seconds: int) -> Non
             d = delta.setdefault((window_start(before[1], window_seconds), before[2]), [0.0, 0])
             d[0] -= before[0]
             d[1] -= 1
+        if r[S.SCORE] is None or r[S.RUN_ID] is None:
+            continue
         d = delta.setdefault((window_start(r[S.LAST_TIME], window_seconds), r[S.RUN_ID]),
                              [0.0, 0])
         d[0] += r[S.SCORE]

@@ -11,7 +11,8 @@ One checkpointed query, every document parsed once::
       -> per-oid state: relation deltas, late events,             soads.stream.state
          updated objects (JVM operator or Python state function)
       -> Anomaly Evaluator on the executors, same stage:          soads.stream.score_stage
-         each updated object's sequence vs the newest PATTERN TABLE run
+         each updated object's sequence vs the newest PATTERN TABLE run, and its sequence
+         and attributes vs the newest context detector model run (evicted objects: closed)
       -> foreachBatch on the driver: one transaction per          soads.storage.sinks
          micro-batch with its ledger row -- RELATIONAL DEPENDENCY TABLE increments, late_event,
          object_score, alignment_score
@@ -88,7 +89,8 @@ def start_event_queries(spark, cfg: Config, trigger: bool = True) -> Queries:
         batch commands read), ``preprocess.max_document_bytes``
         (larger documents are quarantined, ``too_large``), ``sequences.dwell_seconds``
         (Sequence Extractor dwell window), ``scoring`` (alignment scores and the ALIGNMENT
-        SCORE TABLE's ``window_seconds``).
+        SCORE TABLE's ``window_seconds``), ``detector`` (the context detector's scoring
+        settings; its counts are the newest model run's).
     trigger : bool
         Use ``stream.trigger_seconds`` as a processing-time trigger (tests may pass False and
         drive the query with ``processAllAvailable``).
@@ -115,15 +117,18 @@ def start_event_queries(spark, cfg: Config, trigger: bool = True) -> Queries:
     store = EventStore(
         location, cfg.preprocess.max_document_bytes,
         stream.kafka_bootstrap if stream.source == "kafka" else "", stream.quarantine_topic)
-    # oid, read_point, event_time, source (one row per flat event; the documents' events and
-    # quarantine records are already in the event log and quarantine tables)
+    # oid, read_point, event_time, source, biz_step, disposition, biz_location, action,
+    # sensor_alert (one row per flat event; the documents' events and quarantine records are
+    # already in the event log and quarantine tables)
     reads = documents.select(S.SOURCE, S.CONTENT).mapInArrow(store, read_struct())
-    # kind, oid, a, b, freq, support, read_point, time_us, source, sequence, last_us
+    # kind, oid, a, b, freq, support, read_point, time_us, source, sequence, last_us,
+    # attributes, closed
     updates = combine_relations(object_updates(
         reads, cfg.sequences.dwell_seconds, stream.idle_seconds, stream.watermark_seconds,
         stream.max_visits, stream.state_operator), stream.state_operator)
-    # + score, raw, pattern, run_id on the object rows (the Anomaly Evaluator, same stage)
-    scored = updates.mapInArrow(ObjectScorer(db_url, cfg.scoring), scored_struct())
+    # + score, raw, pattern, run_id, anomaly, is_anomaly, explanation, model_run_id on the
+    # object rows (the Anomaly Evaluator and the context detector, same stage)
+    scored = updates.mapInArrow(ObjectScorer(db_url, cfg.scoring, cfg.detector), scored_struct())
     w = (scored.writeStream.queryName(QUERY_NAME)
          .foreachBatch(sinks.updates_writer(db_url, cfg.scoring.window_seconds))
          .option("checkpointLocation", checkpoint))

@@ -3,12 +3,14 @@ once, and its flat events and quarantine records are stored right where they wer
 the reads move on to the state step (DESIGN.md "Data flow", "Streaming guarantees").
 
 The full events never cross a shuffle and never reach the driver; what moves on is one
-``(oid, read_point, event_time, source)`` row per flat event (:func:`read_struct`).
+``(oid, read_point, event_time, source)`` row per flat event with the event's visit attributes
+(:func:`read_struct`, :func:`read_attributes`).
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 
 from soads import epcis, schema as S
@@ -17,11 +19,47 @@ from soads.storage import event_log, hbase
 logger = logging.getLogger(__name__)
 
 BATCH_ID_PROPERTY = "streaming.sql.batchId"  # Spark's MicroBatchExecution.BATCH_ID_KEY
+# the exceptions of a sensor_reports JSON text: the parser writes it compact, so the pattern
+# is exact; the batch Sequence Extractor applies the same one (soads.sequences)
+_EXCEPTION = re.compile(r'"exception":"([^"]*)"')
+
+
+def sensor_alert(sensor_reports: str | None) -> str | None:
+    """The :data:`soads.schema.SENSOR_ALERT` attribute of an event: the distinct ``exception``
+    values of its sensor reports (JSON text), sorted and comma-joined; None without one.
+
+    >>> sensor_alert('[{"sensorReport":[{"exception":"ERROR_CONDITION"},'
+    ...              '{"exception":"ALARM_CONDITION"},{"type":"Temperature"}]}]')
+    'ALARM_CONDITION,ERROR_CONDITION'
+    >>> sensor_alert(None) is None
+    True
+    """
+    found = sorted(set(_EXCEPTION.findall(sensor_reports))) if sensor_reports else []
+    return ",".join(found) if found else None
+
+
+def read_attributes(event: dict) -> dict:
+    """The visit attributes of a flat event: ``{key: value}`` over
+    :data:`soads.schema.VISIT_ATTRIBUTES`, a null field left out (the batch sequences' rule).
+
+    >>> read_attributes({"biz_step": "packing", "disposition": None, "action": "OBSERVE"})
+    {'biz_step': 'packing', 'action': 'OBSERVE'}
+    """
+    out = {}
+    for key in S.VISIT_ATTRIBUTES:
+        value = (sensor_alert(event.get(S.SENSOR_REPORTS)) if key == S.SENSOR_ALERT
+                 else event.get(key))
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def read_struct():
     """Spark schema of the parse stage's output (:class:`EventStore`): oid, read_point,
-    event_time (timestamp), source -- one row per flat event, what the state step needs."""
+    event_time (timestamp), source, then the visit attributes biz_step, disposition,
+    biz_location, action, sensor_alert (strings, null when absent;
+    :data:`soads.schema.VISIT_ATTRIBUTES`) -- one row per flat event, what the state step
+    needs."""
     from pyspark.sql import types as T
 
     return T.StructType([
@@ -29,7 +67,7 @@ def read_struct():
         T.StructField(S.READ_POINT, T.StringType(), False),
         T.StructField(S.EVENT_TIME, T.TimestampType(), False),
         T.StructField(S.SOURCE, T.StringType(), False),
-    ])
+    ] + [T.StructField(k, T.StringType(), True) for k in S.VISIT_ATTRIBUTES])
 
 
 @dataclass(frozen=True)
@@ -70,7 +108,8 @@ class EventStore:
         schema = pa.schema([pa.field(S.OID, pa.string(), False),
                             pa.field(S.READ_POINT, pa.string(), False),
                             pa.field(S.EVENT_TIME, pa.timestamp("us", tz="UTC"), False),
-                            pa.field(S.SOURCE, pa.string(), False)])
+                            pa.field(S.SOURCE, pa.string(), False)]
+                           + [pa.field(k, pa.string(), True) for k in S.VISIT_ATTRIBUTES])
         parquet_events, parquet_quarantine, producer = [], [], None
         try:
             for batch in batches:
@@ -97,11 +136,15 @@ class EventStore:
                                       value=json.dumps({c: q.get(c) for c in
                                                         S.QUARANTINE_COLUMNS}).encode("utf-8"))
                 if events:
-                    # oid, read_point, event_time, source (one row per flat event)
+                    attrs = [read_attributes(e) for e in events]
+                    # oid, read_point, event_time, source, biz_step, disposition, biz_location,
+                    # action, sensor_alert (one row per flat event)
                     yield pa.RecordBatch.from_arrays(
                         [pa.array([e[S.OID] for e in events], pa.string()),
                          pa.array([e[S.READ_POINT] for e in events], pa.string()), times,
-                         pa.array([e[S.SOURCE] for e in events], pa.string())], schema=schema)
+                         pa.array([e[S.SOURCE] for e in events], pa.string())]
+                        + [pa.array([a.get(k) for a in attrs], pa.string())
+                           for k in S.VISIT_ATTRIBUTES], schema=schema)
             if not on_hbase and (parquet_events or parquet_quarantine):
                 batch_id = ctx.getLocalProperty(BATCH_ID_PROPERTY) if ctx else None
                 if batch_id is None:

@@ -1,10 +1,17 @@
 """Anomaly Evaluator of the event job, on the executors: each object the state step updated is
 scored against the newest mining run's patterns (Smith-Waterman, :mod:`soads.scoring`; DESIGN.md
-"Alignment score"). It writes nothing: the scores travel on the object rows to the relational
-sink (:func:`soads.storage.sinks.write_updates`).
+"Alignment score") and judged by the context detector of the newest model run
+(:mod:`soads.detect.context`; DESIGN.md "Context detector"). It writes nothing: the scores
+travel on the object rows to the relational sink (:func:`soads.storage.sinks.write_updates`).
 
-The executors therefore read the PATTERN TABLE (``storage.db_url`` must be reachable from them,
-as the event log already is).
+The executors therefore read the PATTERN TABLE and the model runs (``storage.db_url`` must be
+reachable from them, as the event log already is).
+
+Context detector: a live object (``closed`` false) is judged with ``closed=False``, so its END
+step is not scored (it may still move on); the final row the state writes when it evicts an
+object is judged with ``closed=True`` (the closed rule, :func:`soads.stream.state.is_closed`).
+Before the first model run the verdict columns are null, as the alignment columns are before
+the first mining run.
 """
 from __future__ import annotations
 
@@ -14,8 +21,9 @@ from typing import Sequence
 
 import sqlalchemy as sa
 
-from soads import schema as S
+from soads import query, schema as S
 from soads import scoring as scorer
+from soads.detect import runs
 from soads.storage import tables
 from soads.stream.state import update_struct
 
@@ -24,8 +32,9 @@ logger = logging.getLogger(__name__)
 
 def scored_struct():
     """:func:`soads.stream.state.update_struct` plus score, raw, pattern (array<string>) and
-    run_id (:data:`soads.schema.SCORED_COLUMNS`): set on object rows by :class:`ObjectScorer`,
-    null elsewhere."""
+    run_id (:data:`soads.schema.SCORED_COLUMNS`), then anomaly, is_anomaly, explanation (JSON
+    text) and model_run_id (:data:`soads.schema.VERDICT_COLUMNS`): set on object rows by
+    :class:`ObjectScorer`, null elsewhere."""
     from pyspark.sql import types as T
 
     return T.StructType(list(update_struct().fields) + [
@@ -33,10 +42,15 @@ def scored_struct():
         T.StructField(S.RAW, T.DoubleType(), True),
         T.StructField(S.PATTERN, T.ArrayType(T.StringType(), True), True),
         T.StructField(S.RUN_ID, T.StringType(), True),
+        T.StructField(S.ANOMALY, T.DoubleType(), True),
+        T.StructField(S.IS_ANOMALY, T.BooleanType(), True),
+        T.StructField(S.EXPLANATION, T.StringType(), True),
+        T.StructField(S.MODEL_RUN_ID, T.StringType(), True),
     ])
 
 
 _WORKER_CACHES: dict = {}  # (db_url, maximal_only) -> PatternCache, per Python worker process
+_WORKER_MODELS: dict = {}  # (db_url, DetectorConf) -> ModelCache, per Python worker process
 
 
 def score_objects(objects: Sequence[tuple], cache: "PatternCache", scoring,
@@ -52,27 +66,46 @@ def score_objects(objects: Sequence[tuple], cache: "PatternCache", scoring,
                 [o[1] for o in objects], scoring))]
 
 
+def judge_objects(objects: Sequence[tuple], models: "ModelCache", refresh: bool = True
+                  ) -> list[tuple]:
+    """``(sequence, attributes, closed)`` -> ``(anomaly, is_anomaly, explanation JSON text,
+    model_run_id)`` by the newest model run of the context detector (all None before the first
+    run). ``refresh=False`` keeps the run the cache last read."""
+    run_id, model = models.newest() if refresh else (models.run_id, models.model)
+    if run_id is None or not objects:
+        return [(None, None, None, None)] * len(objects)
+    verdicts = model.score_many([list(o[0]) for o in objects], [o[1] for o in objects],
+                                [bool(o[2]) for o in objects])
+    return [(*runs.verdict_columns(v), run_id) for v in verdicts]
+
+
 @dataclass(frozen=True)
 class ObjectScorer:
     """``mapInArrow`` stage after the state step: the Anomaly Evaluator on the executors.
 
-    Each updated object's sequence is scored against the newest mining run (read once per task,
-    so a new run is picked up at the next micro-batch without a restart). The scorer and its
-    per-sequence cache (:class:`PatternCache`) live in the Python worker process and outlive the
-    task (Spark reuses workers), so patterns are re-read only when a newer run appears. Scoring
-    here rather than in the driver's transaction runs it in parallel over the partitions, and
-    the driver's part of a micro-batch (which holds up the next one) shrinks to the writes.
-    Replays are harmless: a batch already in the ledger is skipped whatever its scores are.
+    Each updated object's sequence is scored against the newest mining run, and judged with its
+    attributes by the newest model run of the context detector (both read once per task, so a
+    new run is picked up at the next micro-batch without a restart). The scorer, its
+    per-sequence cache (:class:`PatternCache`) and the model (:class:`ModelCache`) live in the
+    Python worker process and outlive the task (Spark reuses workers), so patterns and counts
+    are re-read only when a newer run appears. Scoring here rather than in the driver's
+    transaction runs it in parallel over the partitions, and the driver's part of a micro-batch
+    (which holds up the next one) shrinks to the writes. Replays are harmless: a batch already
+    in the ledger is skipped whatever its scores are.
 
     Parameters
     ----------
     db_url : str
-        Where the PATTERN TABLE is (the executors read it).
+        Where the PATTERN TABLE and the model runs are (the executors read them).
     scoring : soads.config.ScoringConf
+    detector : soads.config.DetectorConf
+        The context detector's scoring settings (min_count, pseudo_count, threshold); the counts
+        are the model run's.
     """
 
     db_url: str
     scoring: object
+    detector: object = None
 
     def __call__(self, batches):
         """Arrow batches of :func:`~soads.stream.state.update_struct` rows -> the same rows
@@ -86,7 +119,12 @@ class ObjectScorer:
         if cache is None:
             cache = _WORKER_CACHES[key] = PatternCache(tables.engine(self.db_url),
                                                        self.scoring.maximal_only)
+        key = (self.db_url, self.detector)
+        models = _WORKER_MODELS.get(key)
+        if models is None:
+            models = _WORKER_MODELS[key] = ModelCache(tables.engine(self.db_url), self.detector)
         schema = to_arrow_schema(scored_struct())
+        added = S.SCORED_COLUMNS + S.VERDICT_COLUMNS
         fresh = True
         for b in batches:
             is_obj = pc.equal(b.column(S.KIND), S.KIND_OBJECT).to_pylist()
@@ -94,17 +132,50 @@ class ObjectScorer:
             scores = [None] * b.num_rows
             if rows:
                 if fresh:
-                    cache.newest()  # once per task: this micro-batch's newest run
+                    # once per task: this micro-batch's newest runs
+                    cache.newest()
+                    models.newest()
                     fresh = False
                 oids = b.column(S.OID).to_pylist()
                 seqs = b.column(S.SEQUENCE).to_pylist()
-                for i, got in zip(rows, score_objects(
-                        [(oids[i], seqs[i], None) for i in rows], cache, self.scoring,
-                        refresh=False)):
-                    scores[i] = got[3:]
+                attrs = b.column(S.ATTRIBUTES).to_pylist()
+                closed = b.column(S.CLOSED).to_pylist()
+                aligned = score_objects([(oids[i], seqs[i], None) for i in rows], cache,
+                                        self.scoring, refresh=False)
+                judged = judge_objects(
+                    [(seqs[i], [dict(m) for m in attrs[i]] if attrs[i] is not None else None,
+                      closed[i]) for i in rows], models, refresh=False)
+                for i, got, verdict in zip(rows, aligned, judged):
+                    scores[i] = got[3:] + verdict
             extra = [pa.array([x[j] if x else None for x in scores], schema.field(c).type)
-                     for j, c in enumerate(S.SCORED_COLUMNS)]
+                     for j, c in enumerate(added)]
             yield pa.RecordBatch.from_arrays(b.columns + extra, schema=schema)
+
+
+class ModelCache:
+    """The newest model run of the context detector (:func:`soads.query.newest_detector_run`),
+    its counts re-read only when a newer run appears (picked up at the next micro-batch,
+    without a restart, as :class:`PatternCache` picks up a mining run).
+
+    The model scores a micro-batch's objects in one vectorised call; it needs no per-sequence
+    memory: a verdict depends on the attributes and on ``closed`` as well as the path, and the
+    core judges ~10^5 steps a second.
+    """
+
+    def __init__(self, db_url: str | sa.Engine, conf=None):
+        self.db_url, self.conf = db_url, conf
+        self.run_id, self.model = None, None
+
+    def newest(self):
+        """``(run_id, ContextModel)`` of the newest model run, ``(None, None)`` before any."""
+        run = query.newest_detector_run(self.db_url)
+        if run is None:
+            self.run_id, self.model = None, None
+        elif run[S.RUN_ID] != self.run_id:
+            self.model = query.detector_model(self.db_url, run[S.RUN_ID], self.conf)
+            self.run_id = run[S.RUN_ID]
+            logger.info("context detector: model run %s", self.run_id)
+        return self.run_id, self.model
 
 
 class PatternCache:

@@ -39,7 +39,7 @@ from typing import Iterable
 
 from soads import schema as S
 from soads.dependencies import LastRead, advance
-from soads.sequences import arrival_key, dedup_dwell
+from soads.sequences import arrival_key
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,21 @@ logger = logging.getLogger(__name__)
 # -- pure core: the per-oid step -------------------------------------------------------------
 
 
+NO_ATTRIBUTES: dict = {}
+
+
 @dataclass(frozen=True)
 class ObjectState:
-    """Per-oid state: the last accepted read, the session's visits and the relations whose
-    support this session already counted (both bounded by ``max_visits``)."""
+    """Per-oid state: the last accepted read, the session's visits, the relations whose
+    support this session already counted, and per visit the attributes of its first read
+    (``{key: value}`` with the keys of :data:`soads.schema.VISIT_ATTRIBUTES`, a null field left
+    out: the batch sequences' rule, :func:`soads.sequences.extract_sequences`). Visits and
+    attributes are bounded by ``max_visits`` (the newest kept)."""
 
     last: LastRead
     visits: tuple[str, ...]
     seen: frozenset
+    attributes: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -68,13 +75,15 @@ class StepOut:
     changed: bool = False
 
 
-def step(state: ObjectState | None, reads: Iterable[tuple[str, int, str]], watermark_us: int,
+def step(state: ObjectState | None, reads: Iterable[tuple], watermark_us: int,
          dwell_seconds: float, idle_seconds: float, max_visits: int = 1000
          ) -> tuple[ObjectState | None, StepOut]:
-    """One micro-batch of one object: new reads ``(read_point, time_us, source)``, any order.
+    """One micro-batch of one object: new reads ``(read_point, time_us, source[,
+    attributes])``, any order (``attributes``: the read's ``{key: value}``, default none).
 
     Applies the late/out-of-order policy of the module docstring; the dwell de-duplication
-    and the relations come from :func:`soads.dependencies.advance`.
+    and the relations come from :func:`soads.dependencies.advance`. A new visit keeps the
+    attributes of its first read; a repeat within the dwell window changes nothing.
 
     Examples
     --------
@@ -84,59 +93,91 @@ def step(state: ObjectState | None, reads: Iterable[tuple[str, int, str]], water
     >>> st, out = step(st, [("A", 10_000_000, "t/0/3"), ("C", 90_000_000, "t/0/4")], 0, 60, 3600)
     >>> st.visits, out.relations, [r[2] for r in out.late]
     (('A', 'B', 'C'), (('B', 'C'),), ['t/0/3'])
+    >>> st, _ = step(None, [("A", 0, "f:1", {"biz_step": "x"}), ("A", 10**6, "f:2", {}),
+    ...                     ("B", 10**8, "f:3", {"biz_step": "y"})], 0, 60, 3600)
+    >>> st.attributes
+    ({'biz_step': 'x'}, {'biz_step': 'y'})
     """
     idle_us = int(idle_seconds * 1e6)
     prev_time = state.last.time_us if state is not None else None
     rels, support, late = [], [], []
     changed = False
-    for rp, t, src in sorted(reads, key=lambda r: (r[1], arrival_key(r[2]))):
+    for r in sorted(reads, key=lambda r: (r[1], arrival_key(r[2]))):
+        rp, t, src = r[0], r[1], r[2]
+        attrs = r[3] if len(r) > 3 and r[3] is not None else NO_ATTRIBUTES
         if t < watermark_us or (prev_time is not None and t <= prev_time):
             late.append((rp, t, src))
             continue
         changed = True
         if state is None or t - state.last.time_us > idle_us:
             # a new session: no relation across the gap, support counts again
-            state = ObjectState(LastRead(rp, t), (rp,), frozenset())
+            state = ObjectState(LastRead(rp, t), (rp,), frozenset(), (dict(attrs),))
             continue
         last, found = advance(state.last, [(rp, t)], dwell_seconds)
-        visits, seen = state.visits, state.seen
+        visits, seen, attributes = state.visits, state.seen, state.attributes
         for rel in found:
             rels.append(rel)
             visits = (visits + (rel[1],))[-max_visits:]
+            attributes = (attributes + (dict(attrs),))[-max_visits:]
             if rel not in seen:
                 support.append(rel)
                 seen = seen | {rel}
-        state = ObjectState(last, visits, seen)
+        state = ObjectState(last, visits, seen, attributes)
     return state, StepOut(tuple(rels), tuple(support), tuple(late), changed)
 
 
+def is_closed(last_us: int, horizon_us: int, idle_seconds: float) -> bool:
+    """The closed rule, batch and stream alike: an object is finished once the horizon (the
+    stream: the event-time watermark; a batch recomputation: the horizon it is given) is more
+    than ``idle_seconds`` past its last read. Its END step is then scored.
+
+    >>> is_closed(0, 3_600_000_000, 3600), is_closed(0, 3_600_000_001, 3600)
+    (False, True)
+    """
+    return horizon_us > last_us + int(idle_seconds * 1e6)
+
+
 def should_evict(state: ObjectState, watermark_us: int, idle_seconds: float) -> bool:
-    """True once the watermark is more than ``idle_seconds`` past the object's last read.
+    """True once the watermark is more than ``idle_seconds`` past the object's last read
+    (:func:`is_closed`): the state goes, and the object's final row is written closed.
 
     >>> should_evict(ObjectState(LastRead("A", 0), ("A",), frozenset()), 3_601_000_000, 3600)
     True
     """
-    return watermark_us > state.last.time_us + int(idle_seconds * 1e6)
+    return is_closed(state.last.time_us, watermark_us, idle_seconds)
 
 
-def recompute_sequences(reads: Iterable[tuple[str, str, int, str]], dwell_seconds: float,
-                        idle_seconds: float) -> dict[str, list[list[str]]]:
-    """The batch recomputation of the policy: ``(oid, read_point, time_us, source)`` reads
-    (the event log minus the late events) -> ``{oid: [session sequence, ...]}``.
+@dataclass(frozen=True)
+class Session:
+    """One session of an object as the batch recomputation sees it: its visits, each visit's
+    attributes (those of its first read) and the time of its last read (µs)."""
+
+    sequence: list
+    attributes: list
+    last_us: int
+
+
+def recompute_sessions(reads: Iterable[tuple], dwell_seconds: float, idle_seconds: float
+                       ) -> dict[str, list[Session]]:
+    """The batch recomputation of the policy: ``(oid, read_point, time_us, source[,
+    attributes])`` reads (the event log minus the late events) -> ``{oid: [Session, ...]}``.
 
     Examples
     --------
-    >>> recompute_sequences([("o", "A", 0, "f:1"), ("o", "B", 10**6, "f:2"),
-    ...                      ("o", "C", 10**10, "f:3")], 60, 3600)
-    {'o': [['A', 'B'], ['C']]}
+    >>> got = recompute_sessions([("o", "A", 0, "f:1", {"action": "ADD"}),
+    ...                           ("o", "A", 10**6, "f:2", {"action": "OBSERVE"}),
+    ...                           ("o", "C", 10**10, "f:3")], 60, 3600)
+    >>> [(s.sequence, s.attributes, s.last_us) for s in got["o"]]
+    [(['A'], [{'action': 'ADD'}], 1000000), (['C'], [{}], 10000000000)]
     """
     by_oid: dict[str, list] = {}
-    for oid, rp, t, src in reads:
-        by_oid.setdefault(oid, []).append((t, arrival_key(src), rp))
+    for r in reads:
+        attrs = r[4] if len(r) > 4 and r[4] is not None else NO_ATTRIBUTES
+        by_oid.setdefault(r[0], []).append((r[2], arrival_key(r[3]), r[1], attrs))
     out = {}
     idle_us = int(idle_seconds * 1e6)
     for oid, rs in by_oid.items():
-        rs.sort()
+        rs.sort(key=lambda r: (r[0], r[1]))
         sessions, cur = [], [rs[0]]
         for prev, r in zip(rs, rs[1:]):
             if r[0] - prev[0] > idle_us:
@@ -144,9 +185,28 @@ def recompute_sequences(reads: Iterable[tuple[str, str, int, str]], dwell_second
                 cur = []
             cur.append(r)
         sessions.append(cur)
-        out[oid] = [dedup_dwell([r[2] for r in s], [r[0] / 1e6 for r in s], dwell_seconds)
-                    for s in sessions]
+        out[oid] = []
+        for s in sessions:
+            # soads.sequences.dedup_dwell, keeping each visit's first read
+            keep = [i for i in range(len(s)) if i == 0 or not (
+                s[i][2] == s[i - 1][2] and s[i][0] / 1e6 - s[i - 1][0] / 1e6 <= dwell_seconds)]
+            out[oid].append(Session([s[i][2] for i in keep], [dict(s[i][3]) for i in keep],
+                                    s[-1][0]))
     return out
+
+
+def recompute_sequences(reads: Iterable[tuple], dwell_seconds: float,
+                        idle_seconds: float) -> dict[str, list[list[str]]]:
+    """:func:`recompute_sessions`' sequences only: ``{oid: [session sequence, ...]}``.
+
+    Examples
+    --------
+    >>> recompute_sequences([("o", "A", 0, "f:1"), ("o", "B", 10**6, "f:2"),
+    ...                      ("o", "C", 10**10, "f:3")], 60, 3600)
+    {'o': [['A', 'B'], ['C']]}
+    """
+    return {oid: [s.sequence for s in ss]
+            for oid, ss in recompute_sessions(reads, dwell_seconds, idle_seconds).items()}
 
 
 # -- Spark: the state step (JVM flatMapGroupsWithState, or Python applyInPandasWithState) ----
@@ -154,16 +214,18 @@ def recompute_sequences(reads: Iterable[tuple[str, str, int, str]], dwell_second
 OPERATORS = ("jvm", "python")
 # what a checkpoint's state holds per operator (soads.stream.checkpoint refuses another): the
 # operator and its state layout (the JVM operator's ObjectState.FORMAT and its (hash, oid) key
-# since format 2; the Python one stores _encode's tuple)
-STATE_FORMATS = {"jvm": "jvm state-format-2", "python": "python"}
+# since format 2; the Python one stores _encode's tuple; both keep the visits' attributes
+# since format 2; the visits' attributes since jvm format 3 / python format 2)
+STATE_FORMATS = {"jvm": "jvm state-format-3", "python": "python state-format-2"}
 _WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.delayKey
 _NEVER_LATE = "2200-01-01 00:00:00"  # within pandas' nanosecond range
 
 
 def update_struct():
     """Schema of :func:`object_updates` rows: kind, oid, a, b, freq, support, read_point,
-    time_us, source, sequence array<string>, last_us (times in µs since the epoch, UTC).
-    The same as ``RelationUpdater.OUTPUT`` in soads/java/RelationUpdater.java."""
+    time_us, source, sequence array<string>, last_us, attributes array<map<string, string>>
+    (one map per visit), closed (times in µs since the epoch, UTC). The same as
+    ``RelationUpdater.OUTPUT`` in soads/java/RelationUpdater.java."""
     from pyspark.sql import types as T
 
     return T.StructType([
@@ -178,6 +240,9 @@ def update_struct():
         T.StructField(S.SOURCE, T.StringType(), True),
         T.StructField(S.SEQUENCE, T.ArrayType(T.StringType(), True), True),
         T.StructField(S.LAST_US, T.LongType(), True),
+        T.StructField(S.ATTRIBUTES, T.ArrayType(
+            T.MapType(T.StringType(), T.StringType(), True), True), True),
+        T.StructField(S.CLOSED, T.BooleanType(), True),
     ])
 
 
@@ -189,22 +254,26 @@ def _state_struct():
         T.StructField(S.TIME_US, T.LongType(), False),
         T.StructField(S.SEQUENCE, T.StringType(), False),   # JSON list of visits
         T.StructField(S.SEEN, T.StringType(), False),       # JSON list of [a, b]
+        T.StructField(S.ATTRIBUTES, T.StringType(), False),  # JSON list of {key: value}
     ])
 
 
 def _encode(st: ObjectState) -> tuple:
     return (st.last.read_point, st.last.time_us, json.dumps(list(st.visits)),
-            json.dumps(sorted(list(r) for r in st.seen)))
+            json.dumps(sorted(list(r) for r in st.seen)), json.dumps(list(st.attributes)))
 
 
 def _decode(row: tuple) -> ObjectState:
-    rp, t, visits, seen = row
+    rp, t, visits, seen, attributes = row
     return ObjectState(LastRead(rp, int(t)), tuple(json.loads(visits)),
-                       frozenset(tuple(r) for r in json.loads(seen)))
+                       frozenset(tuple(r) for r in json.loads(seen)),
+                       tuple(json.loads(attributes)))
 
 
-def _update_frame(oid: str, st: ObjectState | None, out: StepOut):
-    """pandas rows of :func:`update_struct` for one object's step.
+def _update_frame(oid: str, st: ObjectState | None, out: StepOut, closed: bool = False):
+    """pandas rows of :func:`update_struct` for one object's step; ``closed``: the state
+    evicts the object, whose final (closed) object row is written even if the step changed
+    nothing.
 
     Built column by column from plain lists (typed once): this runs once per updated object
     per micro-batch, and a row-dict DataFrame cost ~2 ms here.
@@ -217,7 +286,7 @@ def _update_frame(oid: str, st: ObjectState | None, out: StepOut):
     support = set(out.new_support)
     rels = sorted(freq.items())
     late = out.late
-    obj = 1 if (out.changed and st is not None) else 0
+    obj = 1 if ((out.changed or closed) and st is not None) else 0
     n_rel, n_late = len(rels), len(late)
     pad_rel, pad_late, pad_obj = [None] * n_rel, [None] * n_late, [None] * obj
     return pd.DataFrame({
@@ -235,6 +304,9 @@ def _update_frame(oid: str, st: ObjectState | None, out: StepOut):
                               dtype=object),
         S.LAST_US: pd.array(pad_rel + pad_late + ([int(st.last.time_us)] if obj else []),
                           dtype="Int64"),
+        S.ATTRIBUTES: pd.Series(pad_rel + pad_late + ([list(st.attributes)] if obj else []),
+                                dtype=object),
+        S.CLOSED: pd.array(pad_rel + pad_late + ([closed] if obj else []), dtype="boolean"),
     })  # columns in update_struct() order
 
 
@@ -250,23 +322,30 @@ def _python_updates(reads, dwell_seconds: float, idle_seconds: float, max_visits
         oid = key[0]
         watermark_us = state.getCurrentWatermarkMs() * 1000
         if state.hasTimedOut:
-            # the watermark passed last read + idle_seconds: the object is finished (its score
-            # is already stored); a later read of it is late or starts a new session
+            # the watermark passed last read + idle_seconds: the object is finished; its final
+            # row is scored closed (its END step counts); a later read of it is late or
+            # starts a new session
+            final = _decode(state.get)
             state.remove()
+            yield _update_frame(oid, final, StepOut(), closed=True)
             return
         current = _decode(state.get) if state.exists else None
         batch = []
         for pdf in frames:
+            attrs = [pdf[k].tolist() for k in S.VISIT_ATTRIBUTES]
             batch.extend(zip(pdf[S.READ_POINT].tolist(), pdf[S.TIME_US].tolist(),
-                             pdf[S.SOURCE].tolist()))
+                             pdf[S.SOURCE].tolist(),
+                             ({k: v for k, v in zip(S.VISIT_ATTRIBUTES, vs) if isinstance(v, str)}
+                              for vs in zip(*attrs))))
         new, out = step(current, batch, watermark_us, dwell_seconds, idle_seconds, max_visits)
-        if new is None or should_evict(new, watermark_us, idle_seconds):
+        evicted = new is not None and should_evict(new, watermark_us, idle_seconds)
+        if new is None or evicted:
             if state.exists:
                 state.remove()
         else:
             state.update(_encode(new))
             state.setTimeoutTimestamp(-(-(new.last.time_us + idle_us) // 1000))
-        yield _update_frame(oid, new, out)
+        yield _update_frame(oid, new, out, closed=evicted)
 
     return reads.groupBy(F.col(S.OID)).applyInPandasWithState(
         run, update_struct(), _state_struct(), "append", GroupStateTimeout.EventTimeTimeout)
@@ -279,7 +358,8 @@ def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_
     Parameters
     ----------
     events : DataFrame (streaming)
-        At least ``oid, read_point, event_time, source``.
+        At least ``oid, read_point, event_time, source`` and the string columns of
+        :data:`soads.schema.VISIT_ATTRIBUTES` (null where a read has no such field).
     dwell_seconds, idle_seconds, watermark_seconds, max_visits
         The policy of the module docstring.
     operator : {"jvm", "python"}
@@ -294,7 +374,9 @@ def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_
         :func:`update_struct`: ``relation`` rows: an object's new (a, b) occurrences in this
         micro-batch (``freq``) and 1 in ``support`` when (a, b) is new to its session; ``late``
         rows: oid, read_point, time_us, source of a late event; ``object`` rows: an updated
-        object's session sequence and last_us.
+        object's session sequence, last_us, attributes (per visit, those of its first read)
+        and closed = False, or, when the state evicts an object (the watermark passed its
+        last read + ``idle_seconds``), its final row with closed = True.
     """
     from pyspark.sql import functions as F
 
@@ -312,8 +394,10 @@ def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_
         S.OID, S.READ_POINT, F.unix_micros(S.EVENT_TIME).alias(S.TIME_US), S.SOURCE,
         F.lit(_NEVER_LATE).cast("timestamp").alias(
             S.NEVER_LATE, metadata={_WATERMARK_DELAY_KEY: delay_ms}),
+        *S.VISIT_ATTRIBUTES,
     )
-    # oid, read_point, time_us, source, _never_late (one row per new flat event)
+    # oid, read_point, time_us, source, _never_late, biz_step, disposition, biz_location,
+    # action, sensor_alert (one row per new flat event)
     if operator == "python":
         return _python_updates(reads, dwell_seconds, idle_seconds, max_visits)
     from pyspark.sql import DataFrame
@@ -322,7 +406,7 @@ def object_updates(events, dwell_seconds: float, idle_seconds: float, watermark_
     try:
         updater = spark._jvm.soads.jvm.RelationUpdater
         jdf = updater.apply(reads._jdf, float(dwell_seconds), float(idle_seconds),
-                            int(max_visits))
+                            int(max_visits), ",".join(S.VISIT_ATTRIBUTES))
     except Exception as e:  # py4j: class not on the class path
         if "RelationUpdater" in str(e) or "JavaPackage" in str(e):
             raise RuntimeError(
