@@ -2,7 +2,10 @@
 job killed (SIGKILL) three times in the middle of a micro-batch and restarted on the same
 checkpoint. Each kill waits for the run to commit a micro-batch of its own (progress between
 kills) and then for the next one to be in flight (its offsets written, its commit not), so the
-restart must replay a batch whose writes may have partly landed.
+restart must replay a batch whose writes may have partly landed. The tables must then equal a
+batch recomputation of the event log: relation counts, alignment scores and windows, and the
+context detector's verdicts (the core on the same sequences, per-visit attributes and closed
+flags, against the model run stored before the job started).
 
 Start the services first: ``make up`` (or ``python -m soads.services up``). Under ``CI=true`` a
 missing service fails the test; elsewhere it skips with the reason.
@@ -21,10 +24,13 @@ from soads import epcis, schema as S
 from soads.config import ScoringConf
 from soads.dependencies import relation_counts
 from soads.scoring import score_batch
+from soads.detect.context import ContextModel
 from soads.simulator.generate import iter_documents, iter_sequences
-from soads.stream.state import recompute_sequences
+from soads.stream.parse_stage import read_attributes
+from soads.stream.state import recompute_sequences, recompute_sessions
 import streamtools as st
-from streamtools import MAX_BYTES, assert_windows_recompute, committed
+from streamtools import (MAX_BYTES, add_model_run, assert_verdicts_recompute,
+                         assert_windows_recompute, committed, ledger_watermark_us)
 
 N_OBJECTS, SEED = 300, 11
 KILLS = 3  # kills that must land mid-micro-batch
@@ -113,6 +119,20 @@ def _kill_mid_batch(proc, ck, log_path):
     return committed(ck, "events"), landed
 
 
+def _model():
+    """The context detector fitted on the simulated log's objects (their sessions, with the
+    attributes of each visit's first read), all finished."""
+    from soads.storage import hbase
+
+    events = []
+    for i, (_, data) in enumerate(iter_documents(N_OBJECTS, seed=SEED, events_per_file=25)):
+        events += epcis.parse_document(data, f"fit/0/{i}", MAX_BYTES)[0]
+    sessions = recompute_sessions(
+        [(e[S.OID], e[S.READ_POINT], hbase.to_micros(e[S.EVENT_TIME]), e[S.SOURCE],
+          read_attributes(e)) for e in events], 60.0, 3600.0)
+    return ContextModel.fit((s.sequence, s.attributes) for ss in sessions.values() for s in ss)
+
+
 def test_offsets_match_with_a_delimiter():
     assert st.from_offset("t/0/1", "t", 1) and st.from_offset("t/0/1:5", "t", 1)
     assert st.from_offset("t/0/1#0", "t", 1)
@@ -145,6 +165,9 @@ def test_killed_and_restarted_job_ends_exactly_as_the_batch_recomputation(conf, 
              S.MAXIMAL: True} for k, (p, n) in enumerate(zip(patterns, common.values()))])
         tables.write_rows(db_url, "mining_run", [{S.RUN_ID: "run-1", S.ALGORITHM: "test",
                                                   S.CREATED_AT: dt.datetime(2024, 1, 1)}])
+        # a context detector model run, fitted on the same simulated log (finished objects)
+        model = _model()
+        add_model_run(db_url, "ctx-1", model, dt.datetime(2024, 1, 1))
         published, bad_offsets = _publish(bootstrap, topic)
         end = published[-1][0] + 1
 
@@ -164,6 +187,13 @@ def test_killed_and_restarted_job_ends_exactly_as_the_batch_recomputation(conf, 
                 assert proc.poll() is None, log_path.read_text()[-3000:]
                 assert time.monotonic() < deadline, f"not done: {kills}"
                 time.sleep(1)
+            # then the micro-batch Spark runs without new data once the watermark moved: it
+            # evicts the objects idle since (their final rows, closed)
+            at_end = max(st.batch_ids(ck, "events", "commits"))
+            while max(st.batch_ids(ck, "events", "commits")) <= at_end:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"no batch after the end: {kills}"
+                time.sleep(0.5)
             st.kill(proc, signal.SIGTERM)
         # every run committed progress of its own before its kill, and every kill hit a job
         # that had not yet finished the topic
@@ -225,6 +255,17 @@ def test_killed_and_restarted_job_ends_exactly_as_the_batch_recomputation(conf, 
         assert sum(w[S.N_OBJECTS] for w in windows) == len(scores)
         # the windows, maintained incrementally across the kills, equal a recomputation
         assert_windows_recompute(windows, scores, rel=1e-9)
+
+        # verdicts == the core on the same sessions and attributes, closed by the closed rule
+        # at the stream's last watermark (the log spans hours: by the batch after the end most
+        # objects were evicted and their final rows written closed; the rest are live)
+        with_attributes = recompute_sessions(
+            [k + (read_attributes(e),) for k, e in zip(kept, stored.values())], 60.0, 3600.0)
+        closed = assert_verdicts_recompute(scores, with_attributes, {"ctx-1": model},
+                                           ledger_watermark_us(ck + "/events", db_url))
+        n_closed = sum(closed.values())
+        assert 0 < n_closed < len(closed), n_closed
+        assert {r[S.MODEL_RUN_ID] for r in scores.values()} == {"ctx-1"}
     finally:
         if proc is not None and proc.poll() is None:
             st.kill(proc, signal.SIGKILL)
