@@ -411,8 +411,8 @@ class ContextModel:
             vals = arr[pos]
             ex, pr, expd, order = ctl.score([arr[pos - 1 - j] for j in range(K)], vals, m, a)
             parts.append((obj, step, ex, pr, expd, order, None, vals))
-        # attributes: one row per (step, attribute)
-        rows_by_feature: dict[str, list] = {}
+        # attributes: one row per (step, attribute), gathered per attribute in parallel lists
+        by_feature: dict[str, tuple[list, list, list, list, list]] = {}
         for o, (seq, attrs) in enumerate(zip(sequences, attributes)):
             if not attrs:
                 continue
@@ -420,37 +420,48 @@ class ContextModel:
             for i, (x, d) in enumerate(zip(seq, attrs)):
                 code = rp.get(x, unknown)
                 for key, value in d.items():
-                    rows_by_feature.setdefault(key, []).append((o, i, code, prev, value))
+                    cols = by_feature.get(key)
+                    if cols is None:
+                        cols = by_feature[key] = ([], [], [], [], [])
+                    cols[0].append(o)
+                    cols[1].append(i)
+                    cols[2].append(code)
+                    cols[3].append(prev)
+                    cols[4].append(value)
                 prev = code
-        for key, items in rows_by_feature.items():
+        for key, (o_l, i_l, c_l, p_l, v_l) in by_feature.items():
             table = self.tables_.get(key)
             if table is None:  # skipped as unique, or an attribute the model never saw
                 continue
-            arr = np.array([(o, i, c, p) for o, i, c, p, _ in items], dtype=np.int64)
             unseen = len(table.val_vocab) + 1
-            v = np.array([table.val_vocab.get(val, unseen) for *_, val in items], dtype=np.int64)
-            cols = [arr[:, 2], arr[:, 3]][:self.conf.attribute_context]
-            ex, pr, expd, order = table.score(cols, v, m, a)
-            parts.append((arr[:, 0], arr[:, 1], ex, pr, expd, order, key,
-                          [val for *_, val in items]))
-        return self._verdicts(n_obj, parts, sequences, closed)
+            get = table.val_vocab.get
+            v = np.array([get(val, unseen) for val in v_l], dtype=np.int64)
+            cols = [np.array(c_l, dtype=np.int64), np.array(p_l, dtype=np.int64)]
+            ex, pr, expd, order = table.score(cols[:self.conf.attribute_context], v, m, a)
+            parts.append((np.array(o_l, dtype=np.int64), np.array(i_l, dtype=np.int64),
+                          ex, pr, expd, order, key, v_l))
+        return self._verdicts(n_obj, parts, sequences)
 
-    def _verdicts(self, n_obj, parts, sequences, closed) -> list[Verdict]:
+    def _verdicts(self, n_obj, parts, sequences) -> list[Verdict]:
+        # each object's first worst step: highest excess, then control flow before attributes
+        # (part order), then the earliest step, as in slow_score
         best = np.zeros(n_obj)
-        where = [None] * n_obj
-        for pi, (obj, step, ex, *_rest) in enumerate(parts):
-            # each object's first worst step in this part; earlier parts (control flow first)
-            # win ties, as in slow_score
-            order = np.lexsort((step, -ex, obj))
+        where: list = [None] * n_obj
+        if parts:
+            obj = np.concatenate([p[0] for p in parts])
+            ex = np.concatenate([p[2] for p in parts])
+            part = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
+            step = np.concatenate([p[1] for p in parts])
+            idx = np.concatenate([np.arange(len(p[0])) for p in parts])
+            order = np.lexsort((step, part, -ex, obj))
             first = order[np.r_[True, obj[order][1:] != obj[order][:-1]]] if len(order) else order
-            for idx in first:
-                o = obj[idx]
-                if ex[idx] > best[o]:
-                    best[o] = ex[idx]
-                    where[o] = (pi, step[idx], idx)
+            first = first[ex[first] > 0.0]
+            best[obj[first]] = ex[first]
+            for f in first:
+                where[int(obj[f])] = (int(part[f]), int(step[f]), int(idx[f]))
         out = []
         for o in range(n_obj):
-            if where[o] is None or best[o] <= 0.0:
+            if where[o] is None:
                 out.append(Verdict(0.0, False, None))
                 continue
             pi, step, idx = where[o]
