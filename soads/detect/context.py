@@ -118,6 +118,98 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
     [('', 0, (), None, 1), ('', 0, (), 'a', 1), ('', 0, (), 'b', 1), ('', 1, (None,), 'a', 1), ('', 1, ('a',), 'b', 1), ('', 1, ('b',), None, 1)]
     """
     k_ctl, k_att = conf.max_context, conf.attribute_context
+    # one pass over the cases: read points to codes (1..V; 0 is START/END), each object a block
+    # [K START pads, its codes, END?] of one flat list, attributes gathered per attribute
+    rp_index: dict[str, int] = {}
+    names: list = [None]
+    flat: list[int] = []
+    starts, n_targets = [], []
+    pad = [_BOUNDARY] * k_ctl
+    by_feature: dict[str, tuple[list, list, list]] = {}
+    for case in cases:
+        sequence, attributes = case[0], case[1]
+        closed = case[2] if len(case) > 2 else True
+        _check_case(sequence, attributes)
+        codes = []
+        for x in sequence:
+            c = rp_index.get(x)
+            if c is None:
+                c = rp_index[x] = len(names)
+                names.append(x)
+            codes.append(c)
+        starts.append(len(flat) + k_ctl)
+        flat.extend(pad)
+        flat.extend(codes)
+        if closed:
+            flat.append(_BOUNDARY)
+        n_targets.append(len(codes) + bool(closed))
+        if attributes:
+            prev = _BOUNDARY
+            for c, d in zip(codes, attributes):
+                for key, value in d.items():
+                    cols = by_feature.get(key)
+                    if cols is None:
+                        cols = by_feature[key] = ([], [], [])
+                    cols[0].append(c)
+                    cols[1].append(prev)
+                    cols[2].append(value)
+                prev = c
+    rows: list[tuple] = []
+    n_t = np.array(n_targets, dtype=np.int64)
+    if n_t.sum():
+        arr = np.array(flat, dtype=np.int64)
+        pos = (np.repeat(np.array(starts, dtype=np.int64), n_t) + np.arange(int(n_t.sum()))
+               - np.repeat(np.cumsum(n_t) - n_t, n_t))
+        ctx = [arr[pos - 1 - j] for j in range(k_ctl)]
+        rows += _distinct_rows(CONTROL, ctx, arr[pos], names, names)
+    if skipped is None:
+        skipped = [key for key, (_, _, values) in by_feature.items()
+                   if len(set(values)) > conf.unique_ratio * len(values)]
+    drop = set(skipped)
+    for key, (rp_codes, prev_codes, values) in by_feature.items():
+        if key in drop:
+            continue
+        vocab: dict = {}
+        v_names: list = [None]
+        v_codes = []
+        for v in values:
+            c = vocab.get(v)
+            if c is None:
+                c = vocab[v] = len(v_names)
+                v_names.append(v)
+            v_codes.append(c)
+        ctx = [np.array(rp_codes, dtype=np.int64), np.array(prev_codes, dtype=np.int64)][:k_att]
+        rows += _distinct_rows(key, ctx, np.array(v_codes, dtype=np.int64), names, v_names)
+    return rows, tuple(sorted(drop))
+
+
+def _distinct_rows(feature: str, ctx: list[np.ndarray], values: np.ndarray, ctx_names: list,
+                   value_names: list) -> list[tuple]:
+    """Rows ``(feature, order, context, value, count)`` of every order 0..len(ctx) from coded
+    positions (context columns nearest first; code 0 is START in a context, END as a value)."""
+    out = []
+    for order in range(len(ctx) + 1):
+        cols = [values] + ctx[:order]
+        idx = np.lexsort(cols[::-1])
+        sorted_cols = [c[idx] for c in cols]
+        change = np.zeros(len(idx), dtype=bool)
+        if len(idx):
+            change[0] = True
+        for c in sorted_cols:
+            change[1:] |= c[1:] != c[:-1]
+        first = np.flatnonzero(change)
+        counts = np.diff(np.r_[first, len(idx)])
+        firsts = [c[first].tolist() for c in sorted_cols]
+        for j, n in enumerate(counts.tolist()):
+            out.append((feature, order, tuple(ctx_names[firsts[1 + i][j]] for i in range(order)),
+                        value_names[firsts[0][j]], n))
+    return out
+
+
+def count_rows_slow(cases: Iterable, conf: DetectorConf = DetectorConf(),
+                    skipped: Sequence[str] | None = None) -> tuple[list[tuple], tuple[str, ...]]:
+    """:func:`count_rows`, step by step with a Counter: the oracle the tests hold it to."""
+    k_ctl, k_att = conf.max_context, conf.attribute_context
 
     def positions():
         for case in cases:
