@@ -157,9 +157,10 @@ class ModelCache:
     its counts re-read only when a newer run appears (picked up at the next micro-batch,
     without a restart, as :class:`PatternCache` picks up a mining run).
 
-    The model scores a micro-batch's objects in one vectorised call; it needs no per-sequence
-    memory: a verdict depends on the attributes and on ``closed`` as well as the path, and the
-    core judges ~10^5 steps a second.
+    The model judges a task's objects in one vectorised call and keeps no per-sequence memory
+    (a verdict depends on the attributes and on ``closed`` as well as on the path). The model is
+    :func:`soads.query.detector_model`'s, the same the batch scoring reads, so both judge an
+    object alike.
     """
 
     def __init__(self, db_url: str | sa.Engine, conf=None):
