@@ -24,11 +24,15 @@ object's state is evicted once the watermark is more than ``idle_seconds`` past 
 (an event-time timeout), so state stays bounded by the objects read within
 ``idle_seconds + watermark_seconds`` of the newest event time; a read arriving
 after the eviction is either late (below the watermark) or more than ``idle_seconds`` after the
-last read, so eviction never changes a result. The batch recomputation
-(:func:`recompute_sequences`) applies the same policy: the event log minus the ``late_event``
-rows, per oid in ``(event_time, arrival)`` order, cut at gaps of more than ``idle_seconds``,
-de-duplicated within the dwell window; its relation counts equal the table, and scoring each
-object's last session equals ``object_score``.
+last read, so eviction never changes a result. Eviction writes the object's final row,
+``closed`` (the closed rule, :func:`is_closed`: its END step is then judged); every other
+object row is live (``closed`` false). Each visit keeps the attributes of its first read
+(:data:`soads.schema.VISIT_ATTRIBUTES`, a null field left out), as the batch sequences do.
+The batch recomputation (:func:`recompute_sessions`) applies the same policy: the event log
+minus the ``late_event`` rows, per oid in ``(event_time, arrival)`` order, cut at gaps of more
+than ``idle_seconds``, de-duplicated within the dwell window; its relation counts equal the
+table, and scoring each object's last session equals ``object_score`` (verdicts: closed by
+:func:`is_closed` at the stream's last watermark).
 """
 from __future__ import annotations
 
