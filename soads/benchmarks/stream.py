@@ -87,9 +87,11 @@ def _drop(conf, p: dict) -> None:
         conn.close()
 
 
-def _mining_run(spark, workdir: str, n_objects: int = 2000) -> tuple[list[dict], dict]:
+def _mining_run(spark, workdir: str, n_objects: int = 2000) -> tuple[list[dict], dict, tuple]:
     """The batch miner on a simulated log (Parquet + SQLite in ``workdir``): pattern and
-    mining_run rows to copy into the benchmark's MySQL."""
+    mining_run rows to copy into the benchmark's MySQL, and the context detector's model run
+    the batch job fitted beside them (``(detector_run row, detector_count rows)``, or None), so
+    the stream judges every object as it does in production."""
     from soads import config, pipeline, query
     from soads.simulator.generate import simulate
 
@@ -101,15 +103,24 @@ def _mining_run(spark, workdir: str, n_objects: int = 2000) -> tuple[list[dict],
     seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
     pipeline.mine(spark, seqs, rel, cfg, report)
     run = query.latest_run(cfg.storage.db_url)
-    return query.pattern_rows(cfg.storage.db_url, run[S.RUN_ID]), run
+    model = query.newest_detector_run(cfg.storage.db_url)
+    if model is not None:
+        from soads.storage import tables
+
+        model = (model, tables.read_table(cfg.storage.db_url, "detector_count",
+                                          {S.RUN_ID: model[S.RUN_ID]}))
+    return query.pattern_rows(cfg.storage.db_url, run[S.RUN_ID]), run, model
 
 
-def _prepare_db(p: dict, patterns: list[dict], run: dict) -> None:
+def _prepare_db(p: dict, patterns: list[dict], run: dict, model: tuple | None = None) -> None:
     from soads.storage import sinks, tables
 
     sinks.prepare(p["db_url"], p["location"])
     tables.write_rows(p["db_url"], "pattern", patterns)
     tables.write_rows(p["db_url"], "mining_run", [run])
+    if model is not None:
+        tables.write_rows(p["db_url"], "detector_count", model[1])
+        tables.write_rows(p["db_url"], "detector_run", [model[0]])
 
 
 def _stream_conf(p: dict, ck: str, job, operator: str = "jvm"):
@@ -186,13 +197,14 @@ def _percentile(xs: list[float], q: float) -> float:
 
 
 def sustained(spark, conf, patterns, run, events: int, workdir: str, job,
-              events_per_file: int, maximal_only: bool = False, operator: str = "jvm") -> dict:
+              events_per_file: int, maximal_only: bool = False, operator: str = "jvm",
+              model: tuple | None = None) -> dict:
     from soads.simulator.publish import publish
 
     p = _place(conf, "a")
     counts: list[int] = []
     try:
-        _prepare_db(p, patterns, run)
+        _prepare_db(p, patterns, run, model)
         stats = publish(_docs(int(events / EVENTS_PER_OBJECT) + 1, 21, events_per_file),
                         p["bootstrap"], p["topic"], 0.0,
                         on_sent=lambda name, n, t: counts.append(n))
@@ -229,13 +241,14 @@ def sustained(spark, conf, patterns, run, events: int, workdir: str, job,
 
 
 def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: str, job,
-            events_per_file: int, maximal_only: bool = False, operator: str = "jvm") -> dict:
+            events_per_file: int, maximal_only: bool = False, operator: str = "jvm",
+            model: tuple | None = None) -> dict:
     from soads.simulator.publish import publish
 
     p = _place(conf, "b")
     sent: list[tuple[int, float]] = []  # (flat events, wall time) per record, offset order
     try:
-        _prepare_db(p, patterns, run)
+        _prepare_db(p, patterns, run, model)
         ck = os.path.join(workdir, "ck-b")
         queries = _start(spark, p, ck, job, maximal_only, operator)
         try:
@@ -322,11 +335,12 @@ def run(events: int = 1_300_000, rate: float = 2000.0, seconds: float = 60.0,
     knobs = (job.max_offsets_per_trigger, job.min_partitions, job.max_records_per_partition,
              job.trigger_seconds)
     try:
-        patterns, mining_run = _mining_run(spark, workdir)
+        patterns, mining_run, model = _mining_run(spark, workdir)
         b = latency(spark, conf, patterns, mining_run, rate, seconds, workdir, job,
-                    latency_events_per_file, maximal_only, operators[0])
+                    latency_events_per_file, maximal_only, operators[0], model)
         a = {op: sustained(spark, conf, patterns, mining_run, events, workdir, job,
-                           sustained_events_per_file, maximal_only, op) for op in operators}
+                           sustained_events_per_file, maximal_only, op, model)
+             for op in operators}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     cores = os.cpu_count()
@@ -340,7 +354,8 @@ def run(events: int = 1_300_000, rate: float = 2000.0, seconds: float = 60.0,
         f"max_records_per_partition {knobs[2]}, trigger_seconds {knobs[3]}; mining run "
         f"{mining_run[S.RUN_ID]} ({len(patterns)} patterns, "
         f"{sum(bool(r[S.MAXIMAL]) for r in patterns)} maximal; scoring against "
-        f"{'the maximal ones' if maximal_only else 'all'})",
+        f"{'the maximal ones' if maximal_only else 'all'}); context detector model run "
+        f"{model[0][S.RUN_ID] + ' (verdicts on)' if model else 'none (verdicts null)'}",
         f"(b) latency at {rate:,.0f} events/s for {seconds:.0f} s, state operator "
         f"{operators[0]} ({b['publish']['events']:,} events, achieved "
         f"{b['publish']['events_per_s']:,.0f}/s): publish -> event log in HBase and "
