@@ -220,6 +220,18 @@ def committed(ck, name):
     return done[-1][1] if done else -1
 
 
+def batch_watermark_ms(ck, name, batch_id):
+    """The event-time watermark (ms) a query's micro-batch ran with (its offsets file)."""
+    with open(os.path.join(ck, name, "offsets", str(batch_id))) as fh:
+        return int(json.loads(fh.read().splitlines()[1])["batchWatermarkMs"])
+
+
+def committed_watermark_ms(ck, name):
+    """The event-time watermark (ms) of a query's newest committed micro-batch, or -1."""
+    done = batch_ids(ck, name, "commits")
+    return batch_watermark_ms(ck, name, max(done)) if done else -1
+
+
 def batch_ids(ck, name, kind):
     """Ids of a query's micro-batches in its checkpoint: ``kind`` "offsets" (planned: written
     when a batch starts) or "commits" (written once its sink finished)."""
@@ -288,15 +300,14 @@ def assert_exactly_once(published, topic, location, db_url, dwell=60.0, idle=360
     return sessions
 
 
-def ledger_watermark_us(checkpoint, db_url):
-    """The event-time watermark (µs) of the newest micro-batch in the sink's ledger (read from
-    the checkpoint ``<checkpoint>/offsets/<batch id>``): the horizon at which the stream last
-    evicted objects, so the closed rule at it gives the stream's ``closed`` flags."""
+def ledger_watermark_us(ck, name, db_url):
+    """The event-time watermark (µs) of the newest micro-batch in the sink's ledger (a batch
+    whose sink ran may lack its commit file): the horizon at which the stream last evicted
+    objects, so the closed rule at it gives the stream's ``closed`` flags."""
     from soads.storage import tables
 
     newest = max(r[S.BATCH_ID] for r in tables.read_table(db_url, "sink_batch"))
-    with open(os.path.join(checkpoint, "offsets", str(newest))) as fh:
-        return int(json.loads(fh.read().splitlines()[1])["batchWatermarkMs"]) * 1000
+    return batch_watermark_ms(ck, name, newest) * 1000
 
 
 def add_model_run(db_url, run_id, model, when):

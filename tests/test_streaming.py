@@ -354,9 +354,8 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     *_, sessions = _recompute(spark, conf)
     live = {r[S.OID]: r for r in tables.read_table(conf.storage.db_url, "object_score")}
     assert {r[S.MODEL_RUN_ID] for r in live.values()} == {"ctx-1"}
-    checkpoint_dir = os.path.join(conf.stream.checkpoint_root, "events")
     closed = assert_verdicts_recompute(live, sessions, models, ledger_watermark_us(
-        checkpoint_dir, conf.storage.db_url))
+        conf.stream.checkpoint_root, "events", conf.storage.db_url))
     assert set(closed.values()) == {False}
     # the wrong bizStep already shows; object 3's unknown read point X does too
     assert live[_oid(2)][S.IS_ANOMALY] and live[_oid(2)][S.EXPLANATION]["value"] == WRONG_STEP
@@ -414,7 +413,7 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     # sequences, attributes and closed flags (the closed rule at the stream's last watermark)
     assert {r[S.MODEL_RUN_ID] for r in scores.values()} == {"ctx-2"}
     closed = assert_verdicts_recompute(scores, with_attributes, models, ledger_watermark_us(
-        checkpoint_dir, conf.storage.db_url))
+        conf.stream.checkpoint_root, "events", conf.storage.db_url))
     assert closed == {oid: oid != _oid(99) for oid in scores}
     # object 6 stopped after B: only its END step, scored once closed, gives it away
     assert scores[_oid(6)][S.IS_ANOMALY] and scores[_oid(6)][S.EXPLANATION]["kind"] == "end"

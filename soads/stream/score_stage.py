@@ -98,9 +98,10 @@ class ObjectScorer:
     db_url : str
         Where the PATTERN TABLE and the model runs are (the executors read them).
     scoring : soads.config.ScoringConf
-    detector : soads.config.DetectorConf
-        The context detector's scoring settings (min_count, pseudo_count, threshold); the counts
-        are the model run's.
+    detector : soads.config.DetectorConf, optional
+        The context detector's settings for :func:`soads.query.detector_model` (the counts and
+        the attributes left out are the model run's; None: the settings the run was fitted
+        with).
     """
 
     db_url: str
