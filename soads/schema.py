@@ -120,6 +120,8 @@ SCORED_COLUMNS = (SCORE, RAW, PATTERN, RUN_ID)
 # -- ground truth (simulator) ------------------------------------------------------------
 LABEL = "label"
 ANOMALY_TYPE = "anomaly_type"
+NOISE = "noise"
+"""The reader noise a simulated object has ('' or none: no noise), whatever its label."""
 
 # -- relational tables: name -> ordered (column, portable type) --------------------------
 # Types: "text" (bounded key text), "int", "bigint", "float", "bool", "timestamp", "json".
