@@ -137,9 +137,7 @@ def test_truth_csv_format_and_counts(tmp_path):
 
 
 def test_anomaly_fraction_and_even_types():
-    # process anomalies alone (attribute anomalies: test_attribute_anomalies_*)
-    objs = list(iter_objects(10000, seed=5, anomaly_rate=0.04, noise_rate=0.05,
-                             attribute_anomaly_rate=0.0))
+    objs = list(iter_objects(10000, seed=5, anomaly_rate=0.04, noise_rate=0.05))
     counts = Counter(o.anomaly_type for o in objs if o.label)
     assert 0.035 <= sum(counts.values()) / len(objs) <= 0.045
     assert set(counts) == set(ANOMALY_TYPES)
@@ -147,8 +145,7 @@ def test_anomaly_fraction_and_even_types():
     noise = Counter(o.noise for o in objs if o.noise)
     assert 0.04 <= sum(noise.values()) / len(objs) <= 0.06
     assert max(noise.values()) - min(noise.values()) <= 1
-    assert all(o.label == 0 for o in iter_objects(300, seed=5, anomaly_rate=0.0,
-                                                  attribute_anomaly_rate=0.0))
+    assert all(o.label == 0 for o in iter_objects(300, seed=5, anomaly_rate=0.0))
 
 
 # -- paths ---------------------------------------------------------------------------------------
@@ -170,10 +167,9 @@ def test_normal_sequences_have_15_to_20_reads():
 def test_process_model_holds_except_for_anomalies():
     plant = build_plant(7)
     allowed = process_relations(plant)
-    kwargs = dict(seed=7, anomaly_rate=0.1, noise_rate=0.2, attribute_anomaly_rate=0.0)
-    truth = {o.oid: o for o in iter_objects(6000, **kwargs)}
+    truth = {o.oid: o for o in iter_objects(6000, seed=7, anomaly_rate=0.1, noise_rate=0.2)}
     seen_rework = False
-    for oid, seq in iter_sequences(6000, **kwargs):
+    for oid, seq in iter_sequences(6000, seed=7, anomaly_rate=0.1, noise_rate=0.2):
         obj = truth[oid]
         bad = [r for r in _relations(seq) if r not in allowed]
         unknown = [rp for rp in seq if rp not in plant.read_points]
@@ -232,8 +228,7 @@ def test_xml_documents_match_the_ground_truth():
 
 
 def test_jsonld_documents(tmp_path):
-    stats = simulate(str(tmp_path), n_objects=200, seed=7, fmt="jsonld", events_per_file=1000,
-                     attribute_anomaly_rate=0.0)
+    stats = simulate(str(tmp_path), n_objects=200, seed=7, fmt="jsonld", events_per_file=1000)
     names = sorted(n for n in os.listdir(tmp_path) if n.endswith(".jsonld"))
     assert len(names) == stats["documents"] >= 2
     n_reads = 0
@@ -356,7 +351,8 @@ def _expected_fields(plant, urn, stage_of):
     from soads.simulator.plant import OBSERVE, normal_dispositions
 
     rp = plant.read_points[urn]
-    return rp.biz_step, rp.biz_location, OBSERVE, normal_dispositions(rp.kind, stage_of.get(urn, -1))
+    dispositions = normal_dispositions(rp.kind, stage_of.get(urn, -1))
+    return rp.biz_step, rp.biz_location, OBSERVE, dispositions
 
 
 def _stage_of(plant):

@@ -2,14 +2,14 @@
 
 Objects (battery cells) enter the plant of :mod:`soads.simulator.plant` in trays of 1-4 cells,
 one tray every 7.5 s, lines taking turns. When a cell enters, its whole path is drawn (routing,
-rework, then at most one labelled process anomaly and at most one kind of reader noise) and timed
-(minutes between reads; paper §4.2 sets process time equal to travel time). A heap of the cells
-now in the plant yields their reads in global event-time order, so memory holds only the cells in
-the plant (about 1,500) and one document, whatever ``n_objects`` is.
+rework, then at most one labelled process or attribute anomaly and at most one kind of reader
+noise) and timed (minutes between reads; paper §4.2 sets process time equal to travel time). A
+heap of the cells now in the plant yields their reads in global event-time order, so memory
+holds only the cells in the plant (about 1,500) and one document, whatever ``n_objects`` is.
 
 RFID middleware reports all tags one reader saw in one read cycle as one ObjectEvent: reads of
-the same read point (and disposition) in the same cycle of ``reader_cycle_seconds`` share one
-event, whose eventTime is the cycle's first read. Times carry the plant's +09:00 offset.
+the same read point (and the same event fields) in the same cycle of ``reader_cycle_seconds``
+share one event, whose eventTime is the cycle's first read. Times carry the plant's +09:00 offset.
 
 Process anomalies (label 1), spread evenly over :data:`ANOMALY_TYPES`:
 
@@ -33,10 +33,10 @@ plant uses elsewhere, so only the read point tells it apart:
 - ``wrong_action``: one read mid-process (not the first or last) with action ``DELETE`` or
   ``ADD`` instead of ``OBSERVE``.
 
-They come from their own random stream (``attribute_anomaly_rate``, drawn for the cells without a
-process anomaly: at most one labelled anomaly per cell), so adding them leaves every other cell's
-path, times, process anomaly and noise exactly as before (and the changed cells' paths too, but
-where a missed read would have hit the changed read).
+They come from their own random stream (``attribute_anomaly_rate``, 0 unless given; drawn for the
+cells without a process anomaly: at most one labelled anomaly per cell), so adding them leaves
+every other cell's path, times, process anomaly and noise exactly as before (and the changed
+cells' paths too, but where a missed read would have hit the changed read).
 
 Reader noise (label unchanged), spread evenly over :data:`NOISE_TYPES`:
 
@@ -316,7 +316,7 @@ def _unknown_points() -> list[ReadPoint]:
 
 def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.04,
                  noise_rate: float = 0.05, reader_cycle_seconds: float = 1.0,
-                 first_serial: int = 1, attribute_anomaly_rate: float = 0.04
+                 first_serial: int = 1, attribute_anomaly_rate: float = 0.0
                  ) -> Iterator[SimObject]:
     """Yield the simulated cells in the order they enter the plant (the ground truth).
 
@@ -331,7 +331,9 @@ def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.
         ids change: paths, times and labels are the same for any value).
     attribute_anomaly_rate : fraction of the cells without a process anomaly that get one
         attribute anomaly (label 1). Drawn from a random stream of its own: any value leaves
-        the other cells exactly as they are.
+        the other cells exactly as they are. 0 by default in these functions, so code that
+        simulated a log before attribute anomalies existed gets the same cells; ``soads
+        simulate``, ``soads demo`` and ``[simulator]`` in conf/soads.toml use 0.04.
 
     Returns
     -------
@@ -407,7 +409,7 @@ def _visits(obj: SimObject, dwell_ms: float | None) -> list:
 
 def iter_sequences(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.04,
                    noise_rate: float = 0.05, reader_cycle_seconds: float = 1.0,
-                   dwell_seconds: float | None = 60.0, attribute_anomaly_rate: float = 0.04
+                   dwell_seconds: float | None = 60.0, attribute_anomaly_rate: float = 0.0
                    ) -> Iterator[tuple[str, list[str]]]:
     """Yield ``(oid, [read_point, ...])`` per cell in entry order: what the Sequence Extractor
     makes of :func:`iter_documents` with the same arguments.
@@ -436,8 +438,12 @@ def read_attributes(read: tuple[int, ReadPoint, str]) -> dict[str, str]:
     Examples
     --------
     >>> obj = next(iter_objects(1, seed=7))
-    >>> {k: v.rsplit(":", 1)[-1] for k, v in read_attributes(obj.reads[0]).items()}
-    {'biz_step': 'transporting', 'disposition': 'in_transit', 'biz_location': '8801234.00001.L1', 'action': 'OBSERVE'}
+    >>> for key, value in read_attributes(obj.reads[0]).items():
+    ...     print(key, value)
+    biz_step urn:epcglobal:cbv:bizstep:transporting
+    disposition urn:epcglobal:cbv:disp:in_transit
+    biz_location urn:epc:id:sgln:8801234.00001.L1
+    action OBSERVE
     """
     _, rp, disposition = read
     return {BIZ_STEP: rp.biz_step, DISPOSITION: disposition, BIZ_LOCATION: rp.biz_location,
@@ -446,7 +452,7 @@ def read_attributes(read: tuple[int, ReadPoint, str]) -> dict[str, str]:
 
 def iter_cases(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.04,
                noise_rate: float = 0.05, reader_cycle_seconds: float = 1.0,
-               dwell_seconds: float = 60.0, attribute_anomaly_rate: float = 0.04
+               dwell_seconds: float = 60.0, attribute_anomaly_rate: float = 0.0
                ) -> Iterator[tuple[SimObject, list[str], list[dict[str, str]]]]:
     """Yield ``(truth, sequence, attributes)`` per cell in entry order, without Spark: the
     visits the Sequence Extractor makes of :func:`iter_documents` with the same arguments, each
@@ -637,7 +643,7 @@ def _global_reads(objects: Iterator[SimObject], on_object, progress, n_objects: 
 
 def _stream(n_objects, seed, anomaly_rate, noise_rate, fmt, events_per_file, progress,
             reader_cycle_seconds, on_object, start=None, first_serial=1,
-            attribute_anomaly_rate=0.04) -> Iterator[tuple[str, bytes, int, int]]:
+            attribute_anomaly_rate=0.0) -> Iterator[tuple[str, bytes, int, int]]:
     """Yield ``(name, document bytes, number of EPCIS events in it, time_ms of its last event
     since the plant's start)`` in event-time order."""
     make_event, make_document = _WRITERS[fmt]
@@ -690,7 +696,7 @@ def iter_documents(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
                    reader_cycle_seconds: float = 1.0,
                    on_object: Callable[[SimObject], None] | None = None,
                    start: datetime | None = None, first_serial: int = 1,
-                   timed: bool = False, attribute_anomaly_rate: float = 0.04) -> Iterator[tuple]:
+                   timed: bool = False, attribute_anomaly_rate: float = 0.0) -> Iterator[tuple]:
     """Yield ``(file name, EPCIS document bytes)`` in event-time order.
 
     Parameters
@@ -729,7 +735,7 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
              progress: Callable[[int, int], None] | None = None, *,
              reader_cycle_seconds: float = 1.0, overwrite: bool = True,
              start: datetime | None = None, first_serial: int = 1,
-             attribute_anomaly_rate: float = 0.04) -> dict:
+             attribute_anomaly_rate: float = 0.0) -> dict:
     """Write EPCIS documents and ``truth.csv`` for ``n_objects`` cells into ``out_dir``.
 
     ``truth.csv`` has the header ``oid,label,anomaly_type,noise`` and one row per cell in entry
@@ -742,7 +748,8 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
     Returns
     -------
     dict with ``objects``, ``events`` (flat EPC reads), ``epcis_events`` (ObjectEvents),
-    ``documents``, ``anomalies`` ({type: count}, process and attribute types), ``noise``
+    ``documents``, ``anomalies`` ({type: count}; the attribute types only with a non-zero
+    ``attribute_anomaly_rate``), ``noise``
     ({type: count}), ``seconds``, ``out_dir``.
 
     Examples
@@ -766,7 +773,8 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
     for f in old:
         os.remove(os.path.join(out_dir, f))
     stats = {"objects": 0, "events": 0, "epcis_events": 0, "documents": 0,
-             "anomalies": dict.fromkeys(ALL_ANOMALY_TYPES, 0),
+             "anomalies": dict.fromkeys(ALL_ANOMALY_TYPES if attribute_anomaly_rate
+                                        else ANOMALY_TYPES, 0),
              "noise": dict.fromkeys(NOISE_TYPES, 0)}
     with open(os.path.join(out_dir, TRUTH_FILE), "w", encoding="utf-8", newline="") as truth:
         truth.write(truth_header())

@@ -138,7 +138,7 @@ def simulate_to_kafka(bootstrap: str, topic: str, rate: float, n_objects: int, s
                       events_per_file: int = 200, truth_dir: str | None = None,
                       progress: Callable[[dict], None] | None = None, start=None,
                       first_serial: int = 1, realtime: bool = False,
-                      attribute_anomaly_rate: float = 0.04) -> dict:
+                      attribute_anomaly_rate: float = 0.0) -> dict:
     """Simulate ``n_objects`` cells and :func:`publish` their documents to ``topic``.
 
     ``realtime``: event time keeps with the wall clock -- each document is sent when the wall
