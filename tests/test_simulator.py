@@ -461,6 +461,10 @@ def test_attribute_anomalies_leave_every_other_cell_as_it_was():
         else:
             assert a == b
     assert changed > 300 and moved_miss < 10
+    # deterministic per seed, attribute anomalies included
+    docs = [list(iter_documents(200, seed=s, attribute_anomaly_rate=0.3, events_per_file=500))
+            for s in (5, 5, 6)]
+    assert docs[0] == docs[1] != docs[2]
     # the sequences' read points do not depend on the attribute anomalies but for those moves
     differ = [oid for (oid, x), (_, y) in zip(iter_sequences(1500, attribute_anomaly_rate=0.0,
                                                              **kwargs),
