@@ -190,7 +190,8 @@ def cmd_simulate(args) -> int:
                          anomaly_rate=args.anomaly_rate, noise_rate=args.noise_rate,
                          fmt=args.format, events_per_file=args.events_per_file,
                          progress=_progress("simulate"), start=args.start,
-                         first_serial=_first_serial(args))
+                         first_serial=_first_serial(args),
+                         attribute_anomaly_rate=args.attribute_anomaly_rate)
     except ValueError as e:
         raise UsageError(str(e)) from e
     except OSError as e:
@@ -230,7 +231,8 @@ def _simulate_kafka(args) -> int:
                                   args.anomaly_rate, args.noise_rate, args.format,
                                   args.events_per_file or 200, truth_dir=args.out, progress=show,
                                   start=args.start, first_serial=_first_serial(args),
-                                  realtime=realtime)
+                                  realtime=realtime,
+                                  attribute_anomaly_rate=args.attribute_anomaly_rate)
     except ValueError as e:
         raise UsageError(str(e)) from e
     except OSError as e:
@@ -448,6 +450,7 @@ def cmd_demo(args) -> int:
     shutil.rmtree(epcis_dir, ignore_errors=True)
     stats = simulate(epcis_dir, n_objects=objects, seed=cfg.simulator.seed,
                      anomaly_rate=cfg.simulator.anomaly_rate, noise_rate=cfg.simulator.noise_rate,
+                     attribute_anomaly_rate=cfg.simulator.attribute_anomaly_rate,
                      fmt=cfg.simulator.format, events_per_file=cfg.simulator.events_per_file,
                      progress=_progress("simulate"))
     report = pipeline.Report()
@@ -907,7 +910,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--objects", type=_positive_int, required=True)
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--out", metavar="DIR", help="documents + truth.csv (with --kafka: truth.csv)")
-    s.add_argument("--anomaly-rate", type=_fraction, default=0.04)
+    s.add_argument("--anomaly-rate", type=_fraction, default=0.04,
+                   help="fraction of objects with a process anomaly (default 0.04)")
+    s.add_argument("--attribute-anomaly-rate", type=_fraction, default=0.04,
+                   help="fraction of the other objects with an attribute anomaly: a normal path "
+                        "with one wrong bizStep, disposition, bizLocation or action (default 0.04)")
     s.add_argument("--noise-rate", type=_fraction, default=0.05)
     s.add_argument("--format", choices=("xml", "jsonld"), default="xml")
     s.add_argument("--events-per-file", type=_positive_int,

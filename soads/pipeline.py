@@ -270,17 +270,25 @@ def score_newest_run(build_spark, cfg: Config, report: Report):
 
 
 def read_truth(spark, path: str):
-    """The simulator's ``truth.csv``: oid, label, anomaly_type."""
+    """The simulator's ``truth.csv``: oid, label, anomaly_type, noise.
+
+    A file of an earlier simulator version has no ``noise`` column: its noise is null.
+    """
+    from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
+    columns = [S.OID, S.LABEL, S.ANOMALY_TYPE]
+    with open(path, newline="") as fh:
+        header = next(csv.reader(fh), [])
+    if header not in (columns, columns + [S.NOISE]):
+        raise ValueError(f"{path}: expected header oid,label,anomaly_type[,noise], got "
+                         f"{','.join(header)}")
     schema = T.StructType([T.StructField(S.OID, T.StringType()),
                            T.StructField(S.LABEL, T.IntegerType()),
-                           T.StructField(S.ANOMALY_TYPE, T.StringType())])
-    with open(path, newline="") as fh:
-        header = next(csv.reader(fh))
-    if header != [S.OID, S.LABEL, S.ANOMALY_TYPE]:
-        raise ValueError(f"{path}: expected header oid,label,anomaly_type, got {','.join(header)}")
-    return spark.read.schema(schema).option("header", True).csv(path)
+                           T.StructField(S.ANOMALY_TYPE, T.StringType())]
+                          + [T.StructField(S.NOISE, T.StringType())] * (len(header) == 4))
+    truth = spark.read.schema(schema).option("header", True).csv(path)
+    return truth if len(header) == 4 else truth.withColumn(S.NOISE, F.lit(None).cast("string"))
 
 
 def evaluate(spark, scored, truth_path: str, report: Report) -> None:
