@@ -164,8 +164,11 @@ def _oid(value) -> str:
 
 
 def _kind(value) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", list: "a list",
-            dict: "an object", str: "a string", type(None): "null"}.get(type(value), type(value).__name__)
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+_KINDS = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object",
+          str: "a string", type(None): "null"}
 
 
 def _n(count: int, noun: str) -> str:

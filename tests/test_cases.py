@@ -1,4 +1,4 @@
-"""soads.cases: the case reader of ``soads score --input`` (JSON lines, XES, gzip) and its errors."""
+"""soads.cases: the case reader of ``soads score --input`` (JSON lines, XES, gzip), its errors."""
 import gzip
 import os
 
@@ -91,7 +91,8 @@ GOOD = '{"oid": "ok", "sequence": ["A"]}\n'
 
 @pytest.mark.parametrize("line, reason", [
     ('{"oid": "a", "sequence": [', ":2: malformed JSON (Expecting value at column 27)"),
-    ("[1, 2]", ':2: not a case line (need a JSON object {"oid": str, "sequence": [str, ...], ...})'),
+    ("[1, 2]",
+     ':2: not a case line (need a JSON object {"oid": str, "sequence": [str, ...], ...})'),
     ('{"sequence": ["A"]}', ':2: no "oid"'),
     ('{"oid": null, "sequence": ["A"]}', ':2: no "oid"'),
     ('{"oid": true, "sequence": ["A"]}', ':2: "oid" must be a string, got a boolean'),
@@ -105,7 +106,8 @@ GOOD = '{"oid": "ok", "sequence": ["A"]}\n'
      ":2: step 1: activity must be a non-empty string, got an empty string"),
     ('{"oid": "a", "sequence": ["A", "B"], "attributes": [{}]}',
      ':2: "attributes" has 1 entry for 2 steps'),
-    ('{"oid": "a", "sequence": ["A"], "times": ["t1", "t2"]}', ':2: "times" has 2 entries for 1 step'),
+    ('{"oid": "a", "sequence": ["A"], "times": ["t1", "t2"]}',
+     ':2: "times" has 2 entries for 1 step'),
     ('{"oid": "a", "sequence": [], "times": ["t1"]}', ':2: "times" has 1 entry for 0 steps'),
     ('{"oid": "a", "sequence": ["A"], "attributes": {"k": "v"}}',
      ':2: "attributes" must be a list of objects, got an object'),
