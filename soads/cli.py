@@ -6,6 +6,7 @@ stderr and exit status 2; nothing else is caught here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -351,32 +352,130 @@ def cmd_score(args) -> int:
              f"run {run_id} in {report.seconds['score']:.1f} s; "
              f"{report.counts['windows']} windows -> tables object_score, alignment_score")
         return 0
-    if not args.patterns or not args.out:
-        raise UsageError("--patterns PATTERNS.jsonl and --out SCORES.jsonl are required with --input")
+    if not args.out:
+        raise UsageError("--out SCORES.jsonl is required with --input")
     _check_readable(args.input)
-    rows = _read_patterns_jsonl(args.patterns)
-    pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
-    from soads import scoring
-    from soads.sequences import read_sequences_jsonl
+    pats = None
+    if args.patterns:
+        rows = _read_patterns_jsonl(args.patterns)
+        pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
+    from soads.cases import CaseError
 
-    spark = _spark(cfg)
     try:
-        seqs = read_sequences_jsonl(spark, args.input)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    t0 = time.perf_counter()
-    scored = scoring.score_sequences(seqs, pats, cfg.scoring)
-    n = 0
-    with open(args.out, "w") as fh:
-        # streams one partition at a time to the driver: bounded memory whatever the input size
-        for r in scored.toLocalIterator():
-            fh.write(json.dumps({S.OID: r[S.OID], S.SCORE: r[S.SCORE], S.RAW: r[S.RAW],
-                                 S.PATTERN: list(r[S.PATTERN]) if r[S.PATTERN] is not None
-                                 else None}) + "\n")
+        return _score_file(args, cfg, pats)
+    except CaseError as e:  # a bad case in --input: file, line or trace, reason
+        raise UsageError(str(e)) from None
+
+
+# cases scored per step of `score --input`: the alignment scorer's batch (as the Spark scorer's
+# arrow batches) and the output between two progress lines; memory is one chunk of cases
+_SCORE_CHUNK = 4096
+
+
+def _context_model(args, cfg, progress):
+    """The context detector of `score --input`: fitted on the --input log itself (one pass over
+    the file; memory: the model's counts, not the log).
+
+    A stored model run (`--model-run RUN_ID`, read from the database with the model-run
+    storage) is loaded here instead of fitting, when that option exists.
+    """
+    from soads import cases, context
+
+    if getattr(args, "model_run", None) is not None:
+        raise UsageError("--model-run: stored model runs are not readable here yet")
+
+    def fit_cases():
+        n = 0
+        for c in cases.read_cases(args.input):
             n += 1
-    _err(f"[soads] score: {n} sequences x {len(pats)} patterns in "
-         f"{time.perf_counter() - t0:.2f} s -> {args.out}")
+            progress(n)
+            if c.sequence:  # an empty case has no step to learn from (scored apart, see below)
+                yield c.sequence, c.attributes
+
+    return context.ContextModel.fit(fit_cases(), conf=getattr(cfg, "context", None))
+
+
+def _verdict_fields(v) -> dict:
+    return {S.ANOMALY: float(v.anomaly), S.IS_ANOMALY: bool(v.is_anomaly),
+            S.EXPLANATION: v.explanation}
+
+
+# The row of a case without events: nothing was surprising in it because nothing happened; its
+# explanation says so ("kind": "empty"), and the summary line counts such cases.
+EMPTY_VERDICT = {S.ANOMALY: 0.0, S.IS_ANOMALY: False,
+                 S.EXPLANATION: {"step": None, "read_point": None, "kind": "empty",
+                                 "attribute": None, "value": None, "probability": None}}
+
+
+def _score_file(args, cfg, pats) -> int:
+    """`soads score --input FILE`: alignment fields (with --patterns) and the context detector's
+    verdict for every case of a .jsonl/.jsonl.gz/.xes/.xes.gz file, in input order."""
+    from soads import cases, context, scoring
+
+    t0 = time.perf_counter()
+    counted = {"fit": 0}
+
+    def fit_progress(n: int) -> None:
+        counted["fit"] = n
+        now = time.perf_counter()
+        if now - counted.get("t", t0) >= 2.0:
+            counted["t"] = now
+            _err(f"[soads] score: fitting the context detector: {n:,} cases read")
+
+    model = _context_model(args, cfg, fit_progress)
+    t_fit = time.perf_counter() - t0
+    total = counted["fit"]
+    show = _progress("score") if total else (lambda done, total: None)
+    n = n_flagged = n_empty = n_events = 0
+    # written beside --out and renamed at the end: a failed run leaves no partial SCORES file
+    tmp = f"{args.out}.part"
+    try:
+        with open(tmp, "w") as fh:
+            for chunk in _batches(cases.read_cases(args.input), _SCORE_CHUNK):
+                if pats is not None:
+                    scores, raws, best = scoring.score_batch([c.sequence for c in chunk], pats,
+                                                             cfg.scoring)
+                verdicts = iter(context.score_cases(
+                    model, [(c.sequence, c.attributes) for c in chunk if c.sequence]))
+                for i, c in enumerate(chunk):
+                    row = {S.OID: c.oid}
+                    if pats is not None:
+                        k = int(best[i])
+                        row.update({S.SCORE: float(scores[i]), S.RAW: float(raws[i]),
+                                    S.PATTERN: pats[k] if k >= 0 else None})
+                    if c.sequence:
+                        row.update(_verdict_fields(next(verdicts)))
+                    else:
+                        row.update(EMPTY_VERDICT)
+                        n_empty += 1
+                    n_flagged += row[S.IS_ANOMALY]
+                    n_events += len(c.sequence)
+                    fh.write(json.dumps(row) + "\n")
+                n += len(chunk)
+                show(n, max(total, n))
+        os.replace(tmp, args.out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    secs = time.perf_counter() - t0
+    against = f", alignment against {len(pats)} patterns" if pats is not None else ""
+    empty = f", {n_empty:,} empty (anomaly 0, explanation kind 'empty')" if n_empty else ""
+    _err(f"[soads] score: {n:,} cases ({n_events:,} events), {n_flagged:,} flagged "
+         f"({100.0 * n_flagged / max(n, 1):.1f}%){empty}{against}; fit {t_fit:.2f} s, "
+         f"total {secs:.2f} s -> {args.out}")
     return 0
+
+
+def _batches(items, size: int):
+    batch = []
+    for x in items:
+        batch.append(x)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def cmd_ingest(args) -> int:
@@ -930,10 +1029,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conf(s)
     s.set_defaults(func=cmd_mine)
 
-    s = sub.add_parser("score", help="Smith-Waterman alignment scores against mined patterns")
-    s.add_argument("--input", metavar="SEQUENCES.jsonl",
-                   help="default: the stored event log, scored against the latest mining run")
-    s.add_argument("--patterns", metavar="PATTERNS.jsonl")
+    s = sub.add_parser(
+        "score", help="alignment scores against mined patterns; context detector verdicts",
+        description="Without --input: the stored event log's objects, scored against the newest "
+        "mining run -> tables object_score, alignment_score. With --input FILE: one JSON line per "
+        'case of FILE in --out: {"oid", "anomaly", "is_anomaly", "explanation"} from the context '
+        "detector fitted on FILE itself, plus the alignment fields score, raw, pattern when "
+        "--patterns is given.")
+    s.add_argument("--input", metavar="FILE",
+                   help='cases: JSON lines {"oid": ..., "sequence": [...], "attributes": '
+                        '[{key: value}, ...], "times": [...]} (.jsonl, .jsonl.gz; attributes and '
+                        "times optional, one per step) or an XES log (.xes, .xes.gz; activity = "
+                        "concept:name, time = time:timestamp, other event attributes kept). "
+                        "Default: the stored event log, scored against the latest mining run")
+    s.add_argument("--patterns", metavar="PATTERNS.jsonl",
+                   help="with --input: also the alignment score against these patterns "
+                        "(soads mine --out)")
     s.add_argument("--out", metavar="SCORES.jsonl")
     s.add_argument("--match", type=float)
     s.add_argument("--mismatch", type=float)
