@@ -98,6 +98,18 @@ class ScoringConf:
 
 
 @dataclass(frozen=True)
+class DetectorConf:
+    """The ``[detector]`` section: the context detector (soads.detect.context explains each)."""
+
+    max_context: int = 3          # longest run of preceding read points used as a context
+    min_count: int = 10           # a context is used only once seen this often (else back off)
+    pseudo_count: float = 1.0     # smoothing: p = (count + pseudo_count) / (N + pseudo_count)
+    unique_ratio: float = 0.5     # attributes with more distinct values per occurrence are left out
+    threshold: float = 4.605170185988092  # log(100): a step 100x less likely than typical
+    attribute_context: int = 2    # 2: (read point, previous read point); 1: read point only
+
+
+@dataclass(frozen=True)
 class SimulatorConf:
     objects: int = 20000
     seed: int = 7
@@ -303,6 +315,7 @@ class Config:
     sequences: SequencesConf = field(default_factory=SequencesConf)
     mining: MiningConf = field(default_factory=MiningConf)
     scoring: ScoringConf = field(default_factory=ScoringConf)
+    detector: DetectorConf = field(default_factory=DetectorConf)
     simulator: SimulatorConf = field(default_factory=SimulatorConf)
     stream: StreamConf = field(default_factory=StreamConf)
     sensor: SensorConf = field(default_factory=SensorConf)
