@@ -31,8 +31,8 @@ Rules (both formats):
   give two output lines, in input order (a uniqueness check would hold every oid in memory).
 - ``sequence``: a list of non-empty strings; a number, null or empty activity is an error (an
   activity is an identifier: a number there means a broken conversion). An **empty** sequence is
-  a valid case (an object or trace without events): ``soads score`` writes it a row with a stated
-  meaning instead of a verdict (see ``soads.cli``).
+  a valid case (an object or trace without events), read and scored like any other: the context
+  detector scores its one step, START -> END (an object that was never read).
 - attribute values: strings; JSON numbers and booleans are taken as their JSON text (``85``,
   ``1.5``, ``true``), as XES writes them; a JSON ``null`` value means "not recorded at this step"
   (the key is left out, as XES leaves out an absent attribute); a list or object value is an

@@ -377,9 +377,10 @@ def _context_model(args, cfg, progress):
     the file; memory: the model's counts, not the log).
 
     A stored model run (`--model-run RUN_ID`, read from the database with the model-run
-    storage) is loaded here instead of fitting, when that option exists.
+    storage) is loaded here instead of fitting, once that option exists.
     """
-    from soads import cases, context
+    from soads import cases
+    from soads.detect import context
 
     if getattr(args, "model_run", None) is not None:
         raise UsageError("--model-run: stored model runs are not readable here yet")
@@ -389,10 +390,10 @@ def _context_model(args, cfg, progress):
         for c in cases.read_cases(args.input):
             n += 1
             progress(n)
-            if c.sequence:  # an empty case has no step to learn from (scored apart, see below)
-                yield c.sequence, c.attributes
+            # an empty case counts too: its START -> END step is what the core scores for it
+            yield c.sequence, c.attributes
 
-    return context.ContextModel.fit(fit_cases(), conf=getattr(cfg, "context", None))
+    return context.ContextModel.fit(fit_cases(), conf=cfg.detector)
 
 
 def _verdict_fields(v) -> dict:
@@ -400,17 +401,11 @@ def _verdict_fields(v) -> dict:
             S.EXPLANATION: v.explanation}
 
 
-# The row of a case without events: nothing was surprising in it because nothing happened; its
-# explanation says so ("kind": "empty"), and the summary line counts such cases.
-EMPTY_VERDICT = {S.ANOMALY: 0.0, S.IS_ANOMALY: False,
-                 S.EXPLANATION: {"step": None, "read_point": None, "kind": "empty",
-                                 "attribute": None, "value": None, "probability": None}}
-
-
 def _score_file(args, cfg, pats) -> int:
     """`soads score --input FILE`: alignment fields (with --patterns) and the context detector's
     verdict for every case of a .jsonl/.jsonl.gz/.xes/.xes.gz file, in input order."""
-    from soads import cases, context, scoring
+    from soads import cases, scoring
+    from soads.detect import context
 
     t0 = time.perf_counter()
     counted = {"fit": 0}
@@ -435,19 +430,15 @@ def _score_file(args, cfg, pats) -> int:
                 if pats is not None:
                     scores, raws, best = scoring.score_batch([c.sequence for c in chunk], pats,
                                                              cfg.scoring)
-                verdicts = iter(context.score_cases(
-                    model, [(c.sequence, c.attributes) for c in chunk if c.sequence]))
+                verdicts = context.score_cases(model, [(c.sequence, c.attributes) for c in chunk])
                 for i, c in enumerate(chunk):
                     row = {S.OID: c.oid}
                     if pats is not None:
                         k = int(best[i])
                         row.update({S.SCORE: float(scores[i]), S.RAW: float(raws[i]),
                                     S.PATTERN: pats[k] if k >= 0 else None})
-                    if c.sequence:
-                        row.update(_verdict_fields(next(verdicts)))
-                    else:
-                        row.update(EMPTY_VERDICT)
-                        n_empty += 1
+                    row.update(_verdict_fields(verdicts[i]))
+                    n_empty += not c.sequence
                     n_flagged += row[S.IS_ANOMALY]
                     n_events += len(c.sequence)
                     fh.write(json.dumps(row) + "\n")
@@ -460,7 +451,7 @@ def _score_file(args, cfg, pats) -> int:
         raise
     secs = time.perf_counter() - t0
     against = f", alignment against {len(pats)} patterns" if pats is not None else ""
-    empty = f", {n_empty:,} empty (anomaly 0, explanation kind 'empty')" if n_empty else ""
+    empty = f", {n_empty:,} without events (scored as START -> END)" if n_empty else ""
     _err(f"[soads] score: {n:,} cases ({n_events:,} events), {n_flagged:,} flagged "
          f"({100.0 * n_flagged / max(n, 1):.1f}%){empty}{against}; fit {t_fit:.2f} s, "
          f"total {secs:.2f} s -> {args.out}")

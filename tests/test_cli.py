@@ -94,9 +94,6 @@ def test_mine_rejects_bad_input_file(capsys, tmp_path, spark):
 
 CASES = os.path.join(os.path.dirname(__file__), "data", "cases")
 VERDICT = (S.ANOMALY, S.IS_ANOMALY, S.EXPLANATION)
-EMPTY_ROW = {S.OID: "c3", S.ANOMALY: 0.0, S.IS_ANOMALY: False,
-             S.EXPLANATION: {"step": None, "read_point": None, "kind": "empty",
-                             "attribute": None, "value": None, "probability": None}}
 
 
 def _score_rows(capsys, tmp_path, input_path, *extra):
@@ -115,10 +112,10 @@ def test_score_input_reads_every_format_to_the_same_rows(capsys, tmp_path):
         # no --patterns: oid and the context detector's verdict only, in input order
         assert [list(r) for r in rows[name]] == [[S.OID, *VERDICT]] * 4
         assert [r[S.OID] for r in rows[name]] == ["c1", "2", "c3", "c4"]
-        assert rows[name][2] == EMPTY_ROW  # the empty case: its stated row
         last = err.strip().splitlines()[-1]
-        assert last.startswith("[soads] score: 4 cases (8 events), ") and " flagged (" in last
-        assert "1 empty (anomaly 0, explanation kind 'empty')" in last and " s -> " in last
+        assert last.startswith("[soads] score: 4 cases (8 events), 0 flagged (0.0%), "
+                               "1 without events (scored as START -> END); fit ")
+        assert last.endswith(f" s -> {tmp_path / 'scores.jsonl'}")
     assert all(rows[name] == rows["small.jsonl"] for name in rows)
     for r in rows["small.jsonl"]:
         assert isinstance(r[S.ANOMALY], float) and r[S.ANOMALY] >= 0
@@ -166,16 +163,18 @@ def test_score_input_flags_the_odd_cases_and_explains_them(capsys, tmp_path):
                   "attributes": [{"res": "r1"}, {"res": "r3"}, {"res": "r2"}, {"res": "r4"}]})
     lines.append({"oid": "resource", "sequence": ["A", "B", "C", "D"],
                   "attributes": [{"res": "r1"}, {"res": "r2"}, {"res": "r1"}, {"res": "r4"}]})
+    lines.append({"oid": "empty", "sequence": []})  # never read: START -> END, never seen
     path = tmp_path / "log.jsonl.gz"
     import gzip
 
     path.write_bytes(gzip.compress("".join(json.dumps(x) + "\n" for x in lines).encode()))
     rows, err = _score_rows(capsys, tmp_path, path)
     by_oid = {r[S.OID]: r for r in rows}
-    assert [r[S.OID] for r in rows if r[S.IS_ANOMALY]] == ["order", "resource"]
-    assert "302 cases (1,208 events), 2 flagged (0.7%)" in err
-    normal = max(r[S.ANOMALY] for r in rows if r[S.OID].startswith("n"))
-    assert min(by_oid["order"][S.ANOMALY], by_oid["resource"][S.ANOMALY]) > normal
+    assert [r[S.OID] for r in rows if r[S.IS_ANOMALY]] == ["order", "resource", "empty"]
+    assert "303 cases (1,208 events), 3 flagged (1.0%), 1 without events" in err
+    assert max(r[S.ANOMALY] for r in rows if r[S.OID].startswith("n")) == 0.0
+    assert by_oid["empty"][S.EXPLANATION]["kind"] == "end"
+    assert by_oid["empty"][S.EXPLANATION]["step"] == 0
     assert by_oid["order"][S.EXPLANATION]["kind"] == "control"
     assert by_oid["order"][S.EXPLANATION]["step"] == 1
     assert by_oid["order"][S.EXPLANATION]["read_point"] == "C"
