@@ -359,6 +359,9 @@ def cmd_score(args) -> int:
     if args.patterns:
         rows = _read_patterns_jsonl(args.patterns)
         pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
+        if max(cfg.scoring.gap_open, cfg.scoring.gap_extend) > 0:  # as soads.scoring.score_batch
+            raise UsageError(f"gap scores must be <= 0, got {cfg.scoring.gap_open}, "
+                             f"{cfg.scoring.gap_extend}")
     from soads.cases import CaseError
 
     try:
@@ -419,13 +422,18 @@ def _score_file(args, cfg, pats) -> int:
 
     model = _context_model(args, cfg, fit_progress)
     t_fit = time.perf_counter() - t0
-    total = counted["fit"]
-    show = _progress("score") if total else (lambda done, total: None)
+    total, shown = counted["fit"], time.perf_counter()
     n = n_flagged = n_empty = n_events = 0
-    # written beside --out and renamed at the end: a failed run leaves no partial SCORES file
-    tmp = f"{args.out}.part"
+    # A regular file is written beside --out and renamed at the end, so a failed run leaves no
+    # partial SCORES file; anything else (/dev/stdout, a pipe) is written as it goes.
+    direct = os.path.exists(args.out) and not os.path.isfile(args.out)
+    tmp = args.out if direct else f"{args.out}.part"
     try:
-        with open(tmp, "w") as fh:
+        fh = open(tmp, "w")
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out}: {e.strerror or e}") from None
+    try:
+        with fh:
             for chunk in _batches(cases.read_cases(args.input), _SCORE_CHUNK):
                 if pats is not None:
                     scores, raws, best = scoring.score_batch([c.sequence for c in chunk], pats,
@@ -443,11 +451,16 @@ def _score_file(args, cfg, pats) -> int:
                     n_events += len(c.sequence)
                     fh.write(json.dumps(row) + "\n")
                 n += len(chunk)
-                show(n, max(total, n))
-        os.replace(tmp, args.out)
+                if time.perf_counter() - shown >= 2.0:  # long inputs only
+                    shown = time.perf_counter()
+                    _err(f"[soads] score: {n:,}/{max(total, n):,} cases scored "
+                         f"({100.0 * n / max(total, n, 1):.0f}%), {n_flagged:,} flagged")
+        if not direct:
+            os.replace(tmp, args.out)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+        if not direct:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
         raise
     secs = time.perf_counter() - t0
     against = f", alignment against {len(pats)} patterns" if pats is not None else ""

@@ -215,6 +215,10 @@ def test_score_input_needs_out_and_a_readable_file(capsys, tmp_path):
     code, _, err = run(capsys, "score", "--input", str(tmp_path / "none.xes"), "--out",
                        str(tmp_path / "s.jsonl"))
     assert code == 2 and "cannot read" in err
+    code, _, err = run(capsys, "score", "--input", os.path.join(CASES, "small.xes"), "--out",
+                       str(tmp_path / "no-dir" / "s.jsonl"))
+    assert code == 2 and err == f"soads score: cannot write {tmp_path}/no-dir/s.jsonl: " \
+        "No such file or directory\n"
 
 
 def test_simulate_start_takes_now_or_iso_and_refuses_anything_else(capsys, tmp_path):
