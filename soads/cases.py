@@ -42,6 +42,7 @@ Rules (both formats):
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -224,6 +225,7 @@ def _step_attributes(attrs, i: int) -> dict[str, str]:
 
 # -- XES ----------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=256)  # a log has a handful of distinct tags, met on every event
 def _local(tag) -> str:
     """Tag name without its namespace (XES files come with and without the XES namespace)."""
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
@@ -289,31 +291,33 @@ def _case_from_trace(trace, number: int, where: str) -> Case:
     seq: list[str] = []
     steps: list[dict[str, str]] = []
     times: list[str | None] = []
+    scalars, local = XES_SCALARS, _local
     for child in trace:
-        kind = _local(child.tag)
-        if kind == "event":
-            step = len(seq)
-            name, time, attrs = None, None, {}
-            for a in child:
-                kv = _xes_attribute(a, f"event {step}")
-                if kv is None:
-                    continue
-                if kv[0] == XES_NAME:
-                    name = kv[1]
-                elif kv[0] == XES_TIME:
-                    time = kv[1]
-                else:
-                    attrs[kv[0]] = kv[1]
-            if not name:
-                raise _Bad(f"event {step} (line {child.sourceline}) has no {XES_NAME} "
-                           "(the activity)")
-            seq.append(name)
-            steps.append(attrs)
-            times.append(time)
-        else:
+        if local(child.tag) != "event":
             kv = _xes_attribute(child, "trace")
             if kv is not None and kv[0] == XES_NAME:
                 oid = kv[1]
+            continue
+        name = time = None
+        attrs = {}
+        for a in child:  # the event's attributes: the loop every event of the log runs through
+            if local(a.tag) not in scalars:
+                continue
+            key, value = a.get("key"), a.get("value")
+            if key is None or value is None:
+                _xes_attribute(a, f"event {len(seq)}")  # raises, naming what is missing
+            if key == XES_NAME:
+                name = value
+            elif key == XES_TIME:
+                time = value
+            else:
+                attrs[key] = value
+        if not name:
+            raise _Bad(f"event {len(seq)} (line {child.sourceline}) has "
+                       f"{'no' if name is None else 'an empty'} {XES_NAME} (the activity)")
+        seq.append(name)
+        steps.append(attrs)
+        times.append(time)
     n_timed = sum(t is not None for t in times)
     if 0 < n_timed < len(times):
         missing = times.index(None)

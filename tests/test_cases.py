@@ -166,6 +166,8 @@ EV = '<event><string key="concept:name" value="A"/></event>'
      ": line 1: malformed XES: <trace> inside <trace>, not directly in <log>"),
     (f"<log><trace>{EV}</trace>\n<trace>\n<event><int key='n' value='1'/></event></trace></log>",
      ": trace 2 (line 2): event 0 (line 3) has no concept:name (the activity)"),
+    ("<log><trace><event><string key='concept:name' value=''/></event></trace></log>",
+     ": trace 1 (line 1): event 0 (line 1) has an empty concept:name (the activity)"),
     ("<log><trace><event><string key='concept:name'/></event></trace></log>",
      ": trace 1 (line 1): event 0: <string> attribute without value (line 1)"),
     ("<log><trace><event><string value='A'/></event></trace></log>",
