@@ -1049,7 +1049,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patterns", metavar="PATTERNS.jsonl",
                    help="with --input: also the alignment score against these patterns "
                         "(soads mine --out)")
-    s.add_argument("--out", metavar="SCORES.jsonl")
+    s.add_argument("--out", metavar="SCORES.jsonl",
+                   help="with --input (required): one JSON line per case, in input order")
     s.add_argument("--match", type=float)
     s.add_argument("--mismatch", type=float)
     s.add_argument("--gap-open", type=float)

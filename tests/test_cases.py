@@ -140,6 +140,13 @@ def test_numbers_and_booleans_in_attributes_read_as_their_json_text(tmp_path):
     assert (c.oid, c.attributes) == ("7", [{"n": "85", "f": "1.5", "b": "false", "s": "x"}, {}])
 
 
+def test_cases_sharing_an_oid_are_kept_each_as_its_own_case(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"oid": "o", "sequence": ["A"]}\n{"oid": "o", "sequence": ["B"]}\n')
+    assert [(c.oid, c.sequence, c.number) for c in read_cases(str(p))] == [
+        ("o", ["A"], 1), ("o", ["B"], 2)]
+
+
 def test_unreadable_inputs_are_one_line_errors(tmp_path):
     assert _error(tmp_path, "latin.jsonl", b'{"oid": "\xff", "sequence": []}\n') == \
         ":1: not UTF-8 text (invalid start byte)"
