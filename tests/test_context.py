@@ -52,6 +52,17 @@ def test_vectorised_equals_slow_oracle(seed):
                                  C.KIND_END if e["step"] == len(seq) else C.KIND_CONTROL)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_count_rows_equals_the_slow_count(seed):
+    rng = random.Random(seed)
+    conf = C.DetectorConf(max_context=rng.choice([1, 2, 3]), attribute_context=rng.choice([1, 2]))
+    log = random_log(rng, 250, rng.choice([3, 8]), 4) + [([], None, True), ([], [], False)]
+    fast, fast_skipped = C.count_rows(log, conf)
+    slow, slow_skipped = C.count_rows_slow(log, conf)
+    assert fast_skipped == slow_skipped == ("id",)
+    assert sorted(fast, key=C._row_key) == sorted(slow, key=C._row_key)
+
+
 def test_rows_of_partitions_add_up_to_the_whole():
     rng = random.Random(3)
     log = random_log(rng, 200, 6, 3)

@@ -118,6 +118,98 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
     [('', 0, (), None, 1), ('', 0, (), 'a', 1), ('', 0, (), 'b', 1), ('', 1, (None,), 'a', 1), ('', 1, ('a',), 'b', 1), ('', 1, ('b',), None, 1)]
     """
     k_ctl, k_att = conf.max_context, conf.attribute_context
+    # one pass over the cases: read points to codes (1..V; 0 is START/END), each object a block
+    # [K START pads, its codes, END?] of one flat list, attributes gathered per attribute
+    rp_index: dict[str, int] = {}
+    names: list = [None]
+    flat: list[int] = []
+    starts, n_targets = [], []
+    pad = [_BOUNDARY] * k_ctl
+    by_feature: dict[str, tuple[list, list, list]] = {}
+    for case in cases:
+        sequence, attributes = case[0], case[1]
+        closed = case[2] if len(case) > 2 else True
+        _check_case(sequence, attributes)
+        codes = []
+        for x in sequence:
+            c = rp_index.get(x)
+            if c is None:
+                c = rp_index[x] = len(names)
+                names.append(x)
+            codes.append(c)
+        starts.append(len(flat) + k_ctl)
+        flat.extend(pad)
+        flat.extend(codes)
+        if closed:
+            flat.append(_BOUNDARY)
+        n_targets.append(len(codes) + bool(closed))
+        if attributes:
+            prev = _BOUNDARY
+            for c, d in zip(codes, attributes):
+                for key, value in d.items():
+                    cols = by_feature.get(key)
+                    if cols is None:
+                        cols = by_feature[key] = ([], [], [])
+                    cols[0].append(c)
+                    cols[1].append(prev)
+                    cols[2].append(value)
+                prev = c
+    rows: list[tuple] = []
+    n_t = np.array(n_targets, dtype=np.int64)
+    if n_t.sum():
+        arr = np.array(flat, dtype=np.int64)
+        pos = (np.repeat(np.array(starts, dtype=np.int64), n_t) + np.arange(int(n_t.sum()))
+               - np.repeat(np.cumsum(n_t) - n_t, n_t))
+        ctx = [arr[pos - 1 - j] for j in range(k_ctl)]
+        rows += _distinct_rows(CONTROL, ctx, arr[pos], names, names)
+    if skipped is None:
+        skipped = [key for key, (_, _, values) in by_feature.items()
+                   if len(set(values)) > conf.unique_ratio * len(values)]
+    drop = set(skipped)
+    for key, (rp_codes, prev_codes, values) in by_feature.items():
+        if key in drop:
+            continue
+        vocab: dict = {}
+        v_names: list = [None]
+        v_codes = []
+        for v in values:
+            c = vocab.get(v)
+            if c is None:
+                c = vocab[v] = len(v_names)
+                v_names.append(v)
+            v_codes.append(c)
+        ctx = [np.array(rp_codes, dtype=np.int64), np.array(prev_codes, dtype=np.int64)][:k_att]
+        rows += _distinct_rows(key, ctx, np.array(v_codes, dtype=np.int64), names, v_names)
+    return rows, tuple(sorted(drop))
+
+
+def _distinct_rows(feature: str, ctx: list[np.ndarray], values: np.ndarray, ctx_names: list,
+                   value_names: list) -> list[tuple]:
+    """Rows ``(feature, order, context, value, count)`` of every order 0..len(ctx) from coded
+    positions (context columns nearest first; code 0 is START in a context, END as a value)."""
+    out = []
+    for order in range(len(ctx) + 1):
+        cols = [values] + ctx[:order]
+        idx = np.lexsort(cols[::-1])
+        sorted_cols = [c[idx] for c in cols]
+        change = np.zeros(len(idx), dtype=bool)
+        if len(idx):
+            change[0] = True
+        for c in sorted_cols:
+            change[1:] |= c[1:] != c[:-1]
+        first = np.flatnonzero(change)
+        counts = np.diff(np.r_[first, len(idx)])
+        firsts = [c[first].tolist() for c in sorted_cols]
+        for j, n in enumerate(counts.tolist()):
+            out.append((feature, order, tuple(ctx_names[firsts[1 + i][j]] for i in range(order)),
+                        value_names[firsts[0][j]], n))
+    return out
+
+
+def count_rows_slow(cases: Iterable, conf: DetectorConf = DetectorConf(),
+                    skipped: Sequence[str] | None = None) -> tuple[list[tuple], tuple[str, ...]]:
+    """:func:`count_rows`, step by step with a Counter: the oracle the tests hold it to."""
+    k_ctl, k_att = conf.max_context, conf.attribute_context
 
     def positions():
         for case in cases:
@@ -411,8 +503,8 @@ class ContextModel:
             vals = arr[pos]
             ex, pr, expd, order = ctl.score([arr[pos - 1 - j] for j in range(K)], vals, m, a)
             parts.append((obj, step, ex, pr, expd, order, None, vals))
-        # attributes: one row per (step, attribute)
-        rows_by_feature: dict[str, list] = {}
+        # attributes: one row per (step, attribute), gathered per attribute in parallel lists
+        by_feature: dict[str, tuple[list, list, list, list, list]] = {}
         for o, (seq, attrs) in enumerate(zip(sequences, attributes)):
             if not attrs:
                 continue
@@ -420,37 +512,48 @@ class ContextModel:
             for i, (x, d) in enumerate(zip(seq, attrs)):
                 code = rp.get(x, unknown)
                 for key, value in d.items():
-                    rows_by_feature.setdefault(key, []).append((o, i, code, prev, value))
+                    cols = by_feature.get(key)
+                    if cols is None:
+                        cols = by_feature[key] = ([], [], [], [], [])
+                    cols[0].append(o)
+                    cols[1].append(i)
+                    cols[2].append(code)
+                    cols[3].append(prev)
+                    cols[4].append(value)
                 prev = code
-        for key, items in rows_by_feature.items():
+        for key, (o_l, i_l, c_l, p_l, v_l) in by_feature.items():
             table = self.tables_.get(key)
             if table is None:  # skipped as unique, or an attribute the model never saw
                 continue
-            arr = np.array([(o, i, c, p) for o, i, c, p, _ in items], dtype=np.int64)
             unseen = len(table.val_vocab) + 1
-            v = np.array([table.val_vocab.get(val, unseen) for *_, val in items], dtype=np.int64)
-            cols = [arr[:, 2], arr[:, 3]][:self.conf.attribute_context]
-            ex, pr, expd, order = table.score(cols, v, m, a)
-            parts.append((arr[:, 0], arr[:, 1], ex, pr, expd, order, key,
-                          [val for *_, val in items]))
-        return self._verdicts(n_obj, parts, sequences, closed)
+            get = table.val_vocab.get
+            v = np.array([get(val, unseen) for val in v_l], dtype=np.int64)
+            cols = [np.array(c_l, dtype=np.int64), np.array(p_l, dtype=np.int64)]
+            ex, pr, expd, order = table.score(cols[:self.conf.attribute_context], v, m, a)
+            parts.append((np.array(o_l, dtype=np.int64), np.array(i_l, dtype=np.int64),
+                          ex, pr, expd, order, key, v_l))
+        return self._verdicts(n_obj, parts, sequences)
 
-    def _verdicts(self, n_obj, parts, sequences, closed) -> list[Verdict]:
+    def _verdicts(self, n_obj, parts, sequences) -> list[Verdict]:
+        # each object's first worst step: highest excess, then control flow before attributes
+        # (part order), then the earliest step, as in slow_score
         best = np.zeros(n_obj)
-        where = [None] * n_obj
-        for pi, (obj, step, ex, *_rest) in enumerate(parts):
-            # each object's first worst step in this part; earlier parts (control flow first)
-            # win ties, as in slow_score
-            order = np.lexsort((step, -ex, obj))
+        where: list = [None] * n_obj
+        if parts:
+            obj = np.concatenate([p[0] for p in parts])
+            ex = np.concatenate([p[2] for p in parts])
+            part = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
+            step = np.concatenate([p[1] for p in parts])
+            idx = np.concatenate([np.arange(len(p[0])) for p in parts])
+            order = np.lexsort((step, part, -ex, obj))
             first = order[np.r_[True, obj[order][1:] != obj[order][:-1]]] if len(order) else order
-            for idx in first:
-                o = obj[idx]
-                if ex[idx] > best[o]:
-                    best[o] = ex[idx]
-                    where[o] = (pi, step[idx], idx)
+            first = first[ex[first] > 0.0]
+            best[obj[first]] = ex[first]
+            for f in first:
+                where[int(obj[f])] = (int(part[f]), int(step[f]), int(idx[f]))
         out = []
         for o in range(n_obj):
-            if where[o] is None or best[o] <= 0.0:
+            if where[o] is None:
                 out.append(Verdict(0.0, False, None))
                 continue
             pi, step, idx = where[o]
