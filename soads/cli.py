@@ -375,15 +375,20 @@ def cmd_score(args) -> int:
 _SCORE_CHUNK = 4096
 
 
+# events per chunk of the context detector's fit: a log up to this size is fitted in one call of
+# the core, which holds the log's codes in memory; a longer one is counted chunk by chunk and the
+# counts summed (memory: one chunk + the counts)
+_FIT_CHUNK_EVENTS = 250_000
+
+
 def _context_model(args, cfg, progress):
     """The context detector of `score --input`: fitted on the --input log itself (one pass over
-    the file; memory: the model's counts, not the log).
+    the file; memory: one chunk of cases and the model's counts, not the log).
 
     A stored model run (`--model-run RUN_ID`, read from the database with the model-run
     storage) is loaded here instead of fitting, once that option exists.
     """
     from soads import cases
-    from soads.detect import context
 
     if getattr(args, "model_run", None) is not None:
         raise UsageError("--model-run: stored model runs are not readable here yet")
@@ -396,7 +401,37 @@ def _context_model(args, cfg, progress):
             # an empty case counts too: its START -> END step is what the core scores for it
             yield c.sequence, c.attributes
 
-    return context.ContextModel.fit(fit_cases(), conf=cfg.detector)
+    return fit_in_chunks(fit_cases(), cfg.detector, _FIT_CHUNK_EVENTS)
+
+
+def fit_in_chunks(cases, conf, chunk_events: int):
+    """``ContextModel.fit(cases, conf)`` in bounded memory: the same model (the same count rows)
+    however long ``cases`` is.
+
+    Chunks of about ``chunk_events`` events are counted one at a time with no attribute left out
+    and their rows summed; the nearly unique attributes are then found on the sums, as the core
+    finds them on the whole log (``unique_features``). A log of one chunk is fitted directly.
+    """
+    from collections import Counter
+
+    from soads.detect import context
+
+    chunk, n_events, sums = [], 0, None
+    for case in cases:
+        chunk.append(case)
+        n_events += len(case[0]) + 1  # + 1: an empty case is one step too (START -> END)
+        if n_events >= chunk_events:
+            sums = Counter() if sums is None else sums
+            for f, o, c, v, n in context.count_rows(chunk, conf, skipped=())[0]:
+                sums[(f, o, c, v)] += n
+            chunk, n_events = [], 0
+    if sums is None:
+        return context.ContextModel.fit(chunk, conf)
+    for f, o, c, v, n in context.count_rows(chunk, conf, skipped=())[0]:
+        sums[(f, o, c, v)] += n
+    rows = [(f, o, c, v, n) for (f, o, c, v), n in sums.items()]
+    return context.ContextModel.from_rows(rows, conf,
+                                          context.unique_features(rows, conf.unique_ratio))
 
 
 def _verdict_fields(v) -> dict:

@@ -184,6 +184,29 @@ def test_score_input_flags_the_odd_cases_and_explains_them(capsys, tmp_path):
     assert 0 <= expl["probability"] < 0.01
 
 
+def test_score_input_fits_in_chunks_the_same_model_as_in_one_call():
+    # a seeded log with a nearly unique attribute (left out) and a few empty cases
+    import random
+
+    from soads.cli import fit_in_chunks
+    from soads.config import DetectorConf
+    from soads.detect import context
+
+    rnd = random.Random(5)
+    log = []
+    for i in range(400):
+        seq = [rnd.choice("ABCD") for _ in range(rnd.choice([0, 2, 3, 5, 8]))]
+        log.append((seq, [{"res": rnd.choice(["r1", "r2"]), "id": f"{i}-{j}"}
+                          for j in range(len(seq))] or None))
+    conf = DetectorConf(min_count=3)
+    whole = context.ContextModel.fit(log, conf)
+    assert whole.skipped_ == ("id",)
+    for chunk_events in (1, 7, 100, 10_000):
+        part = fit_in_chunks(iter(log), conf, chunk_events)
+        assert part.skipped_ == whole.skipped_ and part.to_rows() == whole.to_rows()
+        assert context.score_cases(part, log) == context.score_cases(whole, log)
+
+
 @pytest.mark.parametrize("name, content, reason", [
     ("bad.jsonl", '{"oid": "a", "sequence": ["A"]}\n{"oid": "b", "sequence": ["A", "B"], '
      '"times": ["t1"]}\n', ':2: "times" has 1 entry for 2 steps'),
