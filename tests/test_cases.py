@@ -31,6 +31,46 @@ def test_every_format_reads_to_the_same_cases(name):
     assert all(isinstance(c, Case) for c in cases)
 
 
+def test_random_logs_read_back_alike_from_json_lines_and_xes(tmp_path):
+    # seeded random cases with awkward text (markup, quotes, non-ASCII, blanks), written as JSON
+    # lines and as XES (values escaped by the XML writer), each plain and gzipped
+    import json
+    import random
+    from xml.sax.saxutils import quoteattr
+
+    rnd = random.Random(3)
+    words = ["A", "B c", "<x>", "a&b", 'say "hi"', "it's", "Müller", "日本", " pad "]
+    want = []
+    for i in range(60):
+        n = rnd.choice([0, 1, 2, 5])
+        seq = [rnd.choice(words) for _ in range(n)]
+        attrs = [{k: rnd.choice(words) for k in rnd.sample(["org:resource", "x&y", "k"], 2)}
+                 for _ in range(n)] if n and rnd.random() < 0.7 else None
+        times = [f"2024-01-01T00:00:{j:02d}Z" for j in range(n)] if n and i % 2 else None
+        want.append((f"case {i} <{rnd.choice(words)}>", seq, attrs, times))
+    jl = "".join(json.dumps({"oid": o, "sequence": s, "attributes": a, "times": t}) + "\n"
+                 for o, s, a, t in want)
+    xes = ["<?xml version='1.0' encoding='UTF-8'?>\n<log xmlns='http://www.xes-standard.org/'>"]
+    for o, s, a, t in want:
+        xes.append(f"<trace><string key='concept:name' value={quoteattr(o)}/>")
+        for j, x in enumerate(s):
+            xes.append(f"<event><string key='concept:name' value={quoteattr(x)}/>")
+            if t:
+                xes.append(f"<date key='time:timestamp' value='{t[j]}'/>")
+            for k, v in (a[j] if a else {}).items():
+                xes.append(f"<string key={quoteattr(k)} value={quoteattr(v)}/>")
+            xes.append("</event>")
+        xes.append("</trace>\n")
+    xes.append("</log>\n")
+    files = {"r.jsonl": jl, "r.xes": "".join(xes)}
+    for name, text in list(files.items()):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        (tmp_path / (name + ".gz")).write_bytes(gzip.compress(text.encode("utf-8")))
+    for name in ("r.jsonl", "r.jsonl.gz", "r.xes", "r.xes.gz"):
+        got = [(c.oid, c.sequence, c.attributes, c.times) for c in read_cases(str(tmp_path / name))]
+        assert got == want, name
+
+
 def test_where_names_the_line_or_the_trace():
     jl = list(read_cases(os.path.join(DATA, "small.jsonl")))
     assert [(c.number, c.where) for c in jl] == [
