@@ -52,7 +52,7 @@ from typing import IO, Iterator
 
 logger = logging.getLogger(__name__)
 
-# XES attribute elements with one value each (IEEE 1849-2016 §5); list / container hold others
+# XES attribute elements with one value each (IEEE 1849-2016); list / container hold others
 XES_SCALARS = frozenset(("string", "date", "int", "float", "boolean", "id"))
 XES_NAME = "concept:name"
 XES_TIME = "time:timestamp"
