@@ -198,7 +198,7 @@ def test_score_input_fits_in_chunks_the_same_model_as_in_one_call():
         seq = [rnd.choice("ABCD") for _ in range(rnd.choice([0, 2, 3, 5, 8]))]
         log.append((seq, [{"res": rnd.choice(["r1", "r2"]), "id": f"{i}-{j}"}
                           for j in range(len(seq))] or None))
-    conf = DetectorConf(min_count=3)
+    conf = DetectorConf(threshold=2.0)  # small contexts count too
     whole = context.ContextModel.fit(log, conf)
     assert whole.skipped_ == ("id",)
     for chunk_events in (1, 7, 100, 10_000):
