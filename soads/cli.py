@@ -808,14 +808,18 @@ def cmd_bench(args) -> int:
                     maximal_only=args.maximal_only, spark_conf=job.spark, job=job.stream,
                     operators=tuple(args.operator or ("jvm", "python")))
     elif args.bench == "detect":
-        from soads.benchmarks.detect import run
+        from soads.benchmarks.detect import TruthError, run
+        from soads.cases import CaseError
 
         if not args.conf and os.path.exists(DEFAULT_CONF):
             args.conf = [DEFAULT_CONF]
         if not os.path.isdir(args.logs):
             raise UsageError(f"--logs {args.logs}: no such directory")
-        lines = run(args.logs, _config(args),
-                    detectors=tuple(args.detector or ("alignment", "surprisal", "context")))
+        try:
+            lines = run(args.logs, _config(args),
+                        detectors=tuple(args.detector or ("alignment", "surprisal", "context")))
+        except (CaseError, TruthError, FileNotFoundError) as e:  # a bad log or truth file: name it
+            raise UsageError(str(e)) from None
     else:  # sensor (argparse restricts the choices)
         from soads.benchmarks.sensor import run
         lines = run(skab_dir=args.skab, sensor_conf=args.sensor_conf,
