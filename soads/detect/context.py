@@ -391,8 +391,10 @@ class _Table:
         """Each value's smoothed probability in its context, with the context's entropy, most
         likely value and that value's probability, and the order used.
 
-        Contexts are eligible when seen often enough: ``log(N + a) - H >= threshold`` (order 0
-        always). By default the longest eligible one is used (back-off); ``favourable`` picks,
+        Contexts are eligible when seen often enough: ``log(N + a) - H >= threshold``. By
+        default the longest eligible one is used (back-off); where none of orders >= 1 is, the
+        one of them with the largest ``log(N + a) - H`` (the most evidence a small log has), and
+        order 0 only where no context was ever seen. ``favourable`` picks,
         among the eligible orders >= 1, the one where the value has the least excess (the
         missed-read explanation takes the context most favourable to it), with a NaN
         probability where none is eligible.
@@ -401,6 +403,11 @@ class _Table:
         ids = np.zeros(n, dtype=np.int64)
         use_id = np.zeros(n, dtype=np.int64)
         use_order = np.zeros(n, dtype=np.int64)
+        decided = np.zeros(n, dtype=bool)
+        # where no context is decisive (a small log), the one with the most evidence
+        most_id = np.zeros(n, dtype=np.int64)
+        most_order = np.zeros(n, dtype=np.int64)
+        most_bound = np.full(n, -np.inf)
         cands = []
         for j in range(min(len(cols), self.K)):
             keys = self.keys[j + 1]
@@ -409,11 +416,18 @@ class _Table:
             ok = (ids >= 0) & (keys[pos] == key) if len(keys) else np.zeros(n, dtype=bool)
             ids = np.where(ok, pos, -1)
             cid = np.maximum(ids, 0)
-            good = ok & (np.log(self.total[j + 1][cid] + a) - self.entropy[j + 1][cid]
-                         >= threshold)
+            bound = np.log(self.total[j + 1][cid] + a) - self.entropy[j + 1][cid]
+            good = ok & (bound >= threshold)
             use_id = np.where(good, ids, use_id)
             use_order = np.where(good, j + 1, use_order)
+            decided |= good
+            more = ok & (bound > most_bound)
+            most_id = np.where(more, ids, most_id)
+            most_order = np.where(more, j + 1, most_order)
+            most_bound = np.where(more, bound, most_bound)
             cands.append((j + 1, cid, good))
+        use_id = np.where(decided, use_id, most_id)
+        use_order = np.where(decided, use_order, most_order)
         if favourable:
             best = np.full(n, np.inf)
             prob = np.full(n, np.nan)
@@ -716,12 +730,19 @@ def slow_score(rows: Iterable[tuple], sequence, attributes=None, closed=True,
         use = counts.get((feature, ()))
         if not use:
             return 0.0
+        decisive, most, most_bound = None, None, -math.inf
         for k in range(1, len(ctx) + 1):
             cnt = counts.get((feature, ctx[:k]))
             if cnt is None:
                 break
-            if excess_in(cnt, value)[1]:
-                use = cnt
+            total = sum(cnt.values())
+            bound = math.log(total + a) + sum(n / total * math.log(n / total)
+                                              for n in cnt.values())
+            if bound >= tau:
+                decisive = cnt
+            if bound > most_bound:
+                most, most_bound = cnt, bound
+        use = decisive or most or use
         return max(excess_in(use, value)[0], 0.0)
 
     def via_miss(ctx, value):
