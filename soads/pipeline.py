@@ -4,7 +4,10 @@
 ingest    EPCIS documents -> Event Log Preprocessor -> EVENT LOG TABLE + quarantine
 relations EVENT LOG -> Sequence Extractor -> RELATIONAL DEPENDENCY TABLE
 mine      sequences + RELATIONAL DEPENDENCY TABLE -> modified PrefixSpan -> PATTERN TABLE
-score     sequences x PATTERN TABLE -> Smith-Waterman -> object scores, ALIGNMENT SCORE TABLE
+fit       sequences + RELATIONAL DEPENDENCY TABLE -> context detector model run (detector_run,
+          detector_count)
+score     sequences x PATTERN TABLE -> Smith-Waterman -> object scores, ALIGNMENT SCORE TABLE;
+          sequences x model run -> context detector verdicts (object_score), anomaly_rate
 evaluate  object scores vs the simulator's truth.csv -> ROC-AUC, best F1
 """
 from __future__ import annotations
@@ -35,6 +38,8 @@ class Report:
     quality: dict = field(default_factory=dict)
     """detector name -> rows of :func:`soads.evaluate.detection_quality`"""
     run_id: str | None = None
+    model_run_id: str | None = None
+    """The context detector's model run the objects were scored against (None: none)."""
 
     @contextlib.contextmanager
     def timed(self, stage: str):
@@ -198,16 +203,104 @@ def patterns_in_use(rows: list[dict], maximal_only: bool) -> list[list[str]]:
     return [list(r[S.PATTERN]) for r in rows if r[S.MAXIMAL] or not maximal_only]
 
 
-def score(spark, seqs, rel, patterns: list[list[str]], run_id: str, cfg: Config, report: Report):
-    """Score every object and every window; writes object_score and alignment_score.
+@dataclass
+class ModelRun:
+    """A context detector model run in hand: its id, the model, and the horizon (newest event
+    time, microseconds) of the log it was fitted on."""
+
+    run_id: str
+    model: object
+    horizon_us: int | None = None
+
+
+def write_model_run(db_url: str, run_id: str, fitted, conf, seconds: float) -> int:
+    """Store a fitted model run (soads.detect.spark.Fit): its detector_count rows, then its
+    detector_run row (a reader that finds the run finds all its rows). Returns the rows written.
+    """
+    import dataclasses
+
+    from soads.detect import runs
+    from soads.storage import tables
+
+    eng = tables.engine(db_url)
+    tables.create_tables(eng)
+    eng.dispose()
+    rows = runs.model_run_rows(run_id, fitted.rows)
+    tables.clear(db_url, "detector_count", {S.RUN_ID: run_id})
+    tables.write_rows(db_url, "detector_count", rows)
+    horizon = None if fitted.horizon_us is None else \
+        dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=fitted.horizon_us)
+    tables.write_rows(db_url, "detector_run", [{
+        S.RUN_ID: run_id, S.CREATED_AT: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+        S.N_OBJECTS: fitted.n_objects, S.N_ROWS: len(rows), S.SKIPPED: list(fitted.skipped),
+        S.CONF: dataclasses.asdict(conf), S.SECONDS: seconds, S.HORIZON: horizon,
+    }])
+    return len(rows)
+
+
+def fit_detector(spark, seqs, rel, cfg: Config, report: Report) -> ModelRun:
+    """Fit the context detector on the sequences and store it as a model run (run id
+    ``context-...``); ``rel`` (the RELATIONAL DEPENDENCY TABLE of the same job) gives its order-1
+    control rows. Sets ``report.model_run_id``."""
+    from soads.detect import spark as dspark
+
+    with report.timed("fit"):
+        fitted = dspark.fit(seqs, rel, cfg.detector, cfg.stream.idle_seconds,
+                            n_objects=report.counts.get("objects"))
+        run_id = new_run_id("context")
+    n_rows = write_model_run(cfg.storage.db_url, run_id, fitted, cfg.detector,
+                             report.seconds["fit"])
+    report.model_run_id = run_id
+    report.counts["detector_rows"] = n_rows
+    report.counts["detector_skipped"] = len(fitted.skipped)
+    return ModelRun(run_id, fitted.model, fitted.horizon_us)
+
+
+class NoModelRun(LookupError):
+    """The named context detector model run is not in table detector_run."""
+
+
+def stored_model_run(cfg: Config, which: str | None = "newest") -> ModelRun | None:
+    """The model run ``which`` (a run id, or "newest") read from the database; None when
+    ``which`` is None, or "newest" and no model run was fitted yet.
+
+    Raises
+    ------
+    NoModelRun
+        When the named run does not exist.
+    """
+    from soads import query
+
+    if which is None:
+        return None
+    run = query.newest_detector_run(cfg.storage.db_url) if which == "newest" else \
+        query.detector_run(cfg.storage.db_url, which)
+    if run is None:
+        if which == "newest":
+            return None
+        raise NoModelRun(f"no detector model run {which!r} in table detector_run "
+                         "(soads fit-detector makes one)")
+    model = query.detector_model(cfg.storage.db_url, run[S.RUN_ID], cfg.detector)
+    return ModelRun(run[S.RUN_ID], model)
+
+
+def score(spark, seqs, rel, patterns: list[list[str]], run_id: str, cfg: Config, report: Report,
+          detector: ModelRun | None = None):
+    """Score every object and every window; writes object_score and alignment_score, and with a
+    context detector model run its verdicts (object_score's anomaly, is_anomaly, explanation,
+    model_run_id) and the anomaly_rate table.
 
     ``rel`` is the RELATIONAL DEPENDENCY TABLE (``a, b, freq, support``), used by the relation
-    surprisal detector that runs beside the alignment score (soads.conformance).
+    surprisal detector that runs beside the alignment score (soads.conformance). Objects are
+    scored by the context detector as finished or not by the closed rule
+    (soads.detect.runs.is_closed) at the newest event time of ``seqs``. Without ``detector`` the
+    verdict columns are null.
 
     Returns
     -------
     DataFrame
-        ``oid, score, raw, pattern, last_time, surprisal, run_id`` (cached).
+        ``oid, score, raw, pattern, last_time, surprisal, run_id, anomaly, is_anomaly,
+        explanation, model_run_id`` (cached).
     """
     from pyspark.sql import functions as F
 
@@ -219,13 +312,34 @@ def score(spark, seqs, rel, patterns: list[list[str]], run_id: str, cfg: Config,
         surprise = conformance.surprisal_scores(seqs, rel_rows)
         scored = scoring.score_sequences(seqs, patterns, cfg.scoring) \
             .join(surprise, S.OID, "left") \
-            .withColumn(S.RUN_ID, F.lit(run_id)).cache()
+            .withColumn(S.RUN_ID, F.lit(run_id))
+        verdicts = None
+        if detector is not None:
+            from soads.detect import spark as dspark
+
+            horizon = dspark.horizon_us(seqs)
+            verdicts = dspark.score(seqs, detector.model, detector.run_id, horizon,
+                                    cfg.stream.idle_seconds).cache()
+            scored = scored.join(verdicts, S.OID, "left")
+        else:
+            scored = scored.select("*", F.lit(None).cast("double").alias(S.ANOMALY),
+                                   F.lit(None).cast("boolean").alias(S.IS_ANOMALY),
+                                   F.lit(None).cast("string").alias(S.EXPLANATION),
+                                   F.lit(None).cast("string").alias(S.MODEL_RUN_ID))
+        scored = scored.cache()
         tables.write_dataframe(scored, cfg.storage.db_url, "object_score")
         windows = scoring.window_scores(scored, cfg.scoring.window_seconds) \
             .withColumn(S.RUN_ID, F.lit(run_id))
         tables.write_dataframe(windows, cfg.storage.db_url, "alignment_score")
         report.counts["windows"] = windows.count()
         report.counts["objects_scored"] = scored.count()
+        if verdicts is not None:
+            rates = dspark.anomaly_rate(seqs, verdicts, cfg.scoring.window_seconds).cache()
+            tables.write_dataframe(rates, cfg.storage.db_url, "anomaly_rate")
+            report.counts["anomaly_rate_rows"] = rates.count()
+            report.counts["objects_flagged"] = scored.filter(F.col(S.IS_ANOMALY)).count()
+            report.model_run_id = detector.run_id
+            rates.unpersist()
     return scored
 
 
@@ -233,7 +347,7 @@ class NoMiningRun(LookupError):
     """The PATTERN TABLE holds no mining run yet (nothing to score against)."""
 
 
-def score_newest_run(build_spark, cfg: Config, report: Report):
+def score_newest_run(build_spark, cfg: Config, report: Report, model_run: str | None = "newest"):
     """The Anomaly Evaluator on the stored event log against the newest mining run's patterns:
     the steps ``soads score`` and ``jobs/score_objects.py`` share.
 
@@ -245,6 +359,8 @@ def score_newest_run(build_spark, cfg: Config, report: Report):
     ----------
     build_spark : callable returning the SparkSession; called only once a run exists, so a
         missing run is reported without starting Spark.
+    model_run : the context detector's model run to score against: a run id, "newest" (the
+        default; none fitted yet: the verdict columns stay null) or None (none).
 
     Returns
     -------
@@ -255,6 +371,8 @@ def score_newest_run(build_spark, cfg: Config, report: Report):
     ------
     NoMiningRun
         When the PATTERN TABLE holds no mining run.
+    NoModelRun
+        When ``model_run`` names a model run that does not exist.
     """
     from soads import query
 
@@ -263,9 +381,10 @@ def score_newest_run(build_spark, cfg: Config, report: Report):
     if run is None:
         raise NoMiningRun("no mining run in the PATTERN TABLE: mine patterns first "
                           "(soads mine, or jobs/mine_patterns.py)")
+    detector = stored_model_run(cfg, model_run)
     spark = build_spark()
     seqs, rel = sequences_and_relations(spark, cfg, report)
-    score(spark, seqs, rel, patterns, run[S.RUN_ID], cfg, report)
+    score(spark, seqs, rel, patterns, run[S.RUN_ID], cfg, report, detector)
     return spark, run[S.RUN_ID], patterns
 
 
