@@ -402,6 +402,10 @@ def read_truth(spark, path: str):
     return spark.read.schema(schema).option("header", True).csv(path)
 
 
+CONTEXT_DETECTOR = "context"
+"""The context detector's name in :attr:`Report.quality`."""
+
+
 def evaluate(spark, scored, truth_path: str, report: Report) -> None:
     """Join object scores with the ground truth and compute detection quality."""
     from pyspark.sql import functions as F
@@ -411,11 +415,15 @@ def evaluate(spark, scored, truth_path: str, report: Report) -> None:
     with report.timed("evaluate"):
         truth = read_truth(spark, truth_path)
         # Objects the truth knows but the log lost (every read missed) count as undetected.
-        joined = truth.join(scored.select(S.OID, S.SCORE, S.SURPRISAL), S.OID, "left").select(
+        # the context detector's columns are null when no model run was scored against
+        joined = truth.join(scored.select(S.OID, S.SCORE, S.SURPRISAL, S.ANOMALY),
+                            S.OID, "left").select(
             S.LABEL, F.coalesce(S.ANOMALY_TYPE, F.lit("")).alias(S.ANOMALY_TYPE),
             (1.0 - F.coalesce(S.SCORE, F.lit(1.0))).alias("alignment"),
-            F.coalesce(S.SURPRISAL, F.lit(0.0)).alias(S.SURPRISAL))
+            F.coalesce(S.SURPRISAL, F.lit(0.0)).alias(S.SURPRISAL),
+            F.coalesce(S.ANOMALY, F.lit(0.0)).alias(CONTEXT_DETECTOR))
         pdf = joined.toPandas()  # a few small columns per object, not the event log
-        for detector in ("alignment", S.SURPRISAL):
+        detectors = ["alignment", S.SURPRISAL] + ([CONTEXT_DETECTOR] if report.model_run_id else [])
+        for detector in detectors:
             report.quality[detector] = detection_quality(
                 pdf[S.LABEL].to_numpy(), pdf[S.ANOMALY_TYPE].to_numpy(), pdf[detector].to_numpy())

@@ -347,3 +347,19 @@ def test_unreachable_database_is_one_line_without_the_password(capsys, monkeypat
     err = capsys.readouterr().err
     assert rc == 2 and err.strip().splitlines() == [
         f"soads jobs: NotADirectoryError: [Errno 20] Not a directory: '{not_a_dir}'"]
+
+
+def test_score_against_a_model_run_that_does_not_exist_is_one_line(capsys, tmp_path):
+    import datetime as dt
+
+    from soads.storage import tables
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    tables.create_tables(tables.engine(url))
+    tables.write_rows(url, "mining_run", [{S.RUN_ID: "r", S.CREATED_AT: dt.datetime(2024, 1, 1)}])
+    code, out, err = run(capsys, "score", "--set", f"storage.db_url={url}",
+                         "--model-run", "context-nope")
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [
+        "soads score: no detector model run 'context-nope' in table detector_run "
+        "(soads fit-detector makes one)"]
