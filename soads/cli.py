@@ -702,6 +702,15 @@ def cmd_bench(args) -> int:
         lines = run(events=args.events, rate=args.rate, seconds=args.seconds,
                     maximal_only=args.maximal_only, spark_conf=job.spark, job=job.stream,
                     operators=tuple(args.operator or ("jvm", "python")))
+    elif args.bench == "detect":
+        from soads.benchmarks.detect import run
+
+        if not args.conf and os.path.exists(DEFAULT_CONF):
+            args.conf = [DEFAULT_CONF]
+        if not os.path.isdir(args.logs):
+            raise UsageError(f"--logs {args.logs}: no such directory")
+        lines = run(args.logs, _config(args),
+                    detectors=tuple(args.detector or ("alignment", "surprisal", "context")))
     else:  # sensor (argparse restricts the choices)
         from soads.benchmarks.sensor import run
         lines = run(skab_dir=args.skab, sensor_conf=args.sensor_conf,
@@ -763,6 +772,19 @@ def _add_bench(sub) -> None:
     b.add_argument("--conf", action="append", metavar="TOML",
                    help="the job's config files for its [spark] and [stream] sections "
                         "(repeatable; default conf/soads.toml and conf/services-stream.toml)")
+    b.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("detect", help="detection quality on labelled process logs: the paper's "
+                                       "evaluator, relation surprisal, context detector")
+    b.add_argument("--logs", required=True, metavar="DIR",
+                   help="a folder of labelled logs: NAME.jsonl.gz (or .jsonl, .xes, .xes.gz) "
+                        "beside NAME.truth.jsonl.gz (docs/detection.md says where to get them)")
+    b.add_argument("--detector", action="append", choices=("alignment", "surprisal", "context"),
+                   help="detectors to run (repeatable; default all three)")
+    b.add_argument("--conf", action="append", metavar="TOML",
+                   help="config files for [mining], [scoring] and [detector] "
+                        "(default conf/soads.toml)")
     b.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     b.set_defaults(func=cmd_bench)
 

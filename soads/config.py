@@ -74,7 +74,16 @@ class PreprocessConf:
 
 @dataclass(frozen=True)
 class SequencesConf:
+    """The ``[sequences]`` section: how RFID reads become a path (reader noise is not an anomaly).
+
+    ``dwell_seconds``: repeated reads of one read point this close are one visit.
+    ``missed_read_rate``: the chance a reader misses a read; the context detector forgives one
+    missed read at that price (soads.detect.context). Case files (``soads score --input``) are
+    recorded logs taken as given: no de-duplication, no missed reads.
+    """
+
     dwell_seconds: float = 60.0
+    missed_read_rate: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,6 @@ class DetectorConf:
     """The ``[detector]`` section: the context detector (soads.detect.context explains each)."""
 
     max_context: int = 3          # longest run of preceding read points used as a context
-    min_count: int = 10           # a context is used only once seen this often (else back off)
     pseudo_count: float = 1.0     # smoothing: p = (count + pseudo_count) / (N + pseudo_count)
     unique_ratio: float = 0.5     # attributes with more distinct values per occurrence are left out
     threshold: float = 4.605170185988092  # log(100): a step 100x less likely than typical

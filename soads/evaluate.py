@@ -65,6 +65,30 @@ def best_f1(labels, scores) -> tuple[float, float]:
     return float(round(f1[i], 12)), float(thr[i])
 
 
+def average_precision(labels, scores) -> float:
+    """Average precision: the mean of the precision at each positive's rank, tied scores taken
+    together (scikit-learn's ``average_precision_score``). NaN without positives.
+
+    Examples
+    --------
+    >>> average_precision([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.8333333333333333
+    """
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
+    tp = np.cumsum(y_sorted)[last_of_tie]
+    seen = np.flatnonzero(last_of_tie) + 1
+    precision = tp / seen
+    recall_step = np.diff(np.r_[0, tp]) / n_pos
+    return float((recall_step * precision).sum())
+
+
 def detection_quality(labels, anomaly_types, scores) -> list[dict]:
     """ROC-AUC and best F1 overall and per anomaly type.
 

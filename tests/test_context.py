@@ -30,19 +30,21 @@ def random_log(rng: random.Random, n_cases: int, n_rp: int, n_attr_vals: int):
 @pytest.mark.parametrize("seed", range(6))
 def test_vectorised_equals_slow_oracle(seed):
     rng = random.Random(seed)
-    conf = C.DetectorConf(max_context=rng.choice([1, 2, 3]), min_count=rng.choice([1, 3, 10]),
-                          attribute_context=rng.choice([1, 2]))
+    conf = C.DetectorConf(max_context=rng.choice([1, 2, 3]), attribute_context=rng.choice([1, 2]),
+                          threshold=rng.choice([2.0, 3.0, math.log(100)]))
+    eps = [0.0, 0.05][seed % 2]
     log = random_log(rng, 300, rng.choice([3, 6, 12]), 4)
-    model = C.ContextModel.fit(log, conf)
+    model = C.ContextModel.fit(log, conf, missed_read_rate=eps)
     assert model.skipped_ == ("id",)  # one value per event: no evidence
     rows = model.to_rows()
     probe = random_log(random.Random(seed + 100), 80, 14, 5)  # unseen read points and values too
     probe += [([], None, True), ([], None, False), (["zz"], [{"d": "v0"}], True)]
     verdicts = C.score_cases(model, probe)
     for (seq, attrs, closed), v in zip(probe, verdicts):
-        want, at = C.slow_score(rows, seq, attrs, closed, conf, skipped=model.skipped_)
+        want, at = C.slow_score(rows, seq, attrs, closed, conf, skipped=model.skipped_,
+                                missed_read_rate=eps)
         assert v.anomaly == pytest.approx(want, abs=1e-9)
-        assert v.is_anomaly == (want >= math.log(100.0))
+        assert v.is_anomaly == (want >= conf.threshold)
         if at is None:
             assert v.explanation is None
         else:
@@ -50,6 +52,17 @@ def test_vectorised_equals_slow_oracle(seed):
             assert (e["step"], e["attribute"]) == at or v.anomaly == pytest.approx(want)
             assert e["kind"] == (C.KIND_ATTRIBUTE if e["attribute"] else
                                  C.KIND_END if e["step"] == len(seq) else C.KIND_CONTROL)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_count_rows_equals_the_slow_count(seed):
+    rng = random.Random(seed)
+    conf = C.DetectorConf(max_context=rng.choice([1, 2, 3]), attribute_context=rng.choice([1, 2]))
+    log = random_log(rng, 250, rng.choice([3, 8]), 4) + [([], None, True), ([], [], False)]
+    fast, fast_skipped = C.count_rows(log, conf)
+    slow, slow_skipped = C.count_rows_slow(log, conf)
+    assert fast_skipped == slow_skipped == ("id",)
+    assert sorted(fast, key=C._row_key) == sorted(slow, key=C._row_key)
 
 
 def test_rows_of_partitions_add_up_to_the_whole():

@@ -1,26 +1,44 @@
 """Context detector (beyond the paper, beside the alignment score; DESIGN.md "Context detector").
 
 Pure core: numpy and dicts, no Spark. Fitted without labels on an event log, it asks of every
-step of an object's path two questions:
+step of an object's path:
 
 - **control flow**: how likely is this read point after the read points before it? The context
-  is the longest run of preceding read points (a START marker before the first; an END marker
-  after the last when the object is finished) seen at least ``min_count`` times, backing off to
-  shorter runs (Katz-style back-off; order 0 is the overall read-point frequency);
+  is a run of preceding read points (a START marker before the first; an END marker after the
+  last when the object is finished). The longest context seen *often enough* is used, backing
+  off to shorter runs (Katz-style back-off; order 0 is the overall read-point frequency);
 - **attributes**: how likely is each event attribute's value (bizStep, disposition, bizLocation,
   action in EPCIS; resource, group, ... in process logs) given its read point and the read
   point before it, backing off to the read point alone and then to the attribute's overall
-  distribution.
+  distribution;
+- **revisits**: the pseudo-attribute ``<revisit>`` says whether the read point already occurred
+  earlier in the path ("1") or not ("0"), scored like an attribute. A rework that re-enters a
+  stage the process never repeats, or an activity done twice, is rare *as a revisit* even where
+  the step itself is an ordinary one.
 
 **Excess surprisal.** A step's score is ``-log p(x | c) - H(c)``: the surprisal of what happened
 minus the entropy of its context, the surprisal a *typical* step in that context has. A context
 where one thing always happens has ``H = 0``, so anything else is as surprising as its
 probability says; a context where ten things happen equally often has ``H = log 10``, so none of
 them looks anomalous however small its probability. The score is thus measured against what is
-normal in each context and one threshold fits them all. ``p`` is smoothed,
-``p = (count + pseudo_count) / (N + pseudo_count)``, so a value never seen in a context seen N
-times scores ``log(N + 1) - H``: evidence grows with how often the context was observed, and a
-context seen a handful of times cannot raise an alarm on its own.
+normal in each context, and one threshold fits them all. ``p`` is smoothed,
+``p = (count + pseudo_count) / (N + pseudo_count)``: a value never seen in a context seen N times
+scores ``log(N + 1) - H``.
+
+**Often enough.** That bound says how much evidence a context can give: a context seen 30 times
+cannot show that something is 100 times rarer than typical. So a context is used only when a
+value never seen there would cross the verdict's threshold, ``log(N + 1) - H(c) >= threshold``;
+otherwise the detector backs off to a shorter context, which has seen more. (A fixed minimum
+count either trusts small contexts too early, and an anomaly seen once in 50 looks only mildly
+rare, or throws away the long contexts that tell a loop from a rework.)
+
+**Missed reads.** RFID readers miss reads (reader noise, not an anomaly: DESIGN.md). With a
+``missed_read_rate`` eps > 0, a control step x may also be explained as the read point *two*
+steps on from its context, the one in between missed: that explanation costs ``-log eps`` plus
+x's excess among the read points two steps on (the ``<skip>`` counts), in the context most
+favourable to it; the step scores the cheaper of the two explanations. One missed read is thus
+forgiven, two in a row (a skipped stage: its facility and its transfer) are not. A recorded
+process log misses nothing (eps = 0, the default).
 
 An attribute whose values are nearly unique per event (more distinct values than
 ``unique_ratio`` of its occurrences: timestamps, event ids, lab measurements) carries no evidence
@@ -39,10 +57,11 @@ likely value in that context, and the context itself (nearest read point first; 
 ``<end>`` name the markers).
 
 **Model run.** The counts are rows ``(feature, order, context, value, count)`` (:meth:`to_rows`):
-``feature`` is ``""`` for control flow or the attribute's name; ``context`` lists the context's
-read points nearest first (``None`` is START); ``value`` is the next read point (``None`` is END)
-or the attribute's value. Rows from any number of partitions add up
-(:func:`count_rows` on each, sum the counts): that is how the batch job fits on Spark.
+``feature`` is ``""`` for control flow, ``<skip>`` for the read point two steps on, or the
+attribute's name (``<revisit>`` included); ``context`` lists the context's read points nearest
+first (``None`` is START); ``value`` is the next read point (``None`` is END) or the attribute's
+value. Rows from any number of partitions add up (:func:`count_rows` on each, sum the counts):
+that is how the batch job fits on Spark.
 """
 from __future__ import annotations
 
@@ -60,6 +79,11 @@ logger = logging.getLogger(__name__)
 
 CONTROL = ""
 """The ``feature`` of control-flow rows (attribute rows carry the attribute's name)."""
+SKIP = "<skip>"
+"""The ``feature`` of the read point two steps on (the missed-read explanation)."""
+REVISIT = "<revisit>"
+"""The pseudo-attribute: "1" when the step's read point already occurred in the path, else "0"."""
+_READ_POINT_FEATURES = (CONTROL, SKIP)
 
 KIND_CONTROL, KIND_END, KIND_ATTRIBUTE = "control", "end", "attribute"
 START, END = "<start>", "<end>"
@@ -82,19 +106,38 @@ class Verdict:
 # counting
 
 
+def _check_case(sequence, attributes) -> None:
+    if isinstance(sequence, str):
+        raise ValueError("sequence must be a list of read points, not a string")
+    if attributes is not None and len(attributes) != len(sequence):
+        raise ValueError(f"attributes has {len(attributes)} entries for a sequence of "
+                         f"{len(sequence)} steps (one per step)")
+
+
+def _revisits(codes) -> list[str]:
+    seen: set = set()
+    out = []
+    for c in codes:
+        out.append("1" if c in seen else "0")
+        seen.add(c)
+    return out
+
+
 def _positions(sequence: Sequence[str], attributes, closed: bool, k_ctl: int, k_att: int):
-    """Every (feature, context nearest-first, value) a case contributes, one per step."""
-    pad = [None] * k_ctl
-    s = pad + list(sequence)
+    """Every (feature, context nearest-first, value) a case contributes, step by step."""
+    s = [None] * k_ctl + list(sequence)
     targets = list(sequence) + ([None] if closed else [])
     for i, x in enumerate(targets):
-        j = i + k_ctl  # index of the step in s
-        yield CONTROL, tuple(s[j - k_ctl:j][::-1]), x
-    if attributes:
-        prev = [None] + list(sequence)
-        for i, (x, attrs) in enumerate(zip(sequence, attributes)):
-            ctx = (x, prev[i])[:k_att]
-            for key, value in attrs.items():
+        ctx = tuple(s[i:i + k_ctl][::-1])
+        yield CONTROL, ctx, x
+        if i + 1 < len(targets):
+            yield SKIP, ctx, targets[i + 1]
+    prev = [None] + list(sequence)
+    for i, (x, again) in enumerate(zip(sequence, _revisits(sequence))):
+        ctx = (x, prev[i])[:k_att]
+        yield REVISIT, ctx, again
+        if attributes:
+            for key, value in attributes[i].items():
                 yield key, ctx, value
 
 
@@ -118,24 +161,119 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
     [('', 0, (), None, 1), ('', 0, (), 'a', 1), ('', 0, (), 'b', 1), ('', 1, (None,), 'a', 1), ('', 1, ('a',), 'b', 1), ('', 1, ('b',), None, 1)]
     """
     k_ctl, k_att = conf.max_context, conf.attribute_context
+    # one pass over the cases: read points to codes (1..V; 0 is START/END), each object a block
+    # [K START pads, its codes, END?] of one flat list, attributes gathered per attribute
+    rp_index: dict[str, int] = {}
+    names: list = [None]
+    flat: list[int] = []
+    starts, n_targets = [], []
+    pad = [_BOUNDARY] * k_ctl
+    by_feature: dict[str, tuple[list, list, list]] = {REVISIT: ([], [], [])}
+    rev_rp, rev_prev, rev_val = by_feature[REVISIT]
+    for case in cases:
+        sequence, attributes = case[0], case[1]
+        closed = case[2] if len(case) > 2 else True
+        _check_case(sequence, attributes)
+        codes = []
+        for x in sequence:
+            c = rp_index.get(x)
+            if c is None:
+                c = rp_index[x] = len(names)
+                names.append(x)
+            codes.append(c)
+        starts.append(len(flat) + k_ctl)
+        flat.extend(pad)
+        flat.extend(codes)
+        if closed:
+            flat.append(_BOUNDARY)
+        n_targets.append(len(codes) + bool(closed))
+        prevs = ([_BOUNDARY] + codes)[:len(codes)]
+        rev_rp.extend(codes)
+        rev_prev.extend(prevs)
+        rev_val.extend(_revisits(codes))
+        if attributes:
+            for c, p, d in zip(codes, prevs, attributes):
+                for key, value in d.items():
+                    cols = by_feature.get(key)
+                    if cols is None:
+                        cols = by_feature[key] = ([], [], [])
+                    cols[0].append(c)
+                    cols[1].append(p)
+                    cols[2].append(value)
+    rows: list[tuple] = []
+    n_t = np.array(n_targets, dtype=np.int64)
+    if n_t.sum():
+        arr = np.array(flat, dtype=np.int64)
+        start_of = np.repeat(np.array(starts, dtype=np.int64), n_t)
+        step = np.arange(int(n_t.sum())) - np.repeat(np.cumsum(n_t) - n_t, n_t)
+        pos = start_of + step
+        ctx = [arr[pos - 1 - j] for j in range(k_ctl)]
+        rows += _distinct_rows(CONTROL, ctx, arr[pos], names, names)
+        # the read point two steps on, for the missed-read explanation
+        on = step < np.repeat(n_t, n_t) - 1
+        rows += _distinct_rows(SKIP, [c[on] for c in ctx], arr[pos[on] + 1], names, names)
+    if skipped is None:
+        skipped = [key for key, (_, _, values) in by_feature.items()
+                   if key != REVISIT and len(set(values)) > conf.unique_ratio * len(values)]
+    drop = set(skipped)
+    for key, (rp_codes, prev_codes, values) in by_feature.items():
+        if key in drop or not values:
+            continue
+        vocab: dict = {}
+        v_names: list = [None]
+        v_codes = []
+        for v in values:
+            c = vocab.get(v)
+            if c is None:
+                c = vocab[v] = len(v_names)
+                v_names.append(v)
+            v_codes.append(c)
+        ctx = [np.array(rp_codes, dtype=np.int64), np.array(prev_codes, dtype=np.int64)][:k_att]
+        rows += _distinct_rows(key, ctx, np.array(v_codes, dtype=np.int64), names, v_names)
+    return rows, tuple(sorted(drop))
 
-    def positions():
-        for case in cases:
-            sequence, attributes = case[0], case[1]
-            closed = case[2] if len(case) > 2 else True
-            _check_case(sequence, attributes)
-            yield from _positions(sequence, attributes, closed, k_ctl, k_att)
 
-    by_position = Counter(positions())  # counted in C
+def _distinct_rows(feature: str, ctx: list[np.ndarray], values: np.ndarray, ctx_names: list,
+                   value_names: list) -> list[tuple]:
+    """Rows ``(feature, order, context, value, count)`` of every order 0..len(ctx) from coded
+    positions (context columns nearest first; code 0 is START in a context, END as a value)."""
+    out = []
+    for order in range(len(ctx) + 1):
+        cols = [values] + ctx[:order]
+        idx = np.lexsort(cols[::-1])
+        sorted_cols = [c[idx] for c in cols]
+        change = np.zeros(len(idx), dtype=bool)
+        if len(idx):
+            change[0] = True
+        for c in sorted_cols:
+            change[1:] |= c[1:] != c[:-1]
+        first = np.flatnonzero(change)
+        counts = np.diff(np.r_[first, len(idx)])
+        firsts = [c[first].tolist() for c in sorted_cols]
+        for j, n in enumerate(counts.tolist()):
+            out.append((feature, order, tuple(ctx_names[firsts[1 + i][j]] for i in range(order)),
+                        value_names[firsts[0][j]], n))
+    return out
+
+
+def count_rows_slow(cases: Iterable, conf: DetectorConf = DetectorConf(),
+                    skipped: Sequence[str] | None = None) -> tuple[list[tuple], tuple[str, ...]]:
+    """:func:`count_rows`, step by step with a Counter: the oracle the tests hold it to."""
+    k_ctl, k_att = conf.max_context, conf.attribute_context
+    by_position: Counter = Counter()
+    for case in cases:
+        sequence, attributes = case[0], case[1]
+        closed = case[2] if len(case) > 2 else True
+        _check_case(sequence, attributes)
+        by_position.update(_positions(sequence, attributes, closed, k_ctl, k_att))
     if skipped is None:
         order0: Counter = Counter()
         for (feature, _, value), n in by_position.items():
-            if feature != CONTROL:
+            if feature not in (CONTROL, SKIP, REVISIT):
                 order0[(feature, value)] += n
         skipped = unique_features(((f, 0, (), v, n) for (f, v), n in order0.items()),
                                   conf.unique_ratio)
     drop = set(skipped)
-    # spread each position over its orders (0 .. its context's length)
     counts: Counter = Counter()
     for (feature, ctx, value), n in by_position.items():
         if feature in drop:
@@ -150,14 +288,6 @@ def _row_key(row):
     return (f, o, tuple("" if x is None else "\x01" + x for x in c), "" if v is None else "\x01" + v)
 
 
-def _check_case(sequence, attributes) -> None:
-    if isinstance(sequence, str):
-        raise ValueError("sequence must be a list of read points, not a string")
-    if attributes is not None and len(attributes) != len(sequence):
-        raise ValueError(f"attributes has {len(attributes)} entries for a sequence of "
-                         f"{len(sequence)} steps (one per step)")
-
-
 def unique_features(rows: Iterable[tuple], ratio: float) -> list[str]:
     """Attributes with more distinct values than ``ratio`` of their occurrences (order-0 rows).
 
@@ -170,7 +300,7 @@ def unique_features(rows: Iterable[tuple], ratio: float) -> list[str]:
     distinct: Counter = Counter()
     occurrences: Counter = Counter()
     for f, o, _, _, n in rows:
-        if f != CONTROL and o == 0:
+        if f not in (CONTROL, SKIP, REVISIT) and o == 0:
             distinct[f] += 1
             occurrences[f] += n
     return sorted(f for f in distinct if distinct[f] > ratio * occurrences[f])
@@ -251,52 +381,87 @@ class _Table:
             ids = np.where((ids >= 0) & (keys[pos] == key), pos, -1)
         return ids
 
-    def score(self, cols: list[np.ndarray], values: np.ndarray, min_count: int, a: float):
-        """Excess surprisal of each value in its longest well-seen context.
+    def lookup(self, cols: list[np.ndarray], values: np.ndarray, a: float, threshold: float,
+               favourable: bool = False):
+        """Each value's smoothed probability in its context, with the context's entropy, most
+        likely value and that value's probability, and the order used.
 
-        Returns (excess, probability, expected value code, order used)."""
+        Contexts are eligible when seen often enough: ``log(N + a) - H >= threshold`` (order 0
+        always). By default the longest eligible one is used (back-off); ``favourable`` picks,
+        among the eligible orders >= 1, the one where the value has the least excess (the
+        missed-read explanation takes the context most favourable to it), with a NaN
+        probability where none is eligible.
+        """
         n = len(values)
         ids = np.zeros(n, dtype=np.int64)
         use_id = np.zeros(n, dtype=np.int64)
         use_order = np.zeros(n, dtype=np.int64)
+        cands = []
         for j in range(min(len(cols), self.K)):
             keys = self.keys[j + 1]
             key = ids * self.ctx_base + cols[j]
             pos = np.minimum(np.searchsorted(keys, key), max(len(keys) - 1, 0))
             ok = (ids >= 0) & (keys[pos] == key) if len(keys) else np.zeros(n, dtype=bool)
             ids = np.where(ok, pos, -1)
-            good = ok & (self.total[j + 1][np.maximum(ids, 0)] >= min_count)
+            cid = np.maximum(ids, 0)
+            good = ok & (np.log(self.total[j + 1][cid] + a) - self.entropy[j + 1][cid]
+                         >= threshold)
             use_id = np.where(good, ids, use_id)
             use_order = np.where(good, j + 1, use_order)
-        excess = np.zeros(n)
+            cands.append((j + 1, cid, good))
+        if favourable:
+            best = np.full(n, np.inf)
+            prob = np.full(n, np.nan)
+            entropy = np.zeros(n)
+            for k, cid, good in cands:
+                p = (self._count(k, cid, values) + a) / (self.total[k][cid] + a)
+                ex = -np.log(p) - self.entropy[k][cid]
+                upd = good & (ex < best)
+                best = np.where(upd, ex, best)
+                prob = np.where(upd, p, prob)
+                entropy = np.where(upd, self.entropy[k][cid], entropy)
+            return prob, entropy, None, None, None
         prob = np.zeros(n)
+        entropy = np.zeros(n)
         expected = np.zeros(n, dtype=np.int64)
+        p_expected = np.zeros(n)
         for k in np.unique(use_order):
             m = use_order == k
             cid = use_id[m]
-            pk = cid * self.vbase + values[m]
-            keys = self.pair_keys[k]
-            pos = np.minimum(np.searchsorted(keys, pk), max(len(keys) - 1, 0))
-            hit = keys[pos] == pk if len(keys) else np.zeros(len(pk), dtype=bool)
-            c = np.where(hit, self.pair_counts[k][pos] if len(keys) else 0.0, 0.0)
             tot = self.total[k][cid]
-            p = (c + a) / (tot + a)
-            prob[m] = p
-            excess[m] = np.maximum(-np.log(p) - self.entropy[k][cid], 0.0)
-            expected[m] = self.expected[k][cid]
-        return excess, prob, expected, use_order
+            prob[m] = (self._count(k, cid, values[m]) + a) / (tot + a)
+            entropy[m] = self.entropy[k][cid]
+            e = self.expected[k][cid]
+            expected[m] = e
+            p_expected[m] = (self._count(k, cid, e) + a) / (tot + a)
+        return prob, entropy, expected, p_expected, use_order
+
+    def _count(self, k: int, cid: np.ndarray, values: np.ndarray) -> np.ndarray:
+        keys = self.pair_keys[k]
+        if not len(keys):
+            return np.zeros(len(cid))
+        pk = cid * self.vbase + values
+        pos = np.minimum(np.searchsorted(keys, pk), len(keys) - 1)
+        return np.where(keys[pos] == pk, self.pair_counts[k][pos], 0.0)
 
 
 @dataclass
 class ContextModel:
     """The context detector (PyOD's contract: :meth:`fit`, then :meth:`score`; higher = more
     anomalous; ``threshold_`` is the verdict's cut). Build it with :meth:`fit` on cases or
-    :meth:`from_rows` on a stored model run's counts."""
+    :meth:`from_rows` on a stored model run's counts.
+
+    ``missed_read_rate`` (eps) is the chance a reader misses a read: > 0 for RFID reads
+    (``[sequences] missed_read_rate``), 0 for a recorded log (the module docstring says how it
+    is used).
+    """
 
     conf: DetectorConf = field(default_factory=DetectorConf)
+    missed_read_rate: float = 0.0
 
     @classmethod
-    def fit(cls, cases: Iterable, conf: DetectorConf | None = None) -> "ContextModel":
+    def fit(cls, cases: Iterable, conf: DetectorConf | None = None,
+            missed_read_rate: float = 0.0) -> "ContextModel":
         """Fit on ``(sequence, attributes[, closed])`` cases (see :func:`count_rows`).
 
         Examples
@@ -310,17 +475,20 @@ class ContextModel:
         """
         conf = conf or DetectorConf()
         rows, skipped = count_rows(cases, conf)
-        return cls.from_rows(rows, conf, skipped)
+        return cls.from_rows(rows, conf, skipped, missed_read_rate)
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple], conf: DetectorConf | None = None,
-                  skipped: Sequence[str] | None = None) -> "ContextModel":
+                  skipped: Sequence[str] | None = None, missed_read_rate: float = 0.0
+                  ) -> "ContextModel":
         """The model of the count rows ``(feature, order, context, value, count)``.
 
         ``skipped`` names the attributes left out as nearly unique (their rows, if any, are
         dropped); by default they are found from the rows (:func:`unique_features`).
         """
-        model = cls(conf or DetectorConf())
+        if not 0.0 <= missed_read_rate < 1.0:
+            raise ValueError(f"missed_read_rate must be in [0, 1), not {missed_read_rate}")
+        model = cls(conf or DetectorConf(), float(missed_read_rate))
         rows = [(f, int(o), tuple(c), v, float(n)) for f, o, c, v, n in rows]
         if skipped is None:
             skipped = unique_features(rows, model.conf.unique_ratio)
@@ -329,7 +497,7 @@ class ContextModel:
         rows = [r for r in rows if r[0] not in dropped]
         model.rows_ = rows
         # read-point vocabulary: every read point seen anywhere (1..V; 0 is START/END)
-        names = sorted({v for f, _, _, v, _ in rows if f == CONTROL and v is not None}
+        names = sorted({v for f, _, _, v, _ in rows if f in _READ_POINT_FEATURES and v is not None}
                        | {x for _, _, c, _, _ in rows for x in c if x is not None})
         model.read_points_ = {name: i + 1 for i, name in enumerate(names)}
         base = len(names) + 2  # one code more for a read point never seen
@@ -339,7 +507,7 @@ class ContextModel:
             by_feature.setdefault(r[0], []).append(r)
         model.tables_ = {}
         for feature, part in sorted(by_feature.items()):
-            if feature == CONTROL:
+            if feature in _READ_POINT_FEATURES:
                 vocab = model.read_points_
             else:
                 vals = sorted({v for _, _, _, v, _ in part if v is not None})
@@ -384,23 +552,45 @@ class ContextModel:
         rp = self.read_points_
         unknown = self._unknown
         K = self.conf.max_context
-        a, m = self.conf.pseudo_count, self.conf.min_count
+        a, tau = self.conf.pseudo_count, self.conf.threshold
 
         # control flow: one row per step (and the END step of closed objects); each object is a
-        # block [K START pads, its codes, END?] of one flat array, contexts are shifted reads
+        # block [K START pads, its codes, END?] of one flat array, contexts are shifted reads.
+        # Attributes (and the revisit flag): one row per (step, attribute), in parallel lists.
         flat: list[int] = []
         starts, n_targets = [], []
         pad = [_BOUNDARY] * K
-        for seq, attrs, cl in zip(sequences, attributes, closed):
+        by_feature: dict[str, tuple[list, list, list, list, list]] = {
+            REVISIT: ([], [], [], [], [])}
+        for o, (seq, attrs, cl) in enumerate(zip(sequences, attributes, closed)):
             _check_case(seq, attrs)
+            codes = [rp.get(x, unknown) for x in seq]
             starts.append(len(flat) + K)
             flat.extend(pad)
-            flat.extend([rp.get(x, unknown) for x in seq])
+            flat.extend(codes)
             if cl:
                 flat.append(_BOUNDARY)
             n_targets.append(len(seq) + bool(cl))
-        ctl = self.tables_.get(CONTROL)
+            prevs = ([_BOUNDARY] + codes)[:len(codes)]
+            rev = by_feature[REVISIT]
+            rev[0].extend([o] * len(codes))
+            rev[1].extend(range(len(codes)))
+            rev[2].extend(codes)
+            rev[3].extend(prevs)
+            rev[4].extend(_revisits(seq))
+            if attrs:
+                for i, (code, prev, d) in enumerate(zip(codes, prevs, attrs)):
+                    for key, value in d.items():
+                        cols = by_feature.get(key)
+                        if cols is None:
+                            cols = by_feature[key] = ([], [], [], [], [])
+                        cols[0].append(o)
+                        cols[1].append(i)
+                        cols[2].append(code)
+                        cols[3].append(prev)
+                        cols[4].append(value)
         parts = []
+        ctl = self.tables_.get(CONTROL)
         n_t = np.array(n_targets, dtype=np.int64)
         total = int(n_t.sum())
         if ctl is not None and total:
@@ -409,52 +599,55 @@ class ContextModel:
             step = np.arange(total) - np.repeat(np.cumsum(n_t) - n_t, n_t)
             pos = np.repeat(np.array(starts, dtype=np.int64), n_t) + step
             vals = arr[pos]
-            ex, pr, expd, order = ctl.score([arr[pos - 1 - j] for j in range(K)], vals, m, a)
+            ctx = [arr[pos - 1 - j] for j in range(K)]
+            pr, ent, expd, _, order = ctl.lookup(ctx, vals, a, tau)
+            ex = np.maximum(-np.log(pr) - ent, 0.0)
+            skip = self.tables_.get(SKIP)
+            eps = self.missed_read_rate
+            if eps > 0 and skip is not None:
+                # x as the read point two steps on, the one in between missed (module docstring)
+                p2, ent2, *_ = skip.lookup(ctx, vals, a, tau, favourable=True)
+                via_miss = -math.log(eps) + np.maximum(-np.log(p2) - ent2, 0.0)
+                ex = np.where(np.isnan(p2), ex, np.minimum(ex, via_miss))
             parts.append((obj, step, ex, pr, expd, order, None, vals))
-        # attributes: one row per (step, attribute)
-        rows_by_feature: dict[str, list] = {}
-        for o, (seq, attrs) in enumerate(zip(sequences, attributes)):
-            if not attrs:
-                continue
-            prev = _BOUNDARY
-            for i, (x, d) in enumerate(zip(seq, attrs)):
-                code = rp.get(x, unknown)
-                for key, value in d.items():
-                    rows_by_feature.setdefault(key, []).append((o, i, code, prev, value))
-                prev = code
-        for key, items in rows_by_feature.items():
+        for key, (o_l, i_l, c_l, p_l, v_l) in by_feature.items():
             table = self.tables_.get(key)
-            if table is None:  # skipped as unique, or an attribute the model never saw
+            if table is None or not o_l:  # skipped as unique, or never seen when fitting
                 continue
-            arr = np.array([(o, i, c, p) for o, i, c, p, _ in items], dtype=np.int64)
             unseen = len(table.val_vocab) + 1
-            v = np.array([table.val_vocab.get(val, unseen) for *_, val in items], dtype=np.int64)
-            cols = [arr[:, 2], arr[:, 3]][:self.conf.attribute_context]
-            ex, pr, expd, order = table.score(cols, v, m, a)
-            parts.append((arr[:, 0], arr[:, 1], ex, pr, expd, order, key,
-                          [val for *_, val in items]))
-        return self._verdicts(n_obj, parts, sequences, closed)
+            get = table.val_vocab.get
+            v = np.array([get(val, unseen) for val in v_l], dtype=np.int64)
+            cols = [np.array(c_l, dtype=np.int64), np.array(p_l, dtype=np.int64)]
+            pr, ent, expd, _, order = table.lookup(cols[:self.conf.attribute_context], v, a, tau)
+            ex = np.maximum(-np.log(pr) - ent, 0.0)
+            parts.append((np.array(o_l, dtype=np.int64), np.array(i_l, dtype=np.int64),
+                          ex, pr, expd, order, key, v_l))
+        return self._verdicts(n_obj, parts, sequences)
 
-    def _verdicts(self, n_obj, parts, sequences, closed) -> list[Verdict]:
+    def _verdicts(self, n_obj, parts, sequences) -> list[Verdict]:
+        # each object's first worst step: highest excess, then control flow before attributes
+        # (part order), then the earliest step, as in slow_score
         best = np.zeros(n_obj)
-        where = [None] * n_obj
-        for pi, (obj, step, ex, *_rest) in enumerate(parts):
-            # each object's first worst step in this part; earlier parts (control flow first)
-            # win ties, as in slow_score
-            order = np.lexsort((step, -ex, obj))
+        where: list = [None] * n_obj
+        if parts:
+            obj = np.concatenate([p[0] for p in parts])
+            ex = np.concatenate([p[2] for p in parts])
+            part = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
+            step = np.concatenate([p[1] for p in parts])
+            idx = np.concatenate([np.arange(len(p[0])) for p in parts])
+            order = np.lexsort((step, part, -ex, obj))
             first = order[np.r_[True, obj[order][1:] != obj[order][:-1]]] if len(order) else order
-            for idx in first:
-                o = obj[idx]
-                if ex[idx] > best[o]:
-                    best[o] = ex[idx]
-                    where[o] = (pi, step[idx], idx)
+            first = first[ex[first] > 0.0]
+            best[obj[first]] = ex[first]
+            for f in first:
+                where[int(obj[f])] = (int(part[f]), int(step[f]), int(idx[f]))
         out = []
         for o in range(n_obj):
-            if where[o] is None or best[o] <= 0.0:
+            if where[o] is None:
                 out.append(Verdict(0.0, False, None))
                 continue
             pi, step, idx = where[o]
-            obj, st, ex, pr, expd, order, feature, vals = parts[pi]
+            _, _, _, pr, expd, order, feature, vals = parts[pi]
             seq = sequences[o]
             table = self.tables_[CONTROL if feature is None else feature]
             if feature is None:
@@ -492,7 +685,8 @@ def score_cases(model: ContextModel, cases: Iterable) -> list[Verdict]:
 
 
 def slow_score(rows: Iterable[tuple], sequence, attributes=None, closed=True,
-               conf: DetectorConf = DetectorConf(), skipped=()) -> tuple[float, tuple | None]:
+               conf: DetectorConf = DetectorConf(), skipped=(), missed_read_rate: float = 0.0
+               ) -> tuple[float, tuple | None]:
     """Worst excess surprisal of one object straight from the count rows, step by step.
 
     Returns (anomaly, (step, feature or None)) of the first worst step (None if none scores)."""
@@ -501,21 +695,38 @@ def slow_score(rows: Iterable[tuple], sequence, attributes=None, closed=True,
         if f in skipped:
             continue
         counts.setdefault((f, tuple(c)), Counter())[v] += n
+    a, tau = conf.pseudo_count, conf.threshold
+
+    def excess_in(cnt, value):
+        total = sum(cnt.values())
+        h = -sum(n / total * math.log(n / total) for n in cnt.values())
+        p = (cnt.get(value, 0) + a) / (total + a)
+        return -math.log(p) - h, math.log(total + a) - h >= tau
 
     def excess(feature, ctx, value):
-        use = counts.get((feature, ()), Counter())
+        """In the longest context seen often enough (order 0 otherwise)."""
+        use = counts.get((feature, ()))
+        if not use:
+            return 0.0
         for k in range(1, len(ctx) + 1):
             cnt = counts.get((feature, ctx[:k]))
             if cnt is None:
                 break
-            if sum(cnt.values()) >= conf.min_count:
+            if excess_in(cnt, value)[1]:
                 use = cnt
-        total = sum(use.values())
-        if total == 0:
-            return 0.0
-        h = -sum(n / total * math.log(n / total) for n in use.values())
-        p = (use.get(value, 0) + conf.pseudo_count) / (total + conf.pseudo_count)
-        return max(-math.log(p) - h, 0.0)
+        return max(excess_in(use, value)[0], 0.0)
+
+    def via_miss(ctx, value):
+        """The missed-read explanation: the most favourable order >= 1 seen often enough."""
+        best = None
+        for k in range(1, len(ctx) + 1):
+            cnt = counts.get((SKIP, ctx[:k]))
+            if cnt is None:
+                break
+            e, ok = excess_in(cnt, value)
+            if ok and (best is None or e < best):
+                best = e
+        return None if best is None else -math.log(missed_read_rate) + max(best, 0.0)
 
     worst, at = 0.0, None
     s = [None] * conf.max_context + list(sequence)
@@ -523,15 +734,21 @@ def slow_score(rows: Iterable[tuple], sequence, attributes=None, closed=True,
     for i, x in enumerate(targets):
         ctx = tuple(s[i:i + conf.max_context][::-1])
         e = excess(CONTROL, ctx, x)
+        if missed_read_rate > 0:
+            m = via_miss(ctx, x)
+            if m is not None:
+                e = min(e, m)
         if e > worst + 1e-12:
             worst, at = e, (i, None)
-    if attributes:
-        prev = [None] + list(sequence)
-        for i, (x, d) in enumerate(zip(sequence, attributes)):
-            for key, value in d.items():
-                if (key, ()) not in counts:
-                    continue
-                e = excess(key, (x, prev[i])[:conf.attribute_context], value)
-                if e > worst + 1e-12:
-                    worst, at = e, (i, key)
+    prev = [None] + list(sequence)
+    features = [{REVISIT: r} for r in _revisits(sequence)]
+    for i, d in enumerate(attributes or []):
+        features[i].update(d)
+    for i, (x, d) in enumerate(zip(sequence, features)):
+        for key, value in d.items():
+            if (key, ()) not in counts:
+                continue
+            e = excess(key, (x, prev[i])[:conf.attribute_context], value)
+            if e > worst + 1e-12:
+                worst, at = e, (i, key)
     return worst, at
