@@ -216,9 +216,9 @@ class ModelRun:
 def write_model_run(db_url: str, run_id: str, fitted, conf, seconds: float) -> int:
     """Store a fitted model run (soads.detect.spark.Fit): its detector_count rows, then its
     detector_run row (a reader that finds the run finds all its rows). Returns the rows written.
-    """
-    import dataclasses
 
+    The run's conf JSON holds the [detector] settings and the model's missed_read_rate.
+    """
     from soads.detect import runs
     from soads.storage import tables
 
@@ -233,7 +233,8 @@ def write_model_run(db_url: str, run_id: str, fitted, conf, seconds: float) -> i
     tables.write_rows(db_url, "detector_run", [{
         S.RUN_ID: run_id, S.CREATED_AT: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
         S.N_OBJECTS: fitted.n_objects, S.N_ROWS: len(rows), S.SKIPPED: list(fitted.skipped),
-        S.CONF: dataclasses.asdict(conf), S.SECONDS: seconds, S.HORIZON: horizon,
+        S.CONF: runs.run_conf(conf, fitted.model.missed_read_rate),
+        S.SECONDS: seconds, S.HORIZON: horizon,
     }])
     return len(rows)
 
@@ -246,7 +247,8 @@ def fit_detector(spark, seqs, rel, cfg: Config, report: Report) -> ModelRun:
 
     with report.timed("fit"):
         fitted = dspark.fit(seqs, rel, cfg.detector, cfg.stream.idle_seconds,
-                            n_objects=report.counts.get("objects"))
+                            n_objects=report.counts.get("objects"),
+                            missed_read_rate=cfg.sequences.missed_read_rate)
         run_id = new_run_id("context")
     n_rows = write_model_run(cfg.storage.db_url, run_id, fitted, cfg.detector,
                              report.seconds["fit"])

@@ -16,7 +16,7 @@ from soads.detect import spark as D
 
 T0 = dt.datetime(2024, 3, 4, 8, 0, 0)
 IDLE = 600.0
-CONF = DetectorConf(max_context=2, min_count=3)
+CONF = DetectorConf(max_context=2)
 
 
 def random_objects(seed: int, n: int = 200, attributes: bool = True):

@@ -138,6 +138,7 @@ def test_model_run_equals_the_core_and_holds_the_relation_table(run, objects):
              for _, s, a, t in objs]
     want = context.ContextModel.fit(cases, cfg.detector)
     assert model.to_rows() == want.to_rows() and model.skipped_ == want.skipped_
+    assert model.missed_read_rate == cfg.sequences.missed_read_rate > 0
     assert stored[S.N_ROWS] == len(want.to_rows())
     # its order-1 control rows between two read points: the relation table of the same job
     order1 = {(c[0], v): n for f, o, c, v, n in model.to_rows()

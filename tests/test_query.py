@@ -123,11 +123,11 @@ def test_model_run_round_trip(db):
     from soads.detect.spark import Fit
 
     assert query.newest_detector_run(db) is None
-    conf = DetectorConf(max_context=2, min_count=2)
+    conf = DetectorConf(max_context=2)
     log = [(["a", "b", "c"], [{"d": "x", "id": f"{i}a"}, {"d": "y", "id": f"{i}b"},
                               {"d": "zé 😀", "id": f"{i}c"}]) for i in range(20)]
     log += [(["a", "c"], None), ([], None)]
-    model = C.ContextModel.fit(log, conf)
+    model = C.ContextModel.fit(log, conf, missed_read_rate=0.05)
     assert model.skipped_ == ("id",)
     horizon = int(dt.datetime(2024, 3, 4, 9).timestamp()) * 1_000_000
     for run_id in ("context-1", "context-2"):  # written one after the other: the second is newer
@@ -146,10 +146,11 @@ def test_model_run_round_trip(db):
     for r_id in ("context-1", "context-2"):
         back = query.detector_model(db, r_id)  # the run's own settings
         assert back.to_rows() == model.to_rows() and back.skipped_ == ("id",)
-        assert back.conf == conf
+        assert (back.conf, back.missed_read_rate) == (conf, 0.05)
         probe = [(["a", "c", "b"], [{"d": "x"}, {"d": "q"}, {"d": "y"}]), (["a"], None)]
         assert C.score_cases(back, probe) == C.score_cases(model, probe)
-    assert query.detector_model(db, "context-2", DetectorConf(threshold=1.0)).threshold_ == 1.0
+    other = query.detector_model(db, "context-2", DetectorConf(threshold=1.0), 0.0)
+    assert (other.threshold_, other.missed_read_rate) == (1.0, 0.0)
     with pytest.raises(LookupError, match="no detector model run"):
         query.detector_model(db, "nope")
 

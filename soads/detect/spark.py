@@ -185,7 +185,8 @@ class Fit:
         return self.model.to_rows()
 
 
-def fit(seqs, rel, conf: DetectorConf, idle_seconds: float, n_objects: int | None = None) -> Fit:
+def fit(seqs, rel, conf: DetectorConf, idle_seconds: float, n_objects: int | None = None,
+        missed_read_rate: float = 0.0) -> Fit:
     """Fit the context detector on the sequences (Spark, no collect of the sequences).
 
     Parameters
@@ -198,6 +199,9 @@ def fit(seqs, rel, conf: DetectorConf, idle_seconds: float, n_objects: int | Non
     conf : DetectorConf
     idle_seconds : float
         The closed rule's idle time (``[stream] idle_seconds``).
+    missed_read_rate : float
+        The model's chance of a missed read (``[sequences] missed_read_rate`` for RFID reads; it
+        does not change the counts, only how the model scores).
     """
     horizon = horizon_us(seqs) if S.LAST_TIME in seqs.columns else None
     skipped = unique_attributes(seqs, conf.unique_ratio)
@@ -206,7 +210,7 @@ def fit(seqs, rel, conf: DetectorConf, idle_seconds: float, n_objects: int | Non
         counts = with_relations(counts, rel)
     rows = [(r[S.FEATURE], int(r[S.CTX_ORDER]), tuple(r[S.CONTEXT]), r[S.VALUE], int(r[S.COUNT]))
             for r in counts.collect()]  # summed counts: contexts x values, not the log
-    model = context.ContextModel.from_rows(rows, conf, skipped)
+    model = context.ContextModel.from_rows(rows, conf, skipped, missed_read_rate)
     if n_objects is None:
         n_objects = seqs.count()
     logger.info("context detector fitted: %d rows, %d objects, skipped %s", len(rows),
