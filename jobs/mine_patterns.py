@@ -27,7 +27,8 @@ def main(argv=None) -> int:
                      f"({report.counts['objects']} objects, {report.seconds['mine']:.1f} s)\n")
     pipeline.fit_detector(spark, seqs, rel, cfg, report)
     sys.stdout.write(f"detector model run {report.model_run_id}: "
-                     f"{report.counts['detector_rows']} count rows ({report.seconds['fit']:.1f} s)\n")
+                     f"{report.counts['detector_rows']} count rows "
+                     f"({report.seconds['fit']:.1f} s)\n")
     spark.stop()
     return 0
 

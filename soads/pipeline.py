@@ -37,6 +37,8 @@ class Report:
     mining: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)
     """detector name -> rows of :func:`soads.evaluate.detection_quality`"""
+    noise: dict = field(default_factory=dict)
+    """detector name -> rows of :func:`soads.evaluate.noise_false_positives` (verdicts only)"""
     run_id: str | None = None
     model_run_id: str | None = None
     """The context detector's model run the objects were scored against (None: none)."""
@@ -391,17 +393,25 @@ def score_newest_run(build_spark, cfg: Config, report: Report, model_run: str | 
 
 
 def read_truth(spark, path: str):
-    """The simulator's ``truth.csv``: oid, label, anomaly_type."""
+    """The simulator's ``truth.csv``: oid, label, anomaly_type, noise.
+
+    A file of an earlier simulator version has no ``noise`` column: its noise is null.
+    """
+    from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
+    columns = [S.OID, S.LABEL, S.ANOMALY_TYPE]
+    with open(path, newline="") as fh:
+        header = next(csv.reader(fh), [])
+    if header not in (columns, columns + [S.NOISE]):
+        raise ValueError(f"{path}: expected header oid,label,anomaly_type[,noise], got "
+                         f"{','.join(header)}")
     schema = T.StructType([T.StructField(S.OID, T.StringType()),
                            T.StructField(S.LABEL, T.IntegerType()),
-                           T.StructField(S.ANOMALY_TYPE, T.StringType())])
-    with open(path, newline="") as fh:
-        header = next(csv.reader(fh))
-    if header != [S.OID, S.LABEL, S.ANOMALY_TYPE]:
-        raise ValueError(f"{path}: expected header oid,label,anomaly_type, got {','.join(header)}")
-    return spark.read.schema(schema).option("header", True).csv(path)
+                           T.StructField(S.ANOMALY_TYPE, T.StringType())]
+                          + [T.StructField(S.NOISE, T.StringType())] * (len(header) == 4))
+    truth = spark.read.schema(schema).option("header", True).csv(path)
+    return truth if len(header) == 4 else truth.withColumn(S.NOISE, F.lit(None).cast("string"))
 
 
 CONTEXT_DETECTOR = "context"
@@ -412,20 +422,28 @@ def evaluate(spark, scored, truth_path: str, report: Report) -> None:
     """Join object scores with the ground truth and compute detection quality."""
     from pyspark.sql import functions as F
 
-    from soads.evaluate import detection_quality
+    from soads.evaluate import detection_quality, noise_false_positives
 
     with report.timed("evaluate"):
         truth = read_truth(spark, truth_path)
-        # Objects the truth knows but the log lost (every read missed) count as undetected.
-        # the context detector's columns are null when no model run was scored against
-        joined = truth.join(scored.select(S.OID, S.SCORE, S.SURPRISAL, S.ANOMALY),
+        # Objects the truth knows but the log lost (every read missed) count as undetected;
+        # the context detector's columns are null when no model run was scored against.
+        joined = truth.join(scored.select(S.OID, S.SCORE, S.SURPRISAL, S.ANOMALY, S.IS_ANOMALY),
                             S.OID, "left").select(
             S.LABEL, F.coalesce(S.ANOMALY_TYPE, F.lit("")).alias(S.ANOMALY_TYPE),
+            F.coalesce(S.NOISE, F.lit("")).alias(S.NOISE),
             (1.0 - F.coalesce(S.SCORE, F.lit(1.0))).alias("alignment"),
             F.coalesce(S.SURPRISAL, F.lit(0.0)).alias(S.SURPRISAL),
-            F.coalesce(S.ANOMALY, F.lit(0.0)).alias(CONTEXT_DETECTOR))
+            F.coalesce(S.ANOMALY, F.lit(0.0)).alias(CONTEXT_DETECTOR),
+            F.coalesce(S.IS_ANOMALY, F.lit(False)).alias(S.IS_ANOMALY))
         pdf = joined.toPandas()  # a few small columns per object, not the event log
-        detectors = ["alignment", S.SURPRISAL] + ([CONTEXT_DETECTOR] if report.model_run_id else [])
-        for detector in detectors:
-            report.quality[detector] = detection_quality(
-                pdf[S.LABEL].to_numpy(), pdf[S.ANOMALY_TYPE].to_numpy(), pdf[detector].to_numpy())
+        labels, types = pdf[S.LABEL].to_numpy(), pdf[S.ANOMALY_TYPE].to_numpy()
+        for detector in ("alignment", S.SURPRISAL):  # scores without a verdict of their own
+            report.quality[detector] = detection_quality(labels, types,
+                                                         pdf[detector].to_numpy())
+        if report.model_run_id:
+            verdicts = pdf[S.IS_ANOMALY].to_numpy(dtype=bool)
+            report.quality[CONTEXT_DETECTOR] = detection_quality(
+                labels, types, pdf[CONTEXT_DETECTOR].to_numpy(), verdicts)
+            report.noise[CONTEXT_DETECTOR] = noise_false_positives(
+                labels, pdf[S.NOISE].to_numpy(), verdicts)

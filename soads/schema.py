@@ -78,6 +78,14 @@ rows below the watermark before the state step sees them; the jobs' policies rec
 
 # -- sequences --------------------------------------------------------------------------
 SEQUENCE = "sequence"
+ATTRIBUTES = "attributes"
+"""Per visit of a sequence, the event fields of its first read: a map keyed by
+:data:`VISIT_ATTRIBUTES` (a null field has no key)."""
+SENSOR_ALERT = "sensor_alert"
+"""Visit attribute: the distinct ``exception`` values of the read's sensor reports
+(``ALARM_CONDITION``, ``ERROR_CONDITION``), sorted and comma-joined; absent without one."""
+VISIT_ATTRIBUTES = (BIZ_STEP, DISPOSITION, BIZ_LOCATION, ACTION, SENSOR_ALERT)
+"""The keys of a visit's attribute map, in the order the map holds them."""
 FIRST_TIME = "first_time"
 LAST_TIME = "last_time"
 
@@ -120,6 +128,8 @@ SCORED_COLUMNS = (SCORE, RAW, PATTERN, RUN_ID)
 # -- ground truth (simulator) ------------------------------------------------------------
 LABEL = "label"
 ANOMALY_TYPE = "anomaly_type"
+NOISE = "noise"
+"""The reader noise a simulated object has ('' or none: no noise), whatever its label."""
 
 # -- context detector: verdicts, model runs, anomaly rate (soads.detect) -------------------
 ANOMALY = "anomaly"
@@ -154,9 +164,6 @@ HORIZON = "horizon"
 ``stream.idle_seconds`` older were finished (closed) ones (soads.detect.runs.is_closed)."""
 FLAGGED = "flagged"
 RATE = "rate"
-ATTRIBUTES = "attributes"
-"""Per visit of a sequence, its event attributes: array<map<string, string>>, one map per visit
-(soads.sequences; optional: sequences without it are scored on their read points alone)."""
 
 # -- relational tables: name -> ordered (column, portable type) --------------------------
 # Types: "text" (bounded key text), "longtext" (unbounded, not a key), "int", "bigint", "float",
@@ -299,12 +306,15 @@ def quarantine_struct():
 
 
 def sequence_struct():
-    """Spark schema of extracted sequences: oid, sequence array<string>, first_time, last_time."""
+    """Spark schema of extracted sequences: oid, sequence array<string>, attributes
+    array<map<string, string>> (one map per visit), first_time, last_time."""
     from pyspark.sql import types as T
 
     return T.StructType([
         T.StructField(OID, T.StringType(), False),
         T.StructField(SEQUENCE, T.ArrayType(T.StringType(), False), False),
+        T.StructField(ATTRIBUTES, T.ArrayType(
+            T.MapType(T.StringType(), T.StringType(), False), False), False),
         T.StructField(FIRST_TIME, T.TimestampType(), True),
         T.StructField(LAST_TIME, T.TimestampType(), True),
     ])
