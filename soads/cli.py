@@ -602,13 +602,20 @@ def format_report(report, n_show: int = 10) -> str:
     if report.quality:
         from soads.evaluate import quality_table
 
-        lines += ["", "detection quality vs the simulator's ground truth (ROC-AUC, best F1; "
-                  "P / R / F1: the detector's own verdict):",
+        lines += ["", "detection quality vs the simulator's ground truth (ROC-AUC, best F1;",
+                  "P / R / F1: the detector's own label-free verdict):",
                   "  alignment = 1 - normalised Smith-Waterman score (the paper's evaluator);",
                   "  surprisal = max -log P(b|a) over the object's relations (soads.conformance);",
-                  "  context   = the context detector's anomaly and is_anomaly (soads.detect, "
-                  f"model run {report.model_run_id})"]
+                  "  context   = the context detector's anomaly and is_anomaly (soads.detect;",
+                  f"              model run {report.model_run_id})"]
         lines += ["  " + line for line in quality_table(report.quality, report.noise)]
+    if report.anomaly_rates:
+        lines += ["", "where objects were flagged (the worst step's read point; per hour: "
+                  "table anomaly_rate):"]
+        for r in report.anomaly_rates:
+            pct = 100.0 * r[S.FLAGGED] / r[S.N_OBJECTS]
+            lines.append(f"  {r[S.FLAGGED]:>6,} of {r[S.N_OBJECTS]:>7,} ({pct:4.1f}%)  "
+                         f"{_short(r[S.READ_POINT])}")
     return "\n".join(lines)
 
 

@@ -37,6 +37,8 @@ class Report:
     mining: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)
     """detector name -> rows of :func:`soads.evaluate.detection_quality`"""
+    anomaly_rates: list = field(default_factory=list)
+    """The read points where most objects were flagged (read_point, flagged, n_objects)."""
     noise: dict = field(default_factory=dict)
     """detector name -> rows of :func:`soads.evaluate.noise_false_positives` (verdicts only)"""
     run_id: str | None = None
@@ -341,6 +343,12 @@ def score(spark, seqs, rel, patterns: list[list[str]], run_id: str, cfg: Config,
             rates = dspark.anomaly_rate(seqs, verdicts, cfg.scoring.window_seconds).cache()
             tables.write_dataframe(rates, cfg.storage.db_url, "anomaly_rate")
             report.counts["anomaly_rate_rows"] = rates.count()
+            # over all windows (an object is in one window): where objects go wrong most
+            top = rates.groupBy(S.READ_POINT).agg(
+                F.sum(S.FLAGGED).alias(S.FLAGGED), F.sum(S.N_OBJECTS).alias(S.N_OBJECTS)) \
+                .filter(F.col(S.FLAGGED) > 0) \
+                .orderBy(F.col(S.FLAGGED).desc(), F.col(S.READ_POINT)).limit(5).collect()
+            report.anomaly_rates = [r.asDict() for r in top]
             report.counts["objects_flagged"] = scored.filter(F.col(S.IS_ANOMALY)).count()
             report.model_run_id = detector.run_id
             rates.unpersist()
