@@ -548,3 +548,34 @@ def test_score_input_against_a_stored_model_run(capsys, tmp_path):
                        "--model-run", "newest",
                        "--set", f"storage.db_url=sqlite:///{tmp_path}/e.db")
     assert code == 2 and "no detector model run" in err
+
+
+def test_demo_report_shows_every_detector_side_by_side_and_where_objects_were_flagged():
+    from soads.cli import format_report
+    from soads.evaluate import detection_quality, noise_false_positives
+    from soads.pipeline import Report
+
+    labels, types = [0, 0, 0, 1, 1], ["", "", "", "skipped_stage", "wrong_biz_step"]
+    verdicts = [False, True, False, True, True]
+    report = Report(model_run_id="context-x")
+    report.quality = {
+        "alignment": detection_quality(labels, types, [0.1, 0.2, 0.3, 0.4, 0.5]),
+        "surprisal": detection_quality(labels, types, [0.1, 0.2, 0.3, 0.9, 0.0]),
+        "context": detection_quality(labels, types, [0.0, 5.0, 0.0, 6.0, 7.0], verdicts)}
+    report.noise = {"context": noise_false_positives(labels, ["", "missed_read", "", "", ""],
+                                                     verdicts)}
+    report.anomaly_rates = [{S.READ_POINT: "urn:epc:id:sgln:1.2.CNV-L2-ASM", S.FLAGGED: 2,
+                             S.N_OBJECTS: 5}]
+    text = format_report(report)
+    lines = text.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split() == ["alignment", "surprisal",
+                                                                 "context"])
+    assert lines[head + 1].split() == ["anomaly", "type", "n"] + ["ROC-AUC", "best", "F1"] * 3 \
+        + ["P", "R", "F1"]
+    assert lines[head + 2].split() == ["all", "2", "1.0000", "1.0000", "0.5000", "0.6667",
+                                       "1.0000", "1.0000", "0.667", "1.000", "0.800"]
+    assert [ln.split()[0] for ln in lines[head + 3:head + 5]] == ["skipped_stage",
+                                                                  "wrong_biz_step"]
+    assert "context 1/1 (100.0%; clean normal 0.0%)" in text
+    assert "model run context-x" in text
+    assert lines[-1].split() == ["2", "of", "5", "(40.0%)", "CNV-L2-ASM"]
