@@ -148,7 +148,7 @@ def test_model_run_equals_the_core_and_holds_the_relation_table(run, objects):
 
 def test_object_score_verdicts_and_anomaly_rate(run, objects):
     from soads import query
-    from soads.detect import context, runs
+    from soads.detect import runs
 
     cfg, _, report = run
     objs, horizon = objects
