@@ -579,3 +579,33 @@ def test_demo_report_shows_every_detector_side_by_side_and_where_objects_were_fl
     assert "context 1/1 (100.0%; clean normal 0.0%)" in text
     assert "model run context-x" in text
     assert lines[-1].split() == ["2", "of", "5", "(40.0%)", "CNV-L2-ASM"]
+
+
+def test_fit_detector_then_score_against_the_new_run(capsys, tmp_path, spark):
+    from soads import query
+    from soads.simulator.generate import simulate
+
+    simulate(str(tmp_path / "plant"), n_objects=40, seed=4)
+    url = f"sqlite:///{tmp_path}/soads.db"
+    conf = ["--set", f"storage.root={tmp_path / 'data'}", "--set", f"storage.db_url={url}",
+            "--set", "mining.minsup=0.2"]
+    code, _, err = run(capsys, "ingest", str(tmp_path / "plant"), *conf)
+    assert code == 0, err
+    code, out, err = run(capsys, "score", *conf)
+    assert code == 2 and "no mining run" in err  # nothing mined yet: nothing to score against
+    code, out, err = run(capsys, "fit-detector", *conf)
+    assert code == 0, err
+    first = query.newest_detector_run(url)
+    assert out.startswith(f"detector model run {first[S.RUN_ID]}: ")
+    assert first[S.N_OBJECTS] == 40
+    code, out, err = run(capsys, "mine", *conf)  # mining fits a model run too
+    assert code == 0, err
+    second = query.newest_detector_run(url)
+    assert second[S.RUN_ID] != first[S.RUN_ID] and f"model run {second[S.RUN_ID]}" in out
+    for which, want in ((None, second), (first[S.RUN_ID], first)):
+        code, out, err = run(capsys, "score", *conf, *(["--model-run", which] if which else []))
+        assert code == 0, err
+        assert f"against model run {want[S.RUN_ID]}" in out
+        rows = query.object_scores(url)
+        assert len(rows) == 40 and {r[S.MODEL_RUN_ID] for r in rows} == {want[S.RUN_ID]}
+        assert query.anomaly_rates(url, want[S.RUN_ID]) != []
