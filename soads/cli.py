@@ -308,6 +308,9 @@ def cmd_mine(args) -> int:
         _out(f"mining run {report.run_id}: {len(rows)} patterns from {report.counts['objects']:,} "
              f"objects in {report.seconds['mine']:.1f} s -> table pattern "
              f"({redact(cfg.storage.db_url)})")
+        # the batch job that mines also fits the context detector on the same sequences
+        pipeline.fit_detector(spark, seqs, rel, cfg, report)
+        _out(_model_run_line(report))
         return 0
     if not args.out:
         raise UsageError("--out PATTERNS.jsonl is required with --input")
@@ -335,6 +338,25 @@ def cmd_mine(args) -> int:
     return 0
 
 
+def _model_run_line(report) -> str:
+    return (f"detector model run {report.model_run_id}: {report.counts['detector_rows']:,} count "
+            f"rows from {report.counts['objects']:,} objects in {report.seconds['fit']:.1f} s "
+            f"({report.counts['detector_skipped']} attributes left out as nearly unique) -> "
+            f"tables detector_run, detector_count")
+
+
+def cmd_fit_detector(args) -> int:
+    from soads import pipeline
+
+    cfg = _config(args)
+    spark = _spark(cfg)
+    report = pipeline.Report()
+    seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
+    pipeline.fit_detector(spark, seqs, rel, cfg, report)
+    _out(_model_run_line(report))
+    return 0
+
+
 def cmd_score(args) -> int:
     from soads import pipeline
 
@@ -346,13 +368,23 @@ def cmd_score(args) -> int:
     if args.input is None:
         report = pipeline.Report()
         try:
-            _, run_id, pats = pipeline.score_newest_run(lambda: _spark(cfg), cfg, report)
+            _, run_id, pats = pipeline.score_newest_run(lambda: _spark(cfg), cfg, report,
+                                                        args.model_run or "newest")
         except pipeline.NoMiningRun:
             raise UsageError(
                 "no mining run in the PATTERN TABLE: run `soads mine` first") from None
+        except pipeline.NoModelRun as e:
+            raise UsageError(str(e)) from None
         _out(f"scored {report.counts['objects_scored']:,} objects against {len(pats)} patterns of "
              f"run {run_id} in {report.seconds['score']:.1f} s; "
              f"{report.counts['windows']} windows -> tables object_score, alignment_score")
+        if report.model_run_id is None:
+            _out("no detector model run yet (soads fit-detector): object_score's anomaly, "
+                 "is_anomaly, explanation are null")
+        else:
+            _out(f"context detector: {report.counts['objects_flagged']:,} objects flagged "
+                 f"against model run {report.model_run_id}; "
+                 f"{report.counts['anomaly_rate_rows']:,} rows -> table anomaly_rate")
         return 0
     if not args.out:
         raise UsageError("--out SCORES.jsonl is required with --input")
@@ -387,13 +419,20 @@ def _context_model(args, cfg, progress):
     """The context detector of `score --input`: fitted on the --input log itself (one pass over
     the file; memory: one chunk of cases and the model's counts, not the log).
 
-    A stored model run (`--model-run RUN_ID`, read from the database with the model-run
-    storage) is loaded here instead of fitting, once that option exists.
+    A stored model run (`--model-run RUN_ID|newest`, from [storage] db_url) is loaded instead
+    of fitting.
     """
-    from soads import cases
+    from soads import cases, pipeline
 
     if getattr(args, "model_run", None) is not None:
-        raise UsageError("--model-run: stored model runs are not readable here yet")
+        try:
+            run = pipeline.stored_model_run(cfg, args.model_run)
+        except pipeline.NoModelRun as e:
+            raise UsageError(str(e)) from None
+        if run is None:
+            raise UsageError("--model-run newest: no detector model run in table detector_run "
+                             "(soads fit-detector makes one)")
+        return run.model
 
     def fit_cases():
         n = 0
@@ -561,15 +600,22 @@ def format_report(report, n_show: int = 10) -> str:
     lines += ["", "seconds per stage:"]
     lines += [f"  {k:<12}{v:>8.1f}" for k, v in report.seconds.items()]
     if report.quality:
-        names = list(report.quality)
-        lines += ["", "detection quality vs the simulator's ground truth (ROC-AUC / best F1):",
+        from soads.evaluate import quality_table
+
+        lines += ["", "detection quality vs the simulator's ground truth (ROC-AUC, best F1;",
+                  "P / R / F1: the detector's own label-free verdict):",
                   "  alignment = 1 - normalised Smith-Waterman score (the paper's evaluator);",
-                  "  surprisal = max -log P(b|a) over the object's relations (soads.conformance)",
-                  f"  {'anomaly type':<22}{'n':>7}" + "".join(f"{n:>22}" for n in names)]
-        for i, q in enumerate(report.quality[names[0]]):
-            cells = "".join(f"{report.quality[n][i]['roc_auc']:>12.4f} /{report.quality[n][i]['best_f1']:>7.4f}"
-                            for n in names)
-            lines.append(f"  {q['anomaly_type']:<22}{q['n_positive']:>7,}{cells}")
+                  "  surprisal = max -log P(b|a) over the object's relations (soads.conformance);",
+                  "  context   = the context detector's anomaly and is_anomaly (soads.detect;",
+                  f"              model run {report.model_run_id})"]
+        lines += ["  " + line for line in quality_table(report.quality, report.noise)]
+    if report.anomaly_rates:
+        lines += ["", "where objects were flagged (the worst step's read point; per hour: "
+                  "table anomaly_rate):"]
+        for r in report.anomaly_rates:
+            pct = 100.0 * r[S.FLAGGED] / r[S.N_OBJECTS]
+            lines.append(f"  {r[S.FLAGGED]:>6,} of {r[S.N_OBJECTS]:>7,} ({pct:4.1f}%)  "
+                         f"{_short(r[S.READ_POINT])}")
     return "\n".join(lines)
 
 
@@ -604,8 +650,11 @@ def cmd_demo(args) -> int:
     _err(f"[soads] demo: mining ({cfg.mining.algorithm}, minsup {cfg.mining.minsup})")
     rows = pipeline.mine(spark, seqs, rel, cfg, report)
     pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
-    _err(f"[soads] demo: scoring {report.counts['objects']:,} objects against {len(pats)} patterns")
-    scored = pipeline.score(spark, seqs, rel, pats, report.run_id, cfg, report)
+    _err("[soads] demo: fitting the context detector (a model run)")
+    detector = pipeline.fit_detector(spark, seqs, rel, cfg, report)
+    _err(f"[soads] demo: scoring {report.counts['objects']:,} objects against {len(pats)} patterns"
+         f" and model run {detector.run_id}")
+    scored = pipeline.score(spark, seqs, rel, pats, report.run_id, cfg, report, detector)
     pipeline.evaluate(spark, scored, os.path.join(epcis_dir, "truth.csv"), report)
     report.seconds["total"] = time.perf_counter() - t0
     _out(format_report(report))
@@ -1124,8 +1173,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gap-open", type=float)
     s.add_argument("--gap-extend", type=float)
     s.add_argument("--maximal-only", action="store_true")
+    s.add_argument("--model-run", metavar="RUN_ID|newest",
+                   help="the context detector's model run to score against (soads fit-detector "
+                        "makes one). Default: the newest; with --input: fitted on the file")
     _add_conf(s)
     s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("fit-detector",
+                       help="fit the context detector on the stored event log -> a model run",
+                       description="Fit the context detector (counts of read points given the "
+                       "preceding ones, and of event attributes given the read point) on the "
+                       "stored event log's sequences and store it as a model run (tables "
+                       "detector_run, detector_count), which `soads score` and the event job "
+                       "score against. `soads mine` fits one as well.")
+    _add_conf(s)
+    s.set_defaults(func=cmd_fit_detector)
 
     s = sub.add_parser("demo", help="simulate, ingest, mine, score and evaluate (embedded default)")
     s.add_argument("--objects", type=_positive_int, help="default: [simulator] objects in conf")

@@ -21,6 +21,10 @@ Reads
 :func:`alignment_windows`   ALIGNMENT SCORE TABLE: by window_start
 :func:`late_events`         ``late_event`` (the stream's late policy): newest event first
 :func:`relations`           RELATIONAL DEPENDENCY TABLE: by (a, b)
+:func:`newest_detector_run` the newest model run of the context detector (``detector_run``)
+:func:`detector_run`        one model run by id
+:func:`detector_model`      a model run's counts -> the context detector (``detector_count``)
+:func:`anomaly_rates`       ``anomaly_rate``: by window, then read point
 :func:`sensor_anomalies`    SENSOR ANOMALY TABLE: newest window first
 :func:`sensor_quarantine`   readings the sensor job quarantined: newest reading first
 :func:`event_quarantine`    EPCIS records the event job / ingest quarantined (Parquet | HBase)
@@ -138,7 +142,8 @@ def object_scores(db, run_id: str | None = None, limit: int | None = None) -> li
 
     Returns
     -------
-    list of dict: oid, score, raw, pattern, surprisal, last_time, run_id
+    list of dict: oid, score, raw, pattern, surprisal, last_time, run_id, anomaly,
+    is_anomaly, explanation (dict or None), model_run_id
     """
     t = tables.TABLE["object_score"]
     where = [] if run_id is None else [t.c[S.RUN_ID] == run_id]
@@ -179,6 +184,65 @@ def relations(db) -> list[dict]:
     """
     t = tables.TABLE["relational_dependency"]
     return _rows(db, "relational_dependency", (), [t.c[S.A], t.c[S.B]])
+
+
+def newest_detector_run(db) -> dict | None:
+    """The newest model run of the context detector (by created_at, then run_id), or None
+    before the first.
+
+    Returns
+    -------
+    dict: run_id, created_at, n_objects, n_rows, skipped (list), conf (dict), seconds, horizon
+    """
+    t = tables.TABLE["detector_run"]
+    rows = _rows(db, "detector_run", order_by=[t.c[S.CREATED_AT].desc(), t.c[S.RUN_ID].desc()],
+                 limit=1)
+    return rows[0] if rows else None
+
+
+def detector_run(db, run_id: str) -> dict | None:
+    """The model run ``run_id`` (as :func:`newest_detector_run`), or None when there is none."""
+    t = tables.TABLE["detector_run"]
+    rows = _rows(db, "detector_run", [t.c[S.RUN_ID] == run_id])
+    return rows[0] if rows else None
+
+
+def detector_model(db, run_id: str, conf=None, missed_read_rate: float | None = None):
+    """The context detector of model run ``run_id``, built from its stored counts.
+
+    ``conf`` (a :class:`soads.config.DetectorConf`) gives the scoring settings (pseudo_count,
+    threshold, ...) and ``missed_read_rate`` the chance of a missed read; by default those the
+    run was fitted with. The counts and the attributes left out are the run's own.
+
+    Raises
+    ------
+    LookupError
+        When there is no such model run.
+    """
+    from soads.detect import context, runs
+
+    run = detector_run(db, run_id)
+    if run is None:
+        raise LookupError(f"no detector model run {run_id!r} in table detector_run")
+    stored_conf, stored_rate = runs.conf_of_run(run[S.CONF])
+    t = tables.TABLE["detector_count"]
+    records = _rows(db, "detector_count", [t.c[S.RUN_ID] == run_id], [t.c[S.ROW_ID]])
+    return context.ContextModel.from_rows(
+        runs.rows_of_run(records), conf or stored_conf, tuple(run[S.SKIPPED] or ()),
+        stored_rate if missed_read_rate is None else missed_read_rate)
+
+
+def anomaly_rates(db, model_run_id: str | None = None) -> list[dict]:
+    """``anomaly_rate`` rows by (window_start, read_point, model_run_id).
+
+    Returns
+    -------
+    list of dict: window_start, window_end, read_point, n_objects, flagged, rate, model_run_id
+    """
+    t = tables.TABLE["anomaly_rate"]
+    where = [] if model_run_id is None else [t.c[S.MODEL_RUN_ID] == model_run_id]
+    return _rows(db, "anomaly_rate", where,
+                 [t.c[S.WINDOW_START], t.c[S.READ_POINT], t.c[S.MODEL_RUN_ID]])
 
 
 def sensor_anomalies(db, machine_id: str | None = None, anomalies_only: bool = False,

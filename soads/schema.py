@@ -117,11 +117,6 @@ RAW = "raw"
 """max_p SW(s, p): the paper's raw alignment score."""
 SURPRISAL = "surprisal"
 """Relation surprisal (soads.conformance): max -log P(b | a) over an object's relations."""
-ANOMALY = "anomaly"
-"""Context detector (soads.detect.context): the worst step's excess surprisal, >= 0."""
-EXPLANATION = "explanation"
-"""Context detector: the worst step (step, read_point, kind, attribute, value, probability, ...)
-as JSON, null when no step was less likely than typical. The verdict is ``is_anomaly``."""
 WINDOW_START = "window_start"
 WINDOW_END = "window_end"
 MEAN_SCORE = "mean_score"
@@ -136,8 +131,43 @@ ANOMALY_TYPE = "anomaly_type"
 NOISE = "noise"
 """The reader noise a simulated object has ('' or none: no noise), whatever its label."""
 
+# -- context detector: verdicts, model runs, anomaly rate (soads.detect) -------------------
+ANOMALY = "anomaly"
+"""The context detector's object score: the worst step's excess surprisal (>= 0, higher = more
+anomalous; soads.detect.context)."""
+IS_ANOMALY = "is_anomaly"
+"""A verdict: the score is at or above its threshold (the context detector's label-free
+``log(100)``; the sensor model's own threshold in sensor_anomaly)."""
+EXPLANATION = "explanation"
+"""JSON text of the context detector's explanation of the worst step (null when no step was less
+likely than typical): step, read_point, kind, attribute, value, probability, expected, context."""
+MODEL_RUN_ID = "model_run_id"
+"""The context detector's model run (detector_run.run_id) a verdict was made against."""
+FEATURE = "feature"
+"""A count row's feature: "" for control flow, else the attribute's name."""
+CTX_ORDER = "ctx_order"
+"""Length of a count row's context (0 = none)."""
+CONTEXT = "context"
+"""JSON list of a count row's context, nearest read point first (null element = START)."""
+VALUE = "value"
+"""A count row's next read point (null = END) or attribute value."""
+COUNT = "count"
+ROW_ID = "row_id"
+"""Position of a count row in its run (the core's row order, ContextModel.to_rows)."""
+N_ROWS = "n_rows"
+SKIPPED = "skipped"
+"""JSON list of the attributes a model run left out as nearly unique per event."""
+CONF = "conf"
+"""JSON object of the [detector] settings a model run was fitted with."""
+HORIZON = "horizon"
+"""Newest event time of the log a model run was fitted on: objects whose last read is at least
+``stream.idle_seconds`` older were finished (closed) ones (soads.detect.runs.is_closed)."""
+FLAGGED = "flagged"
+RATE = "rate"
+
 # -- relational tables: name -> ordered (column, portable type) --------------------------
-# Types: "text" (bounded key text), "int", "bigint", "float", "bool", "timestamp", "json".
+# Types: "text" (bounded key text), "longtext" (unbounded, not a key), "int", "bigint", "float",
+# "bool", "timestamp", "json".
 TABLES = {
     "relational_dependency": ((A, "text"), (B, "text"), (FREQ, "bigint"), (SUPPORT, "bigint")),
     "mining_run": (
@@ -152,12 +182,28 @@ TABLES = {
     "object_score": (
         (OID, "text"), (SCORE, "float"), (RAW, "float"), (PATTERN, "json"),
         (SURPRISAL, "float"), (LAST_TIME, "timestamp"), (RUN_ID, "text"),
+        (ANOMALY, "float"), (IS_ANOMALY, "bool"), (EXPLANATION, "json"),
+        (MODEL_RUN_ID, "text"),
     ),
     "alignment_score": (
         (WINDOW_START, "timestamp"), (WINDOW_END, "timestamp"), (MEAN_SCORE, "float"),
         (N_OBJECTS, "bigint"), (RUN_ID, "text"),
     ),
 }
+
+# A model run of the context detector: its counts (the RELATIONAL DEPENDENCY TABLE is their
+# order-1 control part between two read points, copied so a run never changes) and settings.
+TABLES["detector_run"] = ((RUN_ID, "text"), (CREATED_AT, "timestamp"), (N_OBJECTS, "bigint"),
+                          (N_ROWS, "bigint"), (SKIPPED, "json"), (CONF, "json"),
+                          (SECONDS, "float"), (HORIZON, "timestamp"))
+TABLES["detector_count"] = ((RUN_ID, "text"), (ROW_ID, "bigint"), (FEATURE, "text"),
+                            (CTX_ORDER, "int"), (CONTEXT, "json"), (VALUE, "longtext"),
+                            (COUNT, "bigint"))
+# Per window of event time and read point: objects seen there, objects flagged there (an object
+# counts at every read point on its path; flagged only at the read point of its worst step).
+TABLES["anomaly_rate"] = ((WINDOW_START, "timestamp"), (WINDOW_END, "timestamp"),
+                          (READ_POINT, "text"), (N_OBJECTS, "bigint"), (FLAGGED, "bigint"),
+                          (RATE, "float"), (MODEL_RUN_ID, "text"))
 
 SINK = "sink"
 BATCH_ID = "batch_id"
@@ -178,7 +224,6 @@ VALUES = "values"
 WINDOW = "window"
 """One window's readings, flattened row-major: ``window x n_sensors`` doubles."""
 THRESHOLD = "threshold"
-IS_ANOMALY = "is_anomaly"
 MODEL_VERSION = "model_version"
 N_WINDOWS = "n_windows"
 JSD = "jsd"
@@ -226,6 +271,9 @@ PRIMARY_KEYS = {
     "pattern": (RUN_ID, PATTERN_ID),
     "object_score": (OID,),
     "alignment_score": (WINDOW_START, RUN_ID),
+    "detector_run": (RUN_ID,),
+    "detector_count": (RUN_ID, ROW_ID),
+    "anomaly_rate": (WINDOW_START, READ_POINT, MODEL_RUN_ID),
 }
 
 # Secondary indexes: one run's object_score rows by last_time, i.e. the objects of a window.

@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS object_score (
 	surprisal DOUBLE,
 	last_time DATETIME,
 	run_id VARCHAR(255),
+	anomaly DOUBLE,
+	is_anomaly BOOLEAN,
+	explanation TEXT,
+	model_run_id VARCHAR(255),
 	PRIMARY KEY (oid)
 );
 
@@ -51,6 +55,40 @@ CREATE TABLE IF NOT EXISTS alignment_score (
 	n_objects BIGINT,
 	run_id VARCHAR(255) NOT NULL,
 	PRIMARY KEY (window_start, run_id)
+);
+
+CREATE TABLE IF NOT EXISTS detector_run (
+	run_id VARCHAR(255) NOT NULL,
+	created_at DATETIME,
+	n_objects BIGINT,
+	n_rows BIGINT,
+	skipped TEXT,
+	conf TEXT,
+	seconds DOUBLE,
+	horizon DATETIME,
+	PRIMARY KEY (run_id)
+);
+
+CREATE TABLE IF NOT EXISTS detector_count (
+	run_id VARCHAR(255) NOT NULL,
+	row_id BIGINT NOT NULL,
+	feature VARCHAR(255),
+	ctx_order INTEGER,
+	context TEXT,
+	value TEXT,
+	count BIGINT,
+	PRIMARY KEY (run_id, row_id)
+);
+
+CREATE TABLE IF NOT EXISTS anomaly_rate (
+	window_start DATETIME NOT NULL,
+	window_end DATETIME,
+	read_point VARCHAR(255) NOT NULL,
+	n_objects BIGINT,
+	flagged BIGINT,
+	rate DOUBLE,
+	model_run_id VARCHAR(255) NOT NULL,
+	PRIMARY KEY (window_start, read_point, model_run_id)
 );
 
 CREATE TABLE IF NOT EXISTS sink_batch (

@@ -501,3 +501,111 @@ def test_unreachable_database_is_one_line_without_the_password(capsys, monkeypat
     err = capsys.readouterr().err
     assert rc == 2 and err.strip().splitlines() == [
         f"soads jobs: NotADirectoryError: [Errno 20] Not a directory: '{not_a_dir}'"]
+
+
+def test_score_against_a_model_run_that_does_not_exist_is_one_line(capsys, tmp_path):
+    import datetime as dt
+
+    from soads.storage import tables
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    tables.create_tables(tables.engine(url))
+    tables.write_rows(url, "mining_run", [{S.RUN_ID: "r", S.CREATED_AT: dt.datetime(2024, 1, 1)}])
+    code, out, err = run(capsys, "score", "--set", f"storage.db_url={url}",
+                         "--model-run", "context-nope")
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [
+        "soads score: no detector model run 'context-nope' in table detector_run "
+        "(soads fit-detector makes one)"]
+
+
+def test_score_input_against_a_stored_model_run(capsys, tmp_path):
+    # a model run fitted on 300 normal paths, stored; the file holds only odd cases, so a model
+    # fitted on the file itself would find nothing odd: the stored run flags them
+    from soads import pipeline, query
+    from soads.config import DetectorConf
+    from soads.detect import context
+    from soads.detect.spark import Fit
+
+    url = f"sqlite:///{tmp_path}/m.db"
+    model = context.ContextModel.fit([(["A", "B", "C"], [{"res": "r1"}, {"res": "r2"},
+                                                         {"res": "r3"}])] * 300)
+    pipeline.write_model_run(url, "context-t", Fit(model, (), None, 300), DetectorConf(), 0.1)
+    odd = [{"oid": "o1", "sequence": ["A", "C", "B"]},
+           {"oid": "o2", "sequence": ["A", "B", "C"],
+            "attributes": [{"res": "r1"}, {"res": "r1"}, {"res": "r3"}]}]
+    path = tmp_path / "odd.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in odd))
+    stored = query.detector_model(url, "context-t")
+    for which in ("context-t", "newest"):
+        rows, _ = _score_rows(capsys, tmp_path, path, "--model-run", which,
+                              "--set", f"storage.db_url={url}")
+        want = context.score_cases(stored, [(x["sequence"], x.get("attributes")) for x in odd])
+        assert [(r[S.ANOMALY], r[S.IS_ANOMALY], r[S.EXPLANATION]) for r in rows] == \
+            [(v.anomaly, v.is_anomaly, v.explanation) for v in want]
+        assert [r[S.IS_ANOMALY] for r in rows] == [True, True]
+    code, _, err = run(capsys, "score", "--input", str(path), "--out", str(tmp_path / "x"),
+                       "--model-run", "newest",
+                       "--set", f"storage.db_url=sqlite:///{tmp_path}/e.db")
+    assert code == 2 and "no detector model run" in err
+
+
+def test_demo_report_shows_every_detector_side_by_side_and_where_objects_were_flagged():
+    from soads.cli import format_report
+    from soads.evaluate import detection_quality, noise_false_positives
+    from soads.pipeline import Report
+
+    labels, types = [0, 0, 0, 1, 1], ["", "", "", "skipped_stage", "wrong_biz_step"]
+    verdicts = [False, True, False, True, True]
+    report = Report(model_run_id="context-x")
+    report.quality = {
+        "alignment": detection_quality(labels, types, [0.1, 0.2, 0.3, 0.4, 0.5]),
+        "surprisal": detection_quality(labels, types, [0.1, 0.2, 0.3, 0.9, 0.0]),
+        "context": detection_quality(labels, types, [0.0, 5.0, 0.0, 6.0, 7.0], verdicts)}
+    report.noise = {"context": noise_false_positives(labels, ["", "missed_read", "", "", ""],
+                                                     verdicts)}
+    report.anomaly_rates = [{S.READ_POINT: "urn:epc:id:sgln:1.2.CNV-L2-ASM", S.FLAGGED: 2,
+                             S.N_OBJECTS: 5}]
+    text = format_report(report)
+    lines = text.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split() == ["alignment", "surprisal",
+                                                                 "context"])
+    assert lines[head + 1].split() == ["anomaly", "type", "n"] + ["ROC-AUC", "best", "F1"] * 3 \
+        + ["P", "R", "F1"]
+    assert lines[head + 2].split() == ["all", "2", "1.0000", "1.0000", "0.5000", "0.6667",
+                                       "1.0000", "1.0000", "0.667", "1.000", "0.800"]
+    assert [ln.split()[0] for ln in lines[head + 3:head + 5]] == ["skipped_stage",
+                                                                  "wrong_biz_step"]
+    assert "context 1/1 (100.0%; clean normal 0.0%)" in text
+    assert "model run context-x" in text
+    assert lines[-1].split() == ["2", "of", "5", "(40.0%)", "CNV-L2-ASM"]
+
+
+def test_fit_detector_then_score_against_the_new_run(capsys, tmp_path, spark):
+    from soads import query
+    from soads.simulator.generate import simulate
+
+    simulate(str(tmp_path / "plant"), n_objects=40, seed=4)
+    url = f"sqlite:///{tmp_path}/soads.db"
+    conf = ["--set", f"storage.root={tmp_path / 'data'}", "--set", f"storage.db_url={url}",
+            "--set", "mining.minsup=0.2"]
+    code, _, err = run(capsys, "ingest", str(tmp_path / "plant"), *conf)
+    assert code == 0, err
+    code, out, err = run(capsys, "score", *conf)
+    assert code == 2 and "no mining run" in err  # nothing mined yet: nothing to score against
+    code, out, err = run(capsys, "fit-detector", *conf)
+    assert code == 0, err
+    first = query.newest_detector_run(url)
+    assert out.startswith(f"detector model run {first[S.RUN_ID]}: ")
+    assert first[S.N_OBJECTS] == 40
+    code, out, err = run(capsys, "mine", *conf)  # mining fits a model run too
+    assert code == 0, err
+    second = query.newest_detector_run(url)
+    assert second[S.RUN_ID] != first[S.RUN_ID] and f"model run {second[S.RUN_ID]}" in out
+    for which, want in ((None, second), (first[S.RUN_ID], first)):
+        code, out, err = run(capsys, "score", *conf, *(["--model-run", which] if which else []))
+        assert code == 0, err
+        assert f"against model run {want[S.RUN_ID]}" in out
+        rows = query.object_scores(url)
+        assert len(rows) == 40 and {r[S.MODEL_RUN_ID] for r in rows} == {want[S.RUN_ID]}
+        assert query.anomaly_rates(url, want[S.RUN_ID]) != []

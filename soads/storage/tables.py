@@ -28,6 +28,7 @@ _TYPES = {
     "bool": sa.Boolean,
     "timestamp": lambda: sa.DateTime(timezone=False),
     "json": sa.Text,
+    "longtext": sa.Text,
 }
 
 metadata = sa.MetaData()
