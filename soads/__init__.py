@@ -22,6 +22,7 @@ Data flow (DESIGN.md), each box -> its module::
     Battery-plant simulator            soads.simulator (EPCIS + ground truth)
     Detection quality                  soads.evaluate
     Batch pipeline / demo              soads.pipeline; command line: soads.cli
+    Case files (score --input)         soads.cases (JSON lines, XES; plain or gzipped)
 """
 
 __version__ = "0.1.0"

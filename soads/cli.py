@@ -6,6 +6,7 @@ stderr and exit status 2; nothing else is caught here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -190,7 +191,8 @@ def cmd_simulate(args) -> int:
                          anomaly_rate=args.anomaly_rate, noise_rate=args.noise_rate,
                          fmt=args.format, events_per_file=args.events_per_file,
                          progress=_progress("simulate"), start=args.start,
-                         first_serial=_first_serial(args))
+                         first_serial=_first_serial(args),
+                         attribute_anomaly_rate=args.attribute_anomaly_rate)
     except ValueError as e:
         raise UsageError(str(e)) from e
     except OSError as e:
@@ -230,7 +232,8 @@ def _simulate_kafka(args) -> int:
                                   args.anomaly_rate, args.noise_rate, args.format,
                                   args.events_per_file or 200, truth_dir=args.out, progress=show,
                                   start=args.start, first_serial=_first_serial(args),
-                                  realtime=realtime)
+                                  realtime=realtime,
+                                  attribute_anomaly_rate=args.attribute_anomaly_rate)
     except ValueError as e:
         raise UsageError(str(e)) from e
     except OSError as e:
@@ -305,6 +308,9 @@ def cmd_mine(args) -> int:
         _out(f"mining run {report.run_id}: {len(rows)} patterns from {report.counts['objects']:,} "
              f"objects in {report.seconds['mine']:.1f} s -> table pattern "
              f"({redact(cfg.storage.db_url)})")
+        # the batch job that mines also fits the context detector on the same sequences
+        pipeline.fit_detector(spark, seqs, rel, cfg, report)
+        _out(_model_run_line(report))
         return 0
     if not args.out:
         raise UsageError("--out PATTERNS.jsonl is required with --input")
@@ -332,6 +338,25 @@ def cmd_mine(args) -> int:
     return 0
 
 
+def _model_run_line(report) -> str:
+    return (f"detector model run {report.model_run_id}: {report.counts['detector_rows']:,} count "
+            f"rows from {report.counts['objects']:,} objects in {report.seconds['fit']:.1f} s "
+            f"({report.counts['detector_skipped']} attributes left out as nearly unique) -> "
+            f"tables detector_run, detector_count")
+
+
+def cmd_fit_detector(args) -> int:
+    from soads import pipeline
+
+    cfg = _config(args)
+    spark = _spark(cfg)
+    report = pipeline.Report()
+    seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
+    pipeline.fit_detector(spark, seqs, rel, cfg, report)
+    _out(_model_run_line(report))
+    return 0
+
+
 def cmd_score(args) -> int:
     from soads import pipeline
 
@@ -343,40 +368,194 @@ def cmd_score(args) -> int:
     if args.input is None:
         report = pipeline.Report()
         try:
-            _, run_id, pats = pipeline.score_newest_run(lambda: _spark(cfg), cfg, report)
+            _, run_id, pats = pipeline.score_newest_run(lambda: _spark(cfg), cfg, report,
+                                                        args.model_run or "newest")
         except pipeline.NoMiningRun:
             raise UsageError(
                 "no mining run in the PATTERN TABLE: run `soads mine` first") from None
+        except pipeline.NoModelRun as e:
+            raise UsageError(str(e)) from None
         _out(f"scored {report.counts['objects_scored']:,} objects against {len(pats)} patterns of "
              f"run {run_id} in {report.seconds['score']:.1f} s; "
              f"{report.counts['windows']} windows -> tables object_score, alignment_score")
+        if report.model_run_id is None:
+            _out("no detector model run yet (soads fit-detector): object_score's anomaly, "
+                 "is_anomaly, explanation are null")
+        else:
+            _out(f"context detector: {report.counts['objects_flagged']:,} objects flagged "
+                 f"against model run {report.model_run_id}; "
+                 f"{report.counts['anomaly_rate_rows']:,} rows -> table anomaly_rate")
         return 0
-    if not args.patterns or not args.out:
-        raise UsageError("--patterns PATTERNS.jsonl and --out SCORES.jsonl are required with --input")
+    if not args.out:
+        raise UsageError("--out SCORES.jsonl is required with --input")
     _check_readable(args.input)
-    rows = _read_patterns_jsonl(args.patterns)
-    pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
-    from soads import scoring
-    from soads.sequences import read_sequences_jsonl
+    pats = None
+    if args.patterns:
+        rows = _read_patterns_jsonl(args.patterns)
+        pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
+        if max(cfg.scoring.gap_open, cfg.scoring.gap_extend) > 0:  # as soads.scoring.score_batch
+            raise UsageError(f"gap scores must be <= 0, got {cfg.scoring.gap_open}, "
+                             f"{cfg.scoring.gap_extend}")
+    from soads.cases import CaseError
 
-    spark = _spark(cfg)
     try:
-        seqs = read_sequences_jsonl(spark, args.input)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-    t0 = time.perf_counter()
-    scored = scoring.score_sequences(seqs, pats, cfg.scoring)
-    n = 0
-    with open(args.out, "w") as fh:
-        # streams one partition at a time to the driver: bounded memory whatever the input size
-        for r in scored.toLocalIterator():
-            fh.write(json.dumps({S.OID: r[S.OID], S.SCORE: r[S.SCORE], S.RAW: r[S.RAW],
-                                 S.PATTERN: list(r[S.PATTERN]) if r[S.PATTERN] is not None
-                                 else None}) + "\n")
+        return _score_file(args, cfg, pats)
+    except CaseError as e:  # a bad case in --input: file, line or trace, reason
+        raise UsageError(str(e)) from None
+
+
+# cases scored per step of `score --input`: the alignment scorer's batch (as the Spark scorer's
+# arrow batches) and the output between two progress lines; memory is one chunk of cases
+_SCORE_CHUNK = 4096
+
+
+# events per chunk of the context detector's fit: a log up to this size is fitted in one call of
+# the core, which holds the log's codes in memory; a longer one is counted chunk by chunk and the
+# counts summed (memory: one chunk + the counts)
+_FIT_CHUNK_EVENTS = 250_000
+
+
+def _context_model(args, cfg, progress):
+    """The context detector of `score --input`: fitted on the --input log itself (one pass over
+    the file; memory: one chunk of cases and the model's counts, not the log).
+
+    A stored model run (`--model-run RUN_ID|newest`, from [storage] db_url) is loaded instead
+    of fitting.
+    """
+    from soads import cases, pipeline
+
+    if getattr(args, "model_run", None) is not None:
+        try:
+            run = pipeline.stored_model_run(cfg, args.model_run)
+        except pipeline.NoModelRun as e:
+            raise UsageError(str(e)) from None
+        if run is None:
+            raise UsageError("--model-run newest: no detector model run in table detector_run "
+                             "(soads fit-detector makes one)")
+        return run.model
+
+    def fit_cases():
+        n = 0
+        for c in cases.read_cases(args.input):
             n += 1
-    _err(f"[soads] score: {n} sequences x {len(pats)} patterns in "
-         f"{time.perf_counter() - t0:.2f} s -> {args.out}")
+            progress(n)
+            # an empty case counts too: its START -> END step is what the core scores for it
+            yield c.sequence, c.attributes
+
+    return fit_in_chunks(fit_cases(), cfg.detector, _FIT_CHUNK_EVENTS)
+
+
+def fit_in_chunks(cases, conf, chunk_events: int):
+    """``ContextModel.fit(cases, conf)`` in bounded memory: the same model (the same count rows)
+    however long ``cases`` is.
+
+    Chunks of about ``chunk_events`` events are counted one at a time with no attribute left out
+    and their rows summed; the nearly unique attributes are then found on the sums, as the core
+    finds them on the whole log (``unique_features``). A log of one chunk is fitted directly.
+    """
+    from collections import Counter
+
+    from soads.detect import context
+
+    chunk, n_events, sums = [], 0, None
+    for case in cases:
+        chunk.append(case)
+        n_events += len(case[0]) + 1  # + 1: an empty case is one step too (START -> END)
+        if n_events >= chunk_events:
+            sums = Counter() if sums is None else sums
+            for f, o, c, v, n in context.count_rows(chunk, conf, skipped=())[0]:
+                sums[(f, o, c, v)] += n
+            chunk, n_events = [], 0
+    if sums is None:
+        return context.ContextModel.fit(chunk, conf)
+    for f, o, c, v, n in context.count_rows(chunk, conf, skipped=())[0]:
+        sums[(f, o, c, v)] += n
+    rows = [(f, o, c, v, n) for (f, o, c, v), n in sums.items()]
+    return context.ContextModel.from_rows(rows, conf,
+                                          context.unique_features(rows, conf.unique_ratio))
+
+
+def _verdict_fields(v) -> dict:
+    return {S.ANOMALY: float(v.anomaly), S.IS_ANOMALY: bool(v.is_anomaly),
+            S.EXPLANATION: v.explanation}
+
+
+def _score_file(args, cfg, pats) -> int:
+    """`soads score --input FILE`: alignment fields (with --patterns) and the context detector's
+    verdict for every case of a .jsonl/.jsonl.gz/.xes/.xes.gz file, in input order."""
+    from soads import cases, scoring
+    from soads.detect import context
+
+    t0 = time.perf_counter()
+    counted = {"fit": 0}
+
+    def fit_progress(n: int) -> None:
+        counted["fit"] = n
+        now = time.perf_counter()
+        if now - counted.get("t", t0) >= 2.0:
+            counted["t"] = now
+            _err(f"[soads] score: fitting the context detector: {n:,} cases read")
+
+    model = _context_model(args, cfg, fit_progress)
+    t_fit = time.perf_counter() - t0
+    total, shown = counted["fit"], time.perf_counter()
+    n = n_flagged = n_empty = n_events = 0
+    # A regular file is written beside --out and renamed at the end, so a failed run leaves no
+    # partial SCORES file; anything else (/dev/stdout, a pipe) is written as it goes.
+    direct = os.path.exists(args.out) and not os.path.isfile(args.out)
+    tmp = args.out if direct else f"{args.out}.part"
+    try:
+        fh = open(tmp, "w")
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out}: {e.strerror or e}") from None
+    try:
+        with fh:
+            for chunk in _batches(cases.read_cases(args.input), _SCORE_CHUNK):
+                if pats is not None:
+                    scores, raws, best = scoring.score_batch([c.sequence for c in chunk], pats,
+                                                             cfg.scoring)
+                verdicts = context.score_cases(model, [(c.sequence, c.attributes) for c in chunk])
+                for i, c in enumerate(chunk):
+                    row = {S.OID: c.oid}
+                    if pats is not None:
+                        k = int(best[i])
+                        row.update({S.SCORE: float(scores[i]), S.RAW: float(raws[i]),
+                                    S.PATTERN: pats[k] if k >= 0 else None})
+                    row.update(_verdict_fields(verdicts[i]))
+                    n_empty += not c.sequence
+                    n_flagged += row[S.IS_ANOMALY]
+                    n_events += len(c.sequence)
+                    fh.write(json.dumps(row) + "\n")
+                n += len(chunk)
+                if time.perf_counter() - shown >= 2.0:  # long inputs only
+                    shown = time.perf_counter()
+                    _err(f"[soads] score: {n:,}/{max(total, n):,} cases scored "
+                         f"({100.0 * n / max(total, n, 1):.0f}%), {n_flagged:,} flagged")
+        if not direct:
+            os.replace(tmp, args.out)
+    except BaseException:
+        if not direct:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        raise
+    secs = time.perf_counter() - t0
+    against = f", alignment against {len(pats)} patterns" if pats is not None else ""
+    empty = f", {n_empty:,} without events (scored as START -> END)" if n_empty else ""
+    _err(f"[soads] score: {n:,} cases ({n_events:,} events), {n_flagged:,} flagged "
+         f"({100.0 * n_flagged / max(n, 1):.1f}%){empty}{against}; fit {t_fit:.2f} s, "
+         f"total {secs:.2f} s -> {args.out}")
     return 0
+
+
+def _batches(items, size: int):
+    batch = []
+    for x in items:
+        batch.append(x)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def cmd_ingest(args) -> int:
@@ -421,15 +600,22 @@ def format_report(report, n_show: int = 10) -> str:
     lines += ["", "seconds per stage:"]
     lines += [f"  {k:<12}{v:>8.1f}" for k, v in report.seconds.items()]
     if report.quality:
-        names = list(report.quality)
-        lines += ["", "detection quality vs the simulator's ground truth (ROC-AUC / best F1):",
+        from soads.evaluate import quality_table
+
+        lines += ["", "detection quality vs the simulator's ground truth (ROC-AUC, best F1;",
+                  "P / R / F1: the detector's own label-free verdict):",
                   "  alignment = 1 - normalised Smith-Waterman score (the paper's evaluator);",
-                  "  surprisal = max -log P(b|a) over the object's relations (soads.conformance)",
-                  f"  {'anomaly type':<22}{'n':>7}" + "".join(f"{n:>22}" for n in names)]
-        for i, q in enumerate(report.quality[names[0]]):
-            cells = "".join(f"{report.quality[n][i]['roc_auc']:>12.4f} /{report.quality[n][i]['best_f1']:>7.4f}"
-                            for n in names)
-            lines.append(f"  {q['anomaly_type']:<22}{q['n_positive']:>7,}{cells}")
+                  "  surprisal = max -log P(b|a) over the object's relations (soads.conformance);",
+                  "  context   = the context detector's anomaly and is_anomaly (soads.detect;",
+                  f"              model run {report.model_run_id})"]
+        lines += ["  " + line for line in quality_table(report.quality, report.noise)]
+    if report.anomaly_rates:
+        lines += ["", "where objects were flagged (the worst step's read point; per hour: "
+                  "table anomaly_rate):"]
+        for r in report.anomaly_rates:
+            pct = 100.0 * r[S.FLAGGED] / r[S.N_OBJECTS]
+            lines.append(f"  {r[S.FLAGGED]:>6,} of {r[S.N_OBJECTS]:>7,} ({pct:4.1f}%)  "
+                         f"{_short(r[S.READ_POINT])}")
     return "\n".join(lines)
 
 
@@ -448,6 +634,7 @@ def cmd_demo(args) -> int:
     shutil.rmtree(epcis_dir, ignore_errors=True)
     stats = simulate(epcis_dir, n_objects=objects, seed=cfg.simulator.seed,
                      anomaly_rate=cfg.simulator.anomaly_rate, noise_rate=cfg.simulator.noise_rate,
+                     attribute_anomaly_rate=cfg.simulator.attribute_anomaly_rate,
                      fmt=cfg.simulator.format, events_per_file=cfg.simulator.events_per_file,
                      progress=_progress("simulate"))
     report = pipeline.Report()
@@ -463,8 +650,11 @@ def cmd_demo(args) -> int:
     _err(f"[soads] demo: mining ({cfg.mining.algorithm}, minsup {cfg.mining.minsup})")
     rows = pipeline.mine(spark, seqs, rel, cfg, report)
     pats = pipeline.patterns_in_use(rows, cfg.scoring.maximal_only)
-    _err(f"[soads] demo: scoring {report.counts['objects']:,} objects against {len(pats)} patterns")
-    scored = pipeline.score(spark, seqs, rel, pats, report.run_id, cfg, report)
+    _err("[soads] demo: fitting the context detector (a model run)")
+    detector = pipeline.fit_detector(spark, seqs, rel, cfg, report)
+    _err(f"[soads] demo: scoring {report.counts['objects']:,} objects against {len(pats)} patterns"
+         f" and model run {detector.run_id}")
+    scored = pipeline.score(spark, seqs, rel, pats, report.run_id, cfg, report, detector)
     pipeline.evaluate(spark, scored, os.path.join(epcis_dir, "truth.csv"), report)
     report.seconds["total"] = time.perf_counter() - t0
     _out(format_report(report))
@@ -667,14 +857,18 @@ def cmd_bench(args) -> int:
                     maximal_only=args.maximal_only, spark_conf=job.spark, job=job.stream,
                     operators=tuple(args.operator or ("jvm", "python")))
     elif args.bench == "detect":
-        from soads.benchmarks.detect import run
+        from soads.benchmarks.detect import TruthError, run
+        from soads.cases import CaseError
 
         if not args.conf and os.path.exists(DEFAULT_CONF):
             args.conf = [DEFAULT_CONF]
         if not os.path.isdir(args.logs):
             raise UsageError(f"--logs {args.logs}: no such directory")
-        lines = run(args.logs, _config(args),
-                    detectors=tuple(args.detector or ("alignment", "surprisal", "context")))
+        try:
+            lines = run(args.logs, _config(args),
+                        detectors=tuple(args.detector or ("alignment", "surprisal", "context")))
+        except (CaseError, TruthError, FileNotFoundError) as e:  # a bad log or truth file: name it
+            raise UsageError(str(e)) from None
     else:  # sensor (argparse restricts the choices)
         from soads.benchmarks.sensor import run
         lines = run(skab_dir=args.skab, sensor_conf=args.sensor_conf,
@@ -907,7 +1101,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--objects", type=_positive_int, required=True)
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--out", metavar="DIR", help="documents + truth.csv (with --kafka: truth.csv)")
-    s.add_argument("--anomaly-rate", type=_fraction, default=0.04)
+    s.add_argument("--anomaly-rate", type=_fraction, default=0.04,
+                   help="fraction of objects with a process anomaly (default 0.04)")
+    s.add_argument("--attribute-anomaly-rate", type=_fraction, default=0.04,
+                   help="fraction of the other objects with an attribute anomaly: a normal path "
+                        "with one wrong bizStep, disposition, bizLocation or action (default 0.04)")
     s.add_argument("--noise-rate", type=_fraction, default=0.05)
     s.add_argument("--format", choices=("xml", "jsonld"), default="xml")
     s.add_argument("--events-per-file", type=_positive_int,
@@ -952,18 +1150,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conf(s)
     s.set_defaults(func=cmd_mine)
 
-    s = sub.add_parser("score", help="Smith-Waterman alignment scores against mined patterns")
-    s.add_argument("--input", metavar="SEQUENCES.jsonl",
-                   help="default: the stored event log, scored against the latest mining run")
-    s.add_argument("--patterns", metavar="PATTERNS.jsonl")
-    s.add_argument("--out", metavar="SCORES.jsonl")
+    s = sub.add_parser(
+        "score", help="alignment scores against mined patterns; context detector verdicts",
+        description="Without --input: the stored event log's objects, scored against the newest "
+        "mining run -> tables object_score, alignment_score. With --input FILE: one JSON line per "
+        'case of FILE in --out: {"oid", "anomaly", "is_anomaly", "explanation"} from the context '
+        "detector fitted on FILE itself, plus the alignment fields score, raw, pattern when "
+        "--patterns is given.")
+    s.add_argument("--input", metavar="FILE",
+                   help='cases: JSON lines {"oid": ..., "sequence": [...], "attributes": '
+                        '[{key: value}, ...], "times": [...]} (.jsonl, .jsonl.gz; attributes and '
+                        "times optional, one per step) or an XES log (.xes, .xes.gz; activity = "
+                        "concept:name, time = time:timestamp, other event attributes kept). "
+                        "Default: the stored event log, scored against the latest mining run")
+    s.add_argument("--patterns", metavar="PATTERNS.jsonl",
+                   help="with --input: also the alignment score against these patterns "
+                        "(soads mine --out)")
+    s.add_argument("--out", metavar="SCORES.jsonl",
+                   help="with --input (required): one JSON line per case, in input order")
     s.add_argument("--match", type=float)
     s.add_argument("--mismatch", type=float)
     s.add_argument("--gap-open", type=float)
     s.add_argument("--gap-extend", type=float)
     s.add_argument("--maximal-only", action="store_true")
+    s.add_argument("--model-run", metavar="RUN_ID|newest",
+                   help="the context detector's model run to score against (soads fit-detector "
+                        "makes one). Default: the newest; with --input: fitted on the file")
     _add_conf(s)
     s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("fit-detector",
+                       help="fit the context detector on the stored event log -> a model run",
+                       description="Fit the context detector (counts of read points given the "
+                       "preceding ones, and of event attributes given the read point) on the "
+                       "stored event log's sequences and store it as a model run (tables "
+                       "detector_run, detector_count), which `soads score` and the event job "
+                       "score against. `soads mine` fits one as well.")
+    _add_conf(s)
+    s.set_defaults(func=cmd_fit_detector)
 
     s = sub.add_parser("demo", help="simulate, ingest, mine, score and evaluate (embedded default)")
     s.add_argument("--objects", type=_positive_int, help="default: [simulator] objects in conf")

@@ -123,6 +123,7 @@ class SimulatorConf:
     seed: int = 7
     anomaly_rate: float = 0.04
     noise_rate: float = 0.05
+    attribute_anomaly_rate: float = 0.04
     format: str = "xml"
     events_per_file: int = 20000
 

@@ -4,7 +4,10 @@
 ingest    EPCIS documents -> Event Log Preprocessor -> EVENT LOG TABLE + quarantine
 relations EVENT LOG -> Sequence Extractor -> RELATIONAL DEPENDENCY TABLE
 mine      sequences + RELATIONAL DEPENDENCY TABLE -> modified PrefixSpan -> PATTERN TABLE
-score     sequences x PATTERN TABLE -> Smith-Waterman -> object scores, ALIGNMENT SCORE TABLE
+fit       sequences + RELATIONAL DEPENDENCY TABLE -> context detector model run (detector_run,
+          detector_count)
+score     sequences x PATTERN TABLE -> Smith-Waterman -> object scores, ALIGNMENT SCORE TABLE;
+          sequences x model run -> context detector verdicts (object_score), anomaly_rate
 evaluate  object scores vs the simulator's truth.csv -> ROC-AUC, best F1
 """
 from __future__ import annotations
@@ -34,7 +37,13 @@ class Report:
     mining: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)
     """detector name -> rows of :func:`soads.evaluate.detection_quality`"""
+    anomaly_rates: list = field(default_factory=list)
+    """The read points where most objects were flagged (read_point, flagged, n_objects)."""
+    noise: dict = field(default_factory=dict)
+    """detector name -> rows of :func:`soads.evaluate.noise_false_positives` (verdicts only)"""
     run_id: str | None = None
+    model_run_id: str | None = None
+    """The context detector's model run the objects were scored against (None: none)."""
 
     @contextlib.contextmanager
     def timed(self, stage: str):
@@ -198,16 +207,106 @@ def patterns_in_use(rows: list[dict], maximal_only: bool) -> list[list[str]]:
     return [list(r[S.PATTERN]) for r in rows if r[S.MAXIMAL] or not maximal_only]
 
 
-def score(spark, seqs, rel, patterns: list[list[str]], run_id: str, cfg: Config, report: Report):
-    """Score every object and every window; writes object_score and alignment_score.
+@dataclass
+class ModelRun:
+    """A context detector model run in hand: its id, the model, and the horizon (newest event
+    time, microseconds) of the log it was fitted on."""
+
+    run_id: str
+    model: object
+    horizon_us: int | None = None
+
+
+def write_model_run(db_url: str, run_id: str, fitted, conf, seconds: float) -> int:
+    """Store a fitted model run (soads.detect.spark.Fit): its detector_count rows, then its
+    detector_run row (a reader that finds the run finds all its rows). Returns the rows written.
+
+    The run's conf JSON holds the [detector] settings and the model's missed_read_rate.
+    """
+    from soads.detect import runs
+    from soads.storage import tables
+
+    eng = tables.engine(db_url)
+    tables.create_tables(eng)
+    eng.dispose()
+    rows = runs.model_run_rows(run_id, fitted.rows)
+    tables.clear(db_url, "detector_count", {S.RUN_ID: run_id})
+    tables.write_rows(db_url, "detector_count", rows)
+    horizon = None if fitted.horizon_us is None else \
+        dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=fitted.horizon_us)
+    tables.write_rows(db_url, "detector_run", [{
+        S.RUN_ID: run_id, S.CREATED_AT: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+        S.N_OBJECTS: fitted.n_objects, S.N_ROWS: len(rows), S.SKIPPED: list(fitted.skipped),
+        S.CONF: runs.run_conf(conf, fitted.model.missed_read_rate),
+        S.SECONDS: seconds, S.HORIZON: horizon,
+    }])
+    return len(rows)
+
+
+def fit_detector(spark, seqs, rel, cfg: Config, report: Report) -> ModelRun:
+    """Fit the context detector on the sequences and store it as a model run (run id
+    ``context-...``); ``rel`` (the RELATIONAL DEPENDENCY TABLE of the same job) gives its order-1
+    control rows. Sets ``report.model_run_id``."""
+    from soads.detect import spark as dspark
+
+    with report.timed("fit"):
+        fitted = dspark.fit(seqs, rel, cfg.detector, cfg.stream.idle_seconds,
+                            n_objects=report.counts.get("objects"),
+                            missed_read_rate=cfg.sequences.missed_read_rate)
+        run_id = new_run_id("context")
+    n_rows = write_model_run(cfg.storage.db_url, run_id, fitted, cfg.detector,
+                             report.seconds["fit"])
+    report.model_run_id = run_id
+    report.counts["detector_rows"] = n_rows
+    report.counts["detector_skipped"] = len(fitted.skipped)
+    return ModelRun(run_id, fitted.model, fitted.horizon_us)
+
+
+class NoModelRun(LookupError):
+    """The named context detector model run is not in table detector_run."""
+
+
+def stored_model_run(cfg: Config, which: str | None = "newest") -> ModelRun | None:
+    """The model run ``which`` (a run id, or "newest") read from the database; None when
+    ``which`` is None, or "newest" and no model run was fitted yet.
+
+    Raises
+    ------
+    NoModelRun
+        When the named run does not exist.
+    """
+    from soads import query
+
+    if which is None:
+        return None
+    run = query.newest_detector_run(cfg.storage.db_url) if which == "newest" else \
+        query.detector_run(cfg.storage.db_url, which)
+    if run is None:
+        if which == "newest":
+            return None
+        raise NoModelRun(f"no detector model run {which!r} in table detector_run "
+                         "(soads fit-detector makes one)")
+    model = query.detector_model(cfg.storage.db_url, run[S.RUN_ID], cfg.detector)
+    return ModelRun(run[S.RUN_ID], model)
+
+
+def score(spark, seqs, rel, patterns: list[list[str]], run_id: str, cfg: Config, report: Report,
+          detector: ModelRun | None = None):
+    """Score every object and every window; writes object_score and alignment_score, and with a
+    context detector model run its verdicts (object_score's anomaly, is_anomaly, explanation,
+    model_run_id) and the anomaly_rate table.
 
     ``rel`` is the RELATIONAL DEPENDENCY TABLE (``a, b, freq, support``), used by the relation
-    surprisal detector that runs beside the alignment score (soads.conformance).
+    surprisal detector that runs beside the alignment score (soads.conformance). Objects are
+    scored by the context detector as finished or not by the closed rule
+    (soads.detect.runs.is_closed) at the newest event time of ``seqs``. Without ``detector`` the
+    verdict columns are null.
 
     Returns
     -------
     DataFrame
-        ``oid, score, raw, pattern, last_time, surprisal, run_id`` (cached).
+        ``oid, score, raw, pattern, last_time, surprisal, run_id, anomaly, is_anomaly,
+        explanation, model_run_id`` (cached).
     """
     from pyspark.sql import functions as F
 
@@ -219,13 +318,40 @@ def score(spark, seqs, rel, patterns: list[list[str]], run_id: str, cfg: Config,
         surprise = conformance.surprisal_scores(seqs, rel_rows)
         scored = scoring.score_sequences(seqs, patterns, cfg.scoring) \
             .join(surprise, S.OID, "left") \
-            .withColumn(S.RUN_ID, F.lit(run_id)).cache()
+            .withColumn(S.RUN_ID, F.lit(run_id))
+        verdicts = None
+        if detector is not None:
+            from soads.detect import spark as dspark
+
+            horizon = dspark.horizon_us(seqs)
+            verdicts = dspark.score(seqs, detector.model, detector.run_id, horizon,
+                                    cfg.stream.idle_seconds).cache()
+            scored = scored.join(verdicts, S.OID, "left")
+        else:
+            scored = scored.select("*", F.lit(None).cast("double").alias(S.ANOMALY),
+                                   F.lit(None).cast("boolean").alias(S.IS_ANOMALY),
+                                   F.lit(None).cast("string").alias(S.EXPLANATION),
+                                   F.lit(None).cast("string").alias(S.MODEL_RUN_ID))
+        scored = scored.cache()
         tables.write_dataframe(scored, cfg.storage.db_url, "object_score")
         windows = scoring.window_scores(scored, cfg.scoring.window_seconds) \
             .withColumn(S.RUN_ID, F.lit(run_id))
         tables.write_dataframe(windows, cfg.storage.db_url, "alignment_score")
         report.counts["windows"] = windows.count()
         report.counts["objects_scored"] = scored.count()
+        if verdicts is not None:
+            rates = dspark.anomaly_rate(seqs, verdicts, cfg.scoring.window_seconds).cache()
+            tables.write_dataframe(rates, cfg.storage.db_url, "anomaly_rate")
+            report.counts["anomaly_rate_rows"] = rates.count()
+            # over all windows (an object is in one window): where objects go wrong most
+            top = rates.groupBy(S.READ_POINT).agg(
+                F.sum(S.FLAGGED).alias(S.FLAGGED), F.sum(S.N_OBJECTS).alias(S.N_OBJECTS)) \
+                .filter(F.col(S.FLAGGED) > 0) \
+                .orderBy(F.col(S.FLAGGED).desc(), F.col(S.READ_POINT)).limit(5).collect()
+            report.anomaly_rates = [r.asDict() for r in top]
+            report.counts["objects_flagged"] = scored.filter(F.col(S.IS_ANOMALY)).count()
+            report.model_run_id = detector.run_id
+            rates.unpersist()
     return scored
 
 
@@ -233,7 +359,7 @@ class NoMiningRun(LookupError):
     """The PATTERN TABLE holds no mining run yet (nothing to score against)."""
 
 
-def score_newest_run(build_spark, cfg: Config, report: Report):
+def score_newest_run(build_spark, cfg: Config, report: Report, model_run: str | None = "newest"):
     """The Anomaly Evaluator on the stored event log against the newest mining run's patterns:
     the steps ``soads score`` and ``jobs/score_objects.py`` share.
 
@@ -245,6 +371,8 @@ def score_newest_run(build_spark, cfg: Config, report: Report):
     ----------
     build_spark : callable returning the SparkSession; called only once a run exists, so a
         missing run is reported without starting Spark.
+    model_run : the context detector's model run to score against: a run id, "newest" (the
+        default; none fitted yet: the verdict columns stay null) or None (none).
 
     Returns
     -------
@@ -255,6 +383,8 @@ def score_newest_run(build_spark, cfg: Config, report: Report):
     ------
     NoMiningRun
         When the PATTERN TABLE holds no mining run.
+    NoModelRun
+        When ``model_run`` names a model run that does not exist.
     """
     from soads import query
 
@@ -263,40 +393,65 @@ def score_newest_run(build_spark, cfg: Config, report: Report):
     if run is None:
         raise NoMiningRun("no mining run in the PATTERN TABLE: mine patterns first "
                           "(soads mine, or jobs/mine_patterns.py)")
+    detector = stored_model_run(cfg, model_run)
     spark = build_spark()
     seqs, rel = sequences_and_relations(spark, cfg, report)
-    score(spark, seqs, rel, patterns, run[S.RUN_ID], cfg, report)
+    score(spark, seqs, rel, patterns, run[S.RUN_ID], cfg, report, detector)
     return spark, run[S.RUN_ID], patterns
 
 
 def read_truth(spark, path: str):
-    """The simulator's ``truth.csv``: oid, label, anomaly_type."""
+    """The simulator's ``truth.csv``: oid, label, anomaly_type, noise.
+
+    A file of an earlier simulator version has no ``noise`` column: its noise is null.
+    """
+    from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
+    columns = [S.OID, S.LABEL, S.ANOMALY_TYPE]
+    with open(path, newline="") as fh:
+        header = next(csv.reader(fh), [])
+    if header not in (columns, columns + [S.NOISE]):
+        raise ValueError(f"{path}: expected header oid,label,anomaly_type[,noise], got "
+                         f"{','.join(header)}")
     schema = T.StructType([T.StructField(S.OID, T.StringType()),
                            T.StructField(S.LABEL, T.IntegerType()),
-                           T.StructField(S.ANOMALY_TYPE, T.StringType())])
-    with open(path, newline="") as fh:
-        header = next(csv.reader(fh))
-    if header != [S.OID, S.LABEL, S.ANOMALY_TYPE]:
-        raise ValueError(f"{path}: expected header oid,label,anomaly_type, got {','.join(header)}")
-    return spark.read.schema(schema).option("header", True).csv(path)
+                           T.StructField(S.ANOMALY_TYPE, T.StringType())]
+                          + [T.StructField(S.NOISE, T.StringType())] * (len(header) == 4))
+    truth = spark.read.schema(schema).option("header", True).csv(path)
+    return truth if len(header) == 4 else truth.withColumn(S.NOISE, F.lit(None).cast("string"))
+
+
+CONTEXT_DETECTOR = "context"
+"""The context detector's name in :attr:`Report.quality`."""
 
 
 def evaluate(spark, scored, truth_path: str, report: Report) -> None:
     """Join object scores with the ground truth and compute detection quality."""
     from pyspark.sql import functions as F
 
-    from soads.evaluate import detection_quality
+    from soads.evaluate import detection_quality, noise_false_positives
 
     with report.timed("evaluate"):
         truth = read_truth(spark, truth_path)
-        # Objects the truth knows but the log lost (every read missed) count as undetected.
-        joined = truth.join(scored.select(S.OID, S.SCORE, S.SURPRISAL), S.OID, "left").select(
+        # Objects the truth knows but the log lost (every read missed) count as undetected;
+        # the context detector's columns are null when no model run was scored against.
+        joined = truth.join(scored.select(S.OID, S.SCORE, S.SURPRISAL, S.ANOMALY, S.IS_ANOMALY),
+                            S.OID, "left").select(
             S.LABEL, F.coalesce(S.ANOMALY_TYPE, F.lit("")).alias(S.ANOMALY_TYPE),
+            F.coalesce(S.NOISE, F.lit("")).alias(S.NOISE),
             (1.0 - F.coalesce(S.SCORE, F.lit(1.0))).alias("alignment"),
-            F.coalesce(S.SURPRISAL, F.lit(0.0)).alias(S.SURPRISAL))
+            F.coalesce(S.SURPRISAL, F.lit(0.0)).alias(S.SURPRISAL),
+            F.coalesce(S.ANOMALY, F.lit(0.0)).alias(CONTEXT_DETECTOR),
+            F.coalesce(S.IS_ANOMALY, F.lit(False)).alias(S.IS_ANOMALY))
         pdf = joined.toPandas()  # a few small columns per object, not the event log
-        for detector in ("alignment", S.SURPRISAL):
-            report.quality[detector] = detection_quality(
-                pdf[S.LABEL].to_numpy(), pdf[S.ANOMALY_TYPE].to_numpy(), pdf[detector].to_numpy())
+        labels, types = pdf[S.LABEL].to_numpy(), pdf[S.ANOMALY_TYPE].to_numpy()
+        for detector in ("alignment", S.SURPRISAL):  # scores without a verdict of their own
+            report.quality[detector] = detection_quality(labels, types,
+                                                         pdf[detector].to_numpy())
+        if report.model_run_id:
+            verdicts = pdf[S.IS_ANOMALY].to_numpy(dtype=bool)
+            report.quality[CONTEXT_DETECTOR] = detection_quality(
+                labels, types, pdf[CONTEXT_DETECTOR].to_numpy(), verdicts)
+            report.noise[CONTEXT_DETECTOR] = noise_false_positives(
+                labels, pdf[S.NOISE].to_numpy(), verdicts)

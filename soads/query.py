@@ -207,33 +207,29 @@ def detector_run(db, run_id: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def detector_model(db, run_id: str, conf=None):
+def detector_model(db, run_id: str, conf=None, missed_read_rate: float | None = None):
     """The context detector of model run ``run_id``, built from its stored counts.
 
-    ``conf`` (a :class:`soads.config.DetectorConf`) gives the scoring settings (min_count,
-    pseudo_count, threshold); by default the settings the run was fitted with. The counts and
-    the attributes left out are the run's own.
+    ``conf`` (a :class:`soads.config.DetectorConf`) gives the scoring settings (pseudo_count,
+    threshold, ...) and ``missed_read_rate`` the chance of a missed read; by default those the
+    run was fitted with. The counts and the attributes left out are the run's own.
 
     Raises
     ------
     LookupError
         When there is no such model run.
     """
-    import dataclasses
-
-    from soads.config import DetectorConf
     from soads.detect import context, runs
 
     run = detector_run(db, run_id)
     if run is None:
         raise LookupError(f"no detector model run {run_id!r} in table detector_run")
-    if conf is None:
-        known = {f.name for f in dataclasses.fields(DetectorConf)}
-        conf = DetectorConf(**{k: v for k, v in (run[S.CONF] or {}).items() if k in known})
+    stored_conf, stored_rate = runs.conf_of_run(run[S.CONF])
     t = tables.TABLE["detector_count"]
     records = _rows(db, "detector_count", [t.c[S.RUN_ID] == run_id], [t.c[S.ROW_ID]])
-    return context.ContextModel.from_rows(runs.rows_of_run(records), conf,
-                                          tuple(run[S.SKIPPED] or ()))
+    return context.ContextModel.from_rows(
+        runs.rows_of_run(records), conf or stored_conf, tuple(run[S.SKIPPED] or ()),
+        stored_rate if missed_read_rate is None else missed_read_rate)
 
 
 def anomaly_rates(db, model_run_id: str | None = None) -> list[dict]:

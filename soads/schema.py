@@ -131,6 +131,8 @@ SCORED_COLUMNS = (SCORE, RAW, PATTERN, RUN_ID)
 # -- ground truth (simulator) ------------------------------------------------------------
 LABEL = "label"
 ANOMALY_TYPE = "anomaly_type"
+NOISE = "noise"
+"""The reader noise a simulated object has ('' or none: no noise), whatever its label."""
 
 # -- context detector: verdicts, model runs, anomaly rate (soads.detect) -------------------
 ANOMALY = "anomaly"
@@ -165,10 +167,6 @@ HORIZON = "horizon"
 ``stream.idle_seconds`` older were finished (closed) ones (soads.detect.runs.is_closed)."""
 FLAGGED = "flagged"
 RATE = "rate"
-ATTRIBUTES = "attributes"
-"""Per visit of a sequence, its event attributes: array<map<string, string>>, one map per visit
-(soads.sequences; optional: sequences without it are scored on their read points alone)."""
-
 VERDICT_COLUMNS = (ANOMALY, IS_ANOMALY, EXPLANATION, MODEL_RUN_ID)
 """What the stream's context detector adds to an object's row (soads.stream.score_stage)."""
 
@@ -313,12 +311,15 @@ def quarantine_struct():
 
 
 def sequence_struct():
-    """Spark schema of extracted sequences: oid, sequence array<string>, first_time, last_time."""
+    """Spark schema of extracted sequences: oid, sequence array<string>, attributes
+    array<map<string, string>> (one map per visit), first_time, last_time."""
     from pyspark.sql import types as T
 
     return T.StructType([
         T.StructField(OID, T.StringType(), False),
         T.StructField(SEQUENCE, T.ArrayType(T.StringType(), False), False),
+        T.StructField(ATTRIBUTES, T.ArrayType(
+            T.MapType(T.StringType(), T.StringType(), False), False), False),
         T.StructField(FIRST_TIME, T.TimestampType(), True),
         T.StructField(LAST_TIME, T.TimestampType(), True),
     ])

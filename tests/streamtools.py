@@ -313,8 +313,6 @@ def ledger_watermark_us(ck, name, db_url):
 def add_model_run(db_url, run_id, model, when):
     """Store a fitted context detector as a model run (detector_count rows, then the
     detector_run row, as the batch job stores one)."""
-    import dataclasses
-
     from soads.detect import runs
     from soads.storage import tables
 
@@ -322,7 +320,8 @@ def add_model_run(db_url, run_id, model, when):
     tables.write_rows(db_url, "detector_count", rows)
     tables.write_rows(db_url, "detector_run", [{
         S.RUN_ID: run_id, S.CREATED_AT: when, S.N_ROWS: len(rows),
-        S.SKIPPED: list(model.skipped_), S.CONF: dataclasses.asdict(model.conf)}])
+        S.SKIPPED: list(model.skipped_),
+        S.CONF: runs.run_conf(model.conf, model.missed_read_rate)}])
 
 
 def assert_verdicts_recompute(scores, sessions, models, horizon_us, idle=3600.0):

@@ -90,6 +90,160 @@ def test_mine_rejects_bad_input_file(capsys, tmp_path, spark):
     assert code == 2 and "cannot read" in err
 
 
+# -- score --input: every case format, the context detector's verdict, bad cases -------------
+
+CASES = os.path.join(os.path.dirname(__file__), "data", "cases")
+VERDICT = (S.ANOMALY, S.IS_ANOMALY, S.EXPLANATION)
+
+
+def _score_rows(capsys, tmp_path, input_path, *extra):
+    out = tmp_path / "scores.jsonl"
+    code, _, err = run(capsys, "score", "--input", str(input_path), "--out", str(out), *extra)
+    assert code == 0, err
+    return [json.loads(x) for x in out.read_text().splitlines()], err
+
+
+def test_score_input_reads_every_format_to_the_same_rows(capsys, tmp_path):
+    pats = tmp_path / "patterns.jsonl"
+    pats.write_text(json.dumps({"pattern": ["A", "B", "C"], "support": 2, "maximal": True}) + "\n")
+    rows = {}
+    for name in ("small.jsonl", "small.jsonl.gz", "small.xes", "small.xes.gz"):
+        rows[name], err = _score_rows(capsys, tmp_path, os.path.join(CASES, name))
+        # no --patterns: oid and the context detector's verdict only, in input order
+        assert [list(r) for r in rows[name]] == [[S.OID, *VERDICT]] * 4
+        assert [r[S.OID] for r in rows[name]] == ["c1", "2", "c3", "c4"]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("[soads] score: 4 cases (8 events), 0 flagged (0.0%), "
+                               "1 without events (scored as START -> END); fit ")
+        assert last.endswith(f" s -> {tmp_path / 'scores.jsonl'}")
+    assert all(rows[name] == rows["small.jsonl"] for name in rows)
+    for r in rows["small.jsonl"]:
+        assert isinstance(r[S.ANOMALY], float) and r[S.ANOMALY] >= 0
+        assert isinstance(r[S.IS_ANOMALY], bool)
+    with_pats, _ = _score_rows(capsys, tmp_path, os.path.join(CASES, "small.xes"),
+                               "--patterns", str(pats))
+    assert [list(r) for r in with_pats] == [[S.OID, S.SCORE, S.RAW, S.PATTERN, *VERDICT]] * 4
+    assert [(r[S.SCORE], r[S.RAW], r[S.PATTERN]) for r in with_pats] == [
+        (1.0, 6.0, ["A", "B", "C"]), (pytest.approx(2 / 6), 2.0, ["A", "B", "C"]),
+        (0.0, 0.0, None), (1.0, 6.0, ["A", "B", "C"])]
+    assert [{k: r[k] for k in (S.OID, *VERDICT)} for r in with_pats] == rows["small.jsonl"]
+
+
+def test_score_input_alignment_fields_equal_the_spark_scorer(capsys, tmp_path, spark):
+    # the alignment fields of today's Spark path (scoring.score_sequences), on a seeded log
+    import random
+
+    from soads import scoring
+    from soads.config import ScoringConf
+
+    rnd = random.Random(12)
+    seqs = [[rnd.choice("ABCDEF") for _ in range(rnd.randint(0, 9))] for _ in range(300)]
+    pats = [["A", "B", "C"], ["B", "C"], ["D", "E", "F", "A"], ["F"]]
+    path = tmp_path / "seqs.jsonl"
+    path.write_text("".join(json.dumps({"oid": f"o{i}", "sequence": s}) + "\n"
+                            for i, s in enumerate(seqs)))
+    pfile = tmp_path / "patterns.jsonl"
+    pfile.write_text("".join(json.dumps({"pattern": p, "support": 9, "maximal": True}) + "\n"
+                             for p in pats))
+    got, _ = _score_rows(capsys, tmp_path, path, "--patterns", str(pfile))
+    df = spark.createDataFrame([(f"o{i}", s) for i, s in enumerate(seqs)],
+                               "oid string, sequence array<string>")
+    want = {r[S.OID]: (r[S.SCORE], r[S.RAW], list(r[S.PATTERN]) if r[S.PATTERN] else None)
+            for r in scoring.score_sequences(df, pats, ScoringConf()).collect()}
+    assert [r[S.OID] for r in got] == [f"o{i}" for i in range(300)]
+    assert {r[S.OID]: (r[S.SCORE], r[S.RAW], r[S.PATTERN]) for r in got} == want
+
+
+def test_score_input_flags_the_odd_cases_and_explains_them(capsys, tmp_path):
+    lines = []
+    for i in range(300):  # the normal path, each step with its usual resource
+        lines.append({"oid": f"n{i}", "sequence": ["A", "B", "C", "D"],
+                      "attributes": [{"res": "r1"}, {"res": "r2"}, {"res": "r3"}, {"res": "r4"}]})
+    lines.append({"oid": "order", "sequence": ["A", "C", "B", "D"],
+                  "attributes": [{"res": "r1"}, {"res": "r3"}, {"res": "r2"}, {"res": "r4"}]})
+    lines.append({"oid": "resource", "sequence": ["A", "B", "C", "D"],
+                  "attributes": [{"res": "r1"}, {"res": "r2"}, {"res": "r1"}, {"res": "r4"}]})
+    lines.append({"oid": "empty", "sequence": []})  # never read: START -> END, never seen
+    path = tmp_path / "log.jsonl.gz"
+    import gzip
+
+    path.write_bytes(gzip.compress("".join(json.dumps(x) + "\n" for x in lines).encode()))
+    rows, err = _score_rows(capsys, tmp_path, path)
+    by_oid = {r[S.OID]: r for r in rows}
+    assert [r[S.OID] for r in rows if r[S.IS_ANOMALY]] == ["order", "resource", "empty"]
+    assert "303 cases (1,208 events), 3 flagged (1.0%), 1 without events" in err
+    assert max(r[S.ANOMALY] for r in rows if r[S.OID].startswith("n")) == 0.0
+    assert by_oid["empty"][S.EXPLANATION]["kind"] == "end"
+    assert by_oid["empty"][S.EXPLANATION]["step"] == 0
+    assert by_oid["order"][S.EXPLANATION]["kind"] == "control"
+    assert by_oid["order"][S.EXPLANATION]["step"] == 1
+    assert by_oid["order"][S.EXPLANATION]["read_point"] == "C"
+    expl = by_oid["resource"][S.EXPLANATION]
+    assert (expl["kind"], expl["step"], expl["read_point"], expl["attribute"], expl["value"]) == \
+        ("attribute", 2, "C", "res", "r1")
+    assert 0 <= expl["probability"] < 0.01
+
+
+def test_score_input_fits_in_chunks_the_same_model_as_in_one_call():
+    # a seeded log with a nearly unique attribute (left out) and a few empty cases
+    import random
+
+    from soads.cli import fit_in_chunks
+    from soads.config import DetectorConf
+    from soads.detect import context
+
+    rnd = random.Random(5)
+    log = []
+    for i in range(400):
+        seq = [rnd.choice("ABCD") for _ in range(rnd.choice([0, 2, 3, 5, 8]))]
+        log.append((seq, [{"res": rnd.choice(["r1", "r2"]), "id": f"{i}-{j}"}
+                          for j in range(len(seq))] or None))
+    conf = DetectorConf(threshold=2.0)  # small contexts count too
+    whole = context.ContextModel.fit(log, conf)
+    assert whole.skipped_ == ("id",)
+    for chunk_events in (1, 7, 100, 10_000):
+        part = fit_in_chunks(iter(log), conf, chunk_events)
+        assert part.skipped_ == whole.skipped_ and part.to_rows() == whole.to_rows()
+        assert context.score_cases(part, log) == context.score_cases(whole, log)
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("bad.jsonl", '{"oid": "a", "sequence": ["A"]}\n{"oid": "b", "sequence": ["A", "B"], '
+     '"times": ["t1"]}\n', ':2: "times" has 1 entry for 2 steps'),
+    ("bad.jsonl", '{"oid": "a", "sequence": ["A", 7]}\n',
+     ":1: step 1: activity must be a non-empty string, got a number"),
+    ("bad.jsonl", '{"oid": "a", "sequence": ["A"], "attributes": [{"k": ["v"]}]}\n',
+     ":1: step 0: attribute 'k' must be a string, number or boolean, got a list"),
+    ("bad.jsonl", '{"sequence": ["A"]}\n', ':1: no "oid"'),
+    ("bad.jsonl", "this is not json\n", ":1: malformed JSON (Expecting value at column 1)"),
+    ("bad.xes", '<log><trace><event><string key="concept:name" value="A"/></event></trace>\n'
+     "<trace><event>", ": line 2 (after trace 1): malformed XES (Premature end of data"),
+    ("bad.xes", "<log><trace><event><int key='n' value='1'/></event></trace></log>",
+     ": trace 1 (line 1): event 0 (line 1) has no concept:name (the activity)"),
+])
+def test_score_input_bad_case_is_one_line_error_and_no_output(capsys, tmp_path, name, content,
+                                                               reason):
+    bad = tmp_path / name
+    bad.write_text(content)
+    out = tmp_path / "scores.jsonl"
+    code, stdout, err = run(capsys, "score", "--input", str(bad), "--out", str(out))
+    assert code == 2 and stdout == ""
+    assert err.count("\n") == 1 and err.startswith(f"soads score: {bad}{reason}"), err
+    assert not out.exists() and not (tmp_path / "scores.jsonl.part").exists()
+
+
+def test_score_input_needs_out_and_a_readable_file(capsys, tmp_path):
+    code, _, err = run(capsys, "score", "--input", os.path.join(CASES, "small.jsonl"))
+    assert code == 2 and "--out SCORES.jsonl is required with --input" in err
+    code, _, err = run(capsys, "score", "--input", str(tmp_path / "none.xes"), "--out",
+                       str(tmp_path / "s.jsonl"))
+    assert code == 2 and "cannot read" in err
+    code, _, err = run(capsys, "score", "--input", os.path.join(CASES, "small.xes"), "--out",
+                       str(tmp_path / "no-dir" / "s.jsonl"))
+    assert code == 2 and err == f"soads score: cannot write {tmp_path}/no-dir/s.jsonl: " \
+        "No such file or directory\n"
+
+
 def test_simulate_start_takes_now_or_iso_and_refuses_anything_else(capsys, tmp_path):
     import datetime as dt
 
@@ -347,3 +501,111 @@ def test_unreachable_database_is_one_line_without_the_password(capsys, monkeypat
     err = capsys.readouterr().err
     assert rc == 2 and err.strip().splitlines() == [
         f"soads jobs: NotADirectoryError: [Errno 20] Not a directory: '{not_a_dir}'"]
+
+
+def test_score_against_a_model_run_that_does_not_exist_is_one_line(capsys, tmp_path):
+    import datetime as dt
+
+    from soads.storage import tables
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    tables.create_tables(tables.engine(url))
+    tables.write_rows(url, "mining_run", [{S.RUN_ID: "r", S.CREATED_AT: dt.datetime(2024, 1, 1)}])
+    code, out, err = run(capsys, "score", "--set", f"storage.db_url={url}",
+                         "--model-run", "context-nope")
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [
+        "soads score: no detector model run 'context-nope' in table detector_run "
+        "(soads fit-detector makes one)"]
+
+
+def test_score_input_against_a_stored_model_run(capsys, tmp_path):
+    # a model run fitted on 300 normal paths, stored; the file holds only odd cases, so a model
+    # fitted on the file itself would find nothing odd: the stored run flags them
+    from soads import pipeline, query
+    from soads.config import DetectorConf
+    from soads.detect import context
+    from soads.detect.spark import Fit
+
+    url = f"sqlite:///{tmp_path}/m.db"
+    model = context.ContextModel.fit([(["A", "B", "C"], [{"res": "r1"}, {"res": "r2"},
+                                                         {"res": "r3"}])] * 300)
+    pipeline.write_model_run(url, "context-t", Fit(model, (), None, 300), DetectorConf(), 0.1)
+    odd = [{"oid": "o1", "sequence": ["A", "C", "B"]},
+           {"oid": "o2", "sequence": ["A", "B", "C"],
+            "attributes": [{"res": "r1"}, {"res": "r1"}, {"res": "r3"}]}]
+    path = tmp_path / "odd.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in odd))
+    stored = query.detector_model(url, "context-t")
+    for which in ("context-t", "newest"):
+        rows, _ = _score_rows(capsys, tmp_path, path, "--model-run", which,
+                              "--set", f"storage.db_url={url}")
+        want = context.score_cases(stored, [(x["sequence"], x.get("attributes")) for x in odd])
+        assert [(r[S.ANOMALY], r[S.IS_ANOMALY], r[S.EXPLANATION]) for r in rows] == \
+            [(v.anomaly, v.is_anomaly, v.explanation) for v in want]
+        assert [r[S.IS_ANOMALY] for r in rows] == [True, True]
+    code, _, err = run(capsys, "score", "--input", str(path), "--out", str(tmp_path / "x"),
+                       "--model-run", "newest",
+                       "--set", f"storage.db_url=sqlite:///{tmp_path}/e.db")
+    assert code == 2 and "no detector model run" in err
+
+
+def test_demo_report_shows_every_detector_side_by_side_and_where_objects_were_flagged():
+    from soads.cli import format_report
+    from soads.evaluate import detection_quality, noise_false_positives
+    from soads.pipeline import Report
+
+    labels, types = [0, 0, 0, 1, 1], ["", "", "", "skipped_stage", "wrong_biz_step"]
+    verdicts = [False, True, False, True, True]
+    report = Report(model_run_id="context-x")
+    report.quality = {
+        "alignment": detection_quality(labels, types, [0.1, 0.2, 0.3, 0.4, 0.5]),
+        "surprisal": detection_quality(labels, types, [0.1, 0.2, 0.3, 0.9, 0.0]),
+        "context": detection_quality(labels, types, [0.0, 5.0, 0.0, 6.0, 7.0], verdicts)}
+    report.noise = {"context": noise_false_positives(labels, ["", "missed_read", "", "", ""],
+                                                     verdicts)}
+    report.anomaly_rates = [{S.READ_POINT: "urn:epc:id:sgln:1.2.CNV-L2-ASM", S.FLAGGED: 2,
+                             S.N_OBJECTS: 5}]
+    text = format_report(report)
+    lines = text.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split() == ["alignment", "surprisal",
+                                                                 "context"])
+    assert lines[head + 1].split() == ["anomaly", "type", "n"] + ["ROC-AUC", "best", "F1"] * 3 \
+        + ["P", "R", "F1"]
+    assert lines[head + 2].split() == ["all", "2", "1.0000", "1.0000", "0.5000", "0.6667",
+                                       "1.0000", "1.0000", "0.667", "1.000", "0.800"]
+    assert [ln.split()[0] for ln in lines[head + 3:head + 5]] == ["skipped_stage",
+                                                                  "wrong_biz_step"]
+    assert "context 1/1 (100.0%; clean normal 0.0%)" in text
+    assert "model run context-x" in text
+    assert lines[-1].split() == ["2", "of", "5", "(40.0%)", "CNV-L2-ASM"]
+
+
+def test_fit_detector_then_score_against_the_new_run(capsys, tmp_path, spark):
+    from soads import query
+    from soads.simulator.generate import simulate
+
+    simulate(str(tmp_path / "plant"), n_objects=40, seed=4)
+    url = f"sqlite:///{tmp_path}/soads.db"
+    conf = ["--set", f"storage.root={tmp_path / 'data'}", "--set", f"storage.db_url={url}",
+            "--set", "mining.minsup=0.2"]
+    code, _, err = run(capsys, "ingest", str(tmp_path / "plant"), *conf)
+    assert code == 0, err
+    code, out, err = run(capsys, "score", *conf)
+    assert code == 2 and "no mining run" in err  # nothing mined yet: nothing to score against
+    code, out, err = run(capsys, "fit-detector", *conf)
+    assert code == 0, err
+    first = query.newest_detector_run(url)
+    assert out.startswith(f"detector model run {first[S.RUN_ID]}: ")
+    assert first[S.N_OBJECTS] == 40
+    code, out, err = run(capsys, "mine", *conf)  # mining fits a model run too
+    assert code == 0, err
+    second = query.newest_detector_run(url)
+    assert second[S.RUN_ID] != first[S.RUN_ID] and f"model run {second[S.RUN_ID]}" in out
+    for which, want in ((None, second), (first[S.RUN_ID], first)):
+        code, out, err = run(capsys, "score", *conf, *(["--model-run", which] if which else []))
+        assert code == 0, err
+        assert f"against model run {want[S.RUN_ID]}" in out
+        rows = query.object_scores(url)
+        assert len(rows) == 40 and {r[S.MODEL_RUN_ID] for r in rows} == {want[S.RUN_ID]}
+        assert query.anomaly_rates(url, want[S.RUN_ID]) != []

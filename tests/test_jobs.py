@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 import streamtools as st
-from soads import epcis, schema as S
+from soads import epcis, query, schema as S
 from soads.config import ScoringConf
 from soads.dependencies import relation_counts
 from soads.mining.brute_force import frequent_patterns, minsup_count
@@ -128,6 +128,21 @@ def test_mine_patterns_job_equals_brute_force(mined):
     expected = frequent_patterns(seqs, minsup_count(MINSUP, len(seqs)), MAX_LENGTH)
     assert len(expected) > 10
     assert {tuple(r[S.PATTERN]): r[S.SUPPORT] for r in rows} == expected
+    # the job also fitted the context detector: a model run over every object
+    model_run = query.newest_detector_run(mined)
+    assert model_run[S.N_OBJECTS] == N_OBJECTS and model_run[S.N_ROWS] > 0
+
+
+def test_fit_detector_job_makes_the_same_model_run(plant, mined):
+    root, storage = plant
+    url = f"sqlite:///{root / 'fit.db'}"
+    shutil.copy(root / "soads.db", root / "fit.db")
+    first = query.newest_detector_run(url)
+    spark_submit("fit_detector.py", *storage, "--set", f"storage.db_url={url}")
+    second = query.newest_detector_run(url)
+    assert second[S.RUN_ID] != first[S.RUN_ID]
+    assert query.detector_model(url, second[S.RUN_ID]).to_rows() == \
+        query.detector_model(url, first[S.RUN_ID]).to_rows()
 
 
 def test_score_objects_job_and_cli_write_the_same_object_scores(plant, mined):
@@ -163,6 +178,11 @@ def test_score_objects_job_and_cli_write_the_same_object_scores(plant, mined):
     job, cli = scores(urls["job"]), scores(urls["cli"])
     assert len(job) == N_OBJECTS
     assert job == cli
+    # both against the context detector's newest model run (the mining job's)
+    model_run = query.newest_detector_run(mined)[S.RUN_ID]
+    assert {r[S.MODEL_RUN_ID] for r in job} == {model_run}
+    assert all(r[S.ANOMALY] is not None and r[S.IS_ANOMALY] is not None for r in job)
+    assert query.anomaly_rates(urls["job"]) == query.anomaly_rates(urls["cli"]) != []
     windows = [sorted(tables.read_table(urls[w], "alignment_score"),
                       key=lambda r: (r[S.WINDOW_START], r[S.RUN_ID])) for w in ("job", "cli")]
     assert windows[0] == windows[1] and sum(w[S.N_OBJECTS] for w in windows[0]) == N_OBJECTS

@@ -1,4 +1,5 @@
 """The batch path end to end on a small simulated plant: counts add up, tables equal oracles."""
+import datetime as dt
 import os
 from collections import Counter
 
@@ -16,7 +17,10 @@ N = 600
 def run(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     cfg = config.load(overrides=[f"storage.root={root}", f"storage.db_url=sqlite:///{root}/soads.db",
-                                 "mining.minsup=0.05"])
+                                 "mining.minsup=0.05",
+                                 # a plant this small flags nothing at log(100): a lower
+                                 # verdict threshold, so the anomaly rate has flagged objects
+                                 "detector.threshold=2.5"])
     stats = simulate(str(root / "epcis"), n_objects=N, seed=3, events_per_file=3000)
     bad = root / "epcis" / "zz-truncated.xml"
     bad.write_bytes((root / "epcis" / "events-00000.xml").read_bytes()[:5000])
@@ -24,8 +28,9 @@ def run(spark, tmp_path_factory):
     pipeline.ingest(spark, [str(root / "epcis")], cfg, report)
     seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
     rows = pipeline.mine(spark, seqs, rel, cfg, report)
+    detector = pipeline.fit_detector(spark, seqs, rel, cfg, report)
     scored = pipeline.score(spark, seqs, rel, pipeline.patterns_in_use(rows, False),
-                            report.run_id, cfg, report)
+                            report.run_id, cfg, report, detector)
     pipeline.evaluate(spark, scored, str(root / "epcis" / "truth.csv"), report)
     return cfg, stats, report
 
@@ -96,3 +101,80 @@ def test_ingest_never_replaces_what_the_event_job_wrote(spark, tmp_path):
     assert os.path.exists(os.path.join(tmp_path, "event_log", name))
     pipeline.ingest(spark, [str(doc.parent)], cfg, pipeline.Report(), replace=True)  # the demo
     assert not os.path.exists(os.path.join(tmp_path, "event_log", name))
+
+
+@pytest.fixture(scope="module")
+def objects(spark, run):
+    """The stored log's objects as the detector saw them: (oid, sequence, attributes or None,
+    last read in microseconds), and the batch horizon (the newest of them)."""
+    from pyspark.sql import functions as F
+
+    from soads import sequences
+
+    cfg, _, _ = run
+    loc = config.event_log_location(cfg)
+    seqs = sequences.extract_sequences(pipeline.event_log_backend(loc).read_events(spark, loc),
+                                       cfg.sequences.dwell_seconds)
+    has_attrs = S.ATTRIBUTES in seqs.columns
+    rows = seqs.select(S.OID, S.SEQUENCE, F.unix_micros(S.LAST_TIME).alias("us"),
+                       *([S.ATTRIBUTES] if has_attrs else [])).collect()
+    objs = [(r[S.OID], list(r[S.SEQUENCE]),
+             [dict(m) for m in r[S.ATTRIBUTES]] if has_attrs else None, r["us"]) for r in rows]
+    return objs, max(o[3] for o in objs)
+
+
+def test_model_run_equals_the_core_and_holds_the_relation_table(run, objects):
+    from soads import query
+    from soads.detect import context, runs
+
+    cfg, _, report = run
+    objs, horizon = objects
+    url = cfg.storage.db_url
+    stored = query.newest_detector_run(url)
+    assert stored[S.RUN_ID] == report.model_run_id and stored[S.RUN_ID].startswith("context-")
+    assert stored[S.N_OBJECTS] == N
+    model = query.detector_model(url, report.model_run_id, cfg.detector)
+    cases = [(s, a, bool(runs.is_closed(t, horizon, cfg.stream.idle_seconds)))
+             for _, s, a, t in objs]
+    want = context.ContextModel.fit(cases, cfg.detector)
+    assert model.to_rows() == want.to_rows() and model.skipped_ == want.skipped_
+    assert model.missed_read_rate == cfg.sequences.missed_read_rate > 0
+    assert stored[S.N_ROWS] == len(want.to_rows())
+    # its order-1 control rows between two read points: the relation table of the same job
+    order1 = {(c[0], v): n for f, o, c, v, n in model.to_rows()
+              if f == "" and o == 1 and c[0] is not None and v is not None}
+    assert order1 == {(r[S.A], r[S.B]): r[S.FREQ] for r in query.relations(url)}
+
+
+def test_object_score_verdicts_and_anomaly_rate(run, objects):
+    from soads import query
+    from soads.detect import runs
+
+    cfg, _, report = run
+    objs, horizon = objects
+    url = cfg.storage.db_url
+    model = query.detector_model(url, report.model_run_id, cfg.detector)
+    closed = [bool(runs.is_closed(t, horizon, cfg.stream.idle_seconds)) for *_, t in objs]
+    want = model.score_many([s for _, s, _, _ in objs], [a for _, _, a, _ in objs], closed)
+    got = {r[S.OID]: r for r in query.object_scores(url)}
+    assert len(got) == N
+    for (oid, *_), v in zip(objs, want):
+        r = got[oid]
+        assert (r[S.ANOMALY], r[S.IS_ANOMALY], r[S.EXPLANATION], r[S.MODEL_RUN_ID]) == \
+            (v.anomaly, v.is_anomaly, v.explanation, report.model_run_id)
+    flagged = sum(v.is_anomaly for v in want)
+    assert 0 < flagged == report.counts["objects_flagged"]
+    oracle = runs.anomaly_rate(((s, t, v.is_anomaly, v.explanation)
+                                for (_, s, _, t), v in zip(objs, want)),
+                               cfg.scoring.window_seconds)
+    rates = query.anomaly_rates(url, report.model_run_id)
+    epoch = dt.datetime(1970, 1, 1)
+    assert {(int((r[S.WINDOW_START] - epoch).total_seconds()) * 1_000_000, r[S.READ_POINT]):
+            (r[S.N_OBJECTS], r[S.FLAGGED]) for r in rates} == oracle
+    assert all(r[S.RATE] == pytest.approx(r[S.FLAGGED] / r[S.N_OBJECTS]) for r in rates)
+    # each flagged object is charged to one read point
+    assert sum(r[S.FLAGGED] for r in rates) == flagged
+    overall = {name: rows[0] for name, rows in report.quality.items()}
+    # measured here: 0.80 (600 objects, half of them still open at the horizon, so their END
+    # steps do not count); the simulator figures of docs/detection.md are on the demo's plant
+    assert overall[pipeline.CONTEXT_DETECTOR]["roc_auc"] > 0.7

@@ -116,6 +116,66 @@ def test_scores_windows_late_events_sensor_rows_in_stated_order(db):
     assert [r[S.SOURCE] for r in query.sensor_quarantine(db, limit=2)] == ["t/0/2", "t/0/1"]
 
 
+def test_model_run_round_trip(db):
+    from soads import pipeline
+    from soads.config import DetectorConf
+    from soads.detect import context as C
+    from soads.detect.spark import Fit
+
+    assert query.newest_detector_run(db) is None
+    conf = DetectorConf(max_context=2)
+    log = [(["a", "b", "c"], [{"d": "x", "id": f"{i}a"}, {"d": "y", "id": f"{i}b"},
+                              {"d": "zé 😀", "id": f"{i}c"}]) for i in range(20)]
+    log += [(["a", "c"], None), ([], None)]
+    model = C.ContextModel.fit(log, conf, missed_read_rate=0.05)
+    assert model.skipped_ == ("id",)
+    horizon = int(dt.datetime(2024, 3, 4, 9).timestamp()) * 1_000_000
+    for run_id in ("context-1", "context-2"):  # written one after the other: the second is newer
+        n = pipeline.write_model_run(db, run_id, Fit(model, model.skipped_, horizon, len(log)),
+                                     conf, 1.5)
+        assert n == len(model.to_rows())
+    pipeline.write_model_run(db, "context-2", Fit(model, model.skipped_, horizon, len(log)),
+                             conf, 1.5)  # rewriting a run replaces its rows
+    # newest by created_at (MySQL keeps whole seconds: a tie goes to the greater run id)
+    run = query.newest_detector_run(db)
+    assert run[S.RUN_ID] == "context-2"
+    assert (run[S.N_OBJECTS], run[S.N_ROWS], run[S.SKIPPED], run[S.SECONDS]) == \
+        (22, n, ["id"], 1.5)
+    assert run[S.CONF]["max_context"] == 2 and run[S.HORIZON] == dt.datetime(2024, 3, 4, 9)
+    assert query.detector_run(db, "nope") is None
+    for r_id in ("context-1", "context-2"):
+        back = query.detector_model(db, r_id)  # the run's own settings
+        assert back.to_rows() == model.to_rows() and back.skipped_ == ("id",)
+        assert (back.conf, back.missed_read_rate) == (conf, 0.05)
+        probe = [(["a", "c", "b"], [{"d": "x"}, {"d": "q"}, {"d": "y"}]), (["a"], None)]
+        assert C.score_cases(back, probe) == C.score_cases(model, probe)
+    other = query.detector_model(db, "context-2", DetectorConf(threshold=1.0), 0.0)
+    assert (other.threshold_, other.missed_read_rate) == (1.0, 0.0)
+    with pytest.raises(LookupError, match="no detector model run"):
+        query.detector_model(db, "nope")
+
+
+def test_verdict_columns_and_anomaly_rates(db):
+    expl = {"step": 1, "read_point": "b", "kind": "control", "attribute": None, "value": None,
+            "probability": 0.001, "expected": "c", "context": ["a", "<start>"]}
+    tables.write_rows(db, "object_score", [
+        {S.OID: "o1", S.SCORE: 0.5, S.LAST_TIME: T0, S.RUN_ID: "r", S.ANOMALY: 6.5,
+         S.IS_ANOMALY: True, S.EXPLANATION: expl, S.MODEL_RUN_ID: "context-1"},
+        {S.OID: "o2", S.SCORE: 0.9, S.LAST_TIME: T0, S.RUN_ID: "r", S.ANOMALY: 0.0,
+         S.IS_ANOMALY: False, S.EXPLANATION: None, S.MODEL_RUN_ID: "context-1"}])
+    got = {r[S.OID]: r for r in query.object_scores(db)}
+    assert (got["o1"][S.ANOMALY], got["o1"][S.IS_ANOMALY], got["o1"][S.EXPLANATION],
+            got["o1"][S.MODEL_RUN_ID]) == (6.5, True, expl, "context-1")
+    assert (got["o2"][S.IS_ANOMALY], got["o2"][S.EXPLANATION]) == (False, None)
+    tables.write_rows(db, "anomaly_rate", [
+        {S.WINDOW_START: T0 + dt.timedelta(hours=h), S.WINDOW_END: T0 + dt.timedelta(hours=h + 1),
+         S.READ_POINT: rp, S.N_OBJECTS: 4, S.FLAGGED: 1, S.RATE: 0.25, S.MODEL_RUN_ID: "m"}
+        for h, rp in ((1, "a"), (0, "b"), (0, "a"))])
+    assert [(r[S.WINDOW_START].hour, r[S.READ_POINT]) for r in query.anomaly_rates(db)] == \
+        [(8, "a"), (8, "b"), (9, "a")]
+    assert query.anomaly_rates(db, "other") == []
+
+
 def test_sensor_quarantine_before_the_sensor_job_ran(tmp_path):
     assert query.sensor_quarantine(f"sqlite:///{tmp_path}/none.db") == []
 

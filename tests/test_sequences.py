@@ -59,9 +59,11 @@ def test_extract_sequences_exact_rows(spark):
          ("o3", "D", t(5), "g.xml:7")],
         "oid string, read_point string, event_time timestamp, source string")
     got = extract_sequences(events, dwell_seconds=60)
+    # no attribute columns in this log: one empty attribute map per visit
     expected = spark.createDataFrame(
-        [("o1", ["A", "B", "A"], t(0), t(900)), ("o2", ["B", "C"], t(10), t(10)),
-         ("o3", ["D"], t(5), t(5))], S.sequence_struct())
+        [("o1", ["A", "B", "A"], [{}] * 3, t(0), t(900)),
+         ("o2", ["B", "C"], [{}] * 2, t(10), t(10)),
+         ("o3", ["D"], [{}], t(5), t(5))], S.sequence_struct())
     assertDataFrameEqual(got, expected)
 
 
@@ -78,3 +80,76 @@ def test_read_sequences_jsonl_rejects_bad_lines(spark, tmp_path):
     import pytest
     with pytest.raises(ValueError, match="not a sequence line"):
         read_sequences_jsonl(spark, str(p))
+
+
+# -- attributes per visit --------------------------------------------------------------------------
+
+
+def _events_of(spark, paths):
+    from soads import preprocess
+
+    events, _ = preprocess.split_parsed(preprocess.parse_documents(
+        preprocess.read_documents(spark, paths)))
+    return events
+
+
+def _visits_by_hand(rows, dwell_seconds):
+    """The slow, obvious extractor: per oid, sort, keep a read unless it repeats the previous
+    read point within the dwell, and take the kept read's non-null fields."""
+    import json
+    from collections import defaultdict
+
+    by_oid = defaultdict(list)
+    for r in rows:
+        by_oid[r[S.OID]].append(r)
+    out = {}
+    for oid, reads in by_oid.items():
+        reads.sort(key=lambda r: (r[S.EVENT_TIME], arrival_key(r[S.SOURCE])))
+        seq, attrs, prev = [], [], None
+        for r in reads:
+            if prev is None or r[S.READ_POINT] != prev[S.READ_POINT] or \
+                    (r[S.EVENT_TIME] - prev[S.EVENT_TIME]).total_seconds() > dwell_seconds:
+                a = {k: r[k] for k in (S.BIZ_STEP, S.DISPOSITION, S.BIZ_LOCATION, S.ACTION)
+                     if r[k] is not None}
+                alerts = sorted({rep["exception"] for el in json.loads(r[S.SENSOR_REPORTS] or "[]")
+                                 for rep in el["sensorReport"] if "exception" in rep})
+                if alerts:
+                    a[S.SENSOR_ALERT] = ",".join(alerts)
+                seq.append(r[S.READ_POINT])
+                attrs.append(a)
+            prev = r
+        out[oid] = (seq, attrs)
+    return out
+
+
+def _extracted(df):
+    return {r[S.OID]: (list(r[S.SEQUENCE]), [dict(m) for m in r[S.ATTRIBUTES]])
+            for r in df.collect()}
+
+
+def test_attributes_per_visit_on_the_gs1_examples(spark, epcis_examples):
+    events = _events_of(spark, [epcis_examples]).cache()
+    got = extract_sequences(events, dwell_seconds=60, num_partitions=3)
+    assert got.schema == S.sequence_struct()
+    got = _extracted(got)
+    assert got == _visits_by_hand(events.collect(), 60)
+    # what the examples hold: the sensor alerts of a read, a DELETE, a read without action
+    alarm = got["urn:epc:id:sgtin:4012345.011111.9876"][1]
+    assert [a[S.SENSOR_ALERT] for a in alarm if S.SENSOR_ALERT in a] == \
+        ["ALARM_CONDITION,ERROR_CONDITION"]
+    assert all({S.BIZ_STEP, S.ACTION} <= set(a) for a in alarm)
+    flat = [a for _, attrs in got.values() for a in attrs]
+    assert any(a.get(S.ACTION) == "DELETE" for a in flat)
+    assert any(S.ACTION not in a for a in flat)  # a TransformationEvent has no action
+
+
+def test_attributes_per_visit_on_a_simulated_log(spark, tmp_path):
+    from soads.simulator.generate import ATTRIBUTE_ANOMALY_TYPES, iter_cases, simulate
+
+    kwargs = dict(seed=4, anomaly_rate=0.05, noise_rate=0.3, attribute_anomaly_rate=0.3)
+    simulate(str(tmp_path), n_objects=300, events_per_file=1500, **kwargs)
+    got = _extracted(extract_sequences(_events_of(spark, [str(tmp_path)]), dwell_seconds=60))
+    expected = {obj.oid: (seq, attrs) for obj, seq, attrs in iter_cases(300, **kwargs)}
+    assert got == expected
+    types = {obj.anomaly_type for obj, _, _ in iter_cases(300, **kwargs)}
+    assert set(ATTRIBUTE_ANOMALY_TYPES) <= types

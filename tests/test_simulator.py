@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 from lxml import etree
 
-from soads.schema import ANOMALY_TYPE, LABEL, OID
+from soads.schema import ANOMALY_TYPE, LABEL, NOISE, OID
 from soads.simulator.generate import (
     ANOMALY_TYPES, EPCIS_JSONLD_CONTEXT, EPCIS_XML_NS, NOISE_TYPES, iter_documents, iter_objects,
     iter_sequences, simulate,
@@ -84,6 +84,7 @@ def test_rework_probabilities_are_the_papers():
     ({"n_objects": 0}, "n_objects"),
     ({"anomaly_rate": 1.5}, "anomaly_rate"),
     ({"noise_rate": -0.1}, "noise_rate"),
+    ({"attribute_anomaly_rate": 2}, "attribute_anomaly_rate"),
     ({"fmt": "csv"}, "fmt"),
     ({"events_per_file": 0}, "events_per_file"),
 ])
@@ -123,8 +124,9 @@ def test_truth_csv_format_and_counts(tmp_path):
     with open(tmp_path / "truth.csv", newline="") as f:
         header = f.readline()
         rows = list(csv.DictReader(f, fieldnames=header.strip().split(",")))
-    assert header == "oid,label,anomaly_type\n"
-    assert header.strip().split(",") == [OID, LABEL, ANOMALY_TYPE]
+    # the first three columns as before; noise added after them
+    assert header == "oid,label,anomaly_type,noise\n"
+    assert header.strip().split(",") == [OID, LABEL, ANOMALY_TYPE, NOISE]
     assert len(rows) == stats["objects"] == 2000
     assert len({r[OID] for r in rows}) == 2000
     assert {r[LABEL] for r in rows} == {"0", "1"}
@@ -338,3 +340,169 @@ def test_timed_documents_carry_their_last_event_time_for_the_real_time_pace():
         timed, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))]
     assert [n for n, _ in released] == [n for n, _, _ in timed]
     assert [t - 100.0 for _, t in released] == pytest.approx([ms / 1000 for *_, ms in timed])
+
+
+# -- attribute anomalies ---------------------------------------------------------------------------
+
+
+def _expected_fields(plant, urn, stage_of):
+    """What the plant's read point ``urn`` always reports: bizStep, bizLocation, action, and its
+    allowed dispositions."""
+    from soads.simulator.plant import OBSERVE, normal_dispositions
+
+    rp = plant.read_points[urn]
+    dispositions = normal_dispositions(rp.kind, stage_of.get(urn, -1))
+    return rp.biz_step, rp.biz_location, OBSERVE, dispositions
+
+
+def _stage_of(plant):
+    return {f.urn: k for k, stage in enumerate(plant.facilities) for f in stage}
+
+
+ATTRIBUTE_KWARGS = dict(seed=7, anomaly_rate=0.05, noise_rate=0.3, attribute_anomaly_rate=0.2)
+
+
+def test_every_read_point_reports_the_same_fields_noise_included():
+    from soads.schema import ACTION, BIZ_LOCATION, BIZ_STEP, DISPOSITION
+    from soads.simulator.generate import iter_cases
+
+    plant = build_plant(7)
+    stage_of = _stage_of(plant)
+    seen_noise = Counter()
+    for obj, seq, attrs in iter_cases(3000, **ATTRIBUTE_KWARGS):
+        if obj.label:
+            continue
+        seen_noise[obj.noise] += 1
+        assert len(seq) == len(attrs)
+        for urn, a in zip(seq, attrs):
+            step, location, action, dispositions = _expected_fields(plant, urn, stage_of)
+            assert (a[BIZ_STEP], a[BIZ_LOCATION], a[ACTION]) == (step, location, action)
+            assert a[DISPOSITION] in dispositions
+    # reader noise (repeated and missed reads) changes no event field
+    assert seen_noise["repeated_read"] > 100 and seen_noise["missed_read"] > 100
+    # a conveyor's location is its line's; facilities are the hall's
+    assert plant.conveyors[1][3].biz_location == "urn:epc:id:sgln:8801234.00002.L2"
+    assert plant.facilities[3][0].biz_location == "urn:epc:id:sgln:8801234.00002.0"
+
+
+def test_attribute_anomalies_are_injected_labelled_and_wrong_at_their_read_point():
+    from soads.schema import ACTION, BIZ_LOCATION, BIZ_STEP, DISPOSITION
+    from soads.simulator.generate import ATTRIBUTE_ANOMALY_TYPES, iter_cases
+    from soads.simulator.plant import BIZ_STEPS, DISPOSITIONS, line_location
+
+    plant = build_plant(7)
+    stage_of = _stage_of(plant)
+    allowed = process_relations(plant)
+    field = {"wrong_biz_step": BIZ_STEP, "wrong_disposition": DISPOSITION,
+             "wrong_biz_location": BIZ_LOCATION, "wrong_action": ACTION}
+    counts, wrong_values = Counter(), defaultdict(set)
+    n = 4000
+    for obj, seq, attrs in iter_cases(n, **ATTRIBUTE_KWARGS):
+        if obj.anomaly_type not in ATTRIBUTE_ANOMALY_TYPES:
+            continue
+        counts[obj.anomaly_type] += 1
+        assert obj.label == 1
+        # the path itself is normal (a missed read may bridge one conveyor, as for any cell)
+        bad = [r for r in _relations(seq) if r not in allowed]
+        assert len(bad) <= (obj.noise == "missed_read")
+        wrong = []
+        for i, (urn, a) in enumerate(zip(seq, attrs)):
+            step, location, action, dispositions = _expected_fields(plant, urn, stage_of)
+            wrong += [(i, urn, k) for k, ok in ((BIZ_STEP, a[BIZ_STEP] == step),
+                                                (BIZ_LOCATION, a[BIZ_LOCATION] == location),
+                                                (ACTION, a[ACTION] == action),
+                                                (DISPOSITION, a[DISPOSITION] in dispositions))
+                      if not ok]
+        # exactly one visit, one field: the type's, with a value the read point never reports
+        assert len(wrong) == 1, (obj.anomaly_type, wrong)
+        i, urn, key = wrong[0]
+        assert key == field[obj.anomaly_type]
+        value = attrs[i][key]
+        wrong_values[obj.anomaly_type].add(value)
+        if key == BIZ_STEP:
+            assert value in BIZ_STEPS
+        elif key == DISPOSITION:
+            assert value in DISPOSITIONS
+        elif key == BIZ_LOCATION:
+            # the right station (the cell's own line's conveyor), another line's location
+            assert urn in {rp.urn for rp in plant.conveyors[obj.line]}
+            area = urn.rsplit(".", 2)[1]
+            assert value in {line_location(area, x) for x in range(plant.n_lines) if x != obj.line}
+        else:
+            assert 0 < i < len(seq) - 1 and value in ("ADD", "DELETE")
+    # every type, spread evenly, in attribute_anomaly_rate of the cells without a process anomaly
+    assert set(counts) == set(ATTRIBUTE_ANOMALY_TYPES)
+    assert max(counts.values()) - min(counts.values()) <= 1
+    assert 0.15 <= sum(counts.values()) / (n * 0.95) <= 0.25
+    assert all(len(v) > 1 for v in wrong_values.values())
+
+
+def test_attribute_anomalies_leave_every_other_cell_as_it_was():
+    kwargs = dict(seed=5, anomaly_rate=0.1, noise_rate=0.3)
+    plain = list(iter_objects(1500, attribute_anomaly_rate=0.0, **kwargs))
+    mixed = list(iter_objects(1500, attribute_anomaly_rate=0.3, **kwargs))
+    changed, moved_miss = 0, 0
+    for a, b in zip(plain, mixed, strict=True):
+        if b.anomaly_type and not a.anomaly_type:
+            # the same path, times and noise; only the label and one read's fields
+            changed += 1
+            assert a.noise == b.noise and b.label == 1
+            path_a = [(t, rp.urn) for t, rp, _ in a.reads]
+            path_b = [(t, rp.urn) for t, rp, _ in b.reads]
+            if path_a != path_b:
+                # ... unless the missed read fell on the changed read: the next conveyor is
+                # missed instead
+                moved_miss += 1
+                assert a.noise == "missed_read"
+                urns_a, urns_b = Counter(u for _, u in path_a), Counter(u for _, u in path_b)
+                assert [k for k, v in (urns_a - urns_b).items() for _ in range(v)] == \
+                    [u for u in urns_a - urns_b if "CNV" in u]
+                assert sum((urns_a - urns_b).values()) == sum((urns_b - urns_a).values()) == 1
+        else:
+            assert a == b
+    assert changed > 300 and moved_miss < 10
+    # deterministic per seed, attribute anomalies included
+    docs = [list(iter_documents(200, seed=s, attribute_anomaly_rate=0.3, events_per_file=500))
+            for s in (5, 5, 6)]
+    assert docs[0] == docs[1] != docs[2]
+    # the sequences' read points do not depend on the attribute anomalies but for those moves
+    differ = [oid for (oid, x), (_, y) in zip(iter_sequences(1500, attribute_anomaly_rate=0.0,
+                                                             **kwargs),
+                                              iter_sequences(1500, attribute_anomaly_rate=0.3,
+                                                             **kwargs)) if x != y]
+    assert len(differ) == moved_miss
+
+
+@pytest.mark.parametrize("fmt", ["xml", "jsonld"])
+def test_documents_carry_the_attribute_anomalies(tmp_path, fmt):
+    """Parsed back (soads.epcis), each visit's first read has the fields iter_cases gives."""
+    from soads import epcis
+    from soads import schema as S
+    from soads.sequences import arrival_key
+    from soads.simulator.generate import iter_cases
+
+    kwargs = dict(seed=3, anomaly_rate=0.05, noise_rate=0.3, attribute_anomaly_rate=0.3)
+    simulate(str(tmp_path), n_objects=600, fmt=fmt, events_per_file=2500, **kwargs)
+    reads = defaultdict(list)
+    for name in sorted(os.listdir(tmp_path)):
+        if name.startswith("events-"):
+            events, bad = epcis.parse_document((tmp_path / name).read_bytes(), name, 1 << 26)
+            assert not bad
+            for e in events:
+                reads[e[S.OID]].append(e)
+    n_wrong_action = 0
+    for obj, seq, attrs in iter_cases(600, **kwargs):
+        got = sorted(reads[obj.oid], key=lambda e: (e[S.EVENT_TIME], arrival_key(e[S.SOURCE])))
+        t = [datetime.fromisoformat(e[S.EVENT_TIME].replace("Z", "+00:00")).timestamp()
+             for e in got]
+        first = [e for k, e in enumerate(got) if k == 0 or e[S.READ_POINT] != got[k - 1][
+            S.READ_POINT] or t[k] - t[k - 1] > 60]
+        assert [e[S.READ_POINT] for e in first] == seq
+        assert [{k: e[k] for k in a} for e, a in zip(first, attrs)] == attrs
+        n_wrong_action += obj.anomaly_type == "wrong_action"
+    assert n_wrong_action > 10
+    with open(tmp_path / "truth.csv", newline="") as f:
+        truth = list(csv.DictReader(f))
+    assert Counter(r[NOISE] for r in truth if r[NOISE]) == \
+        Counter(o.noise for o, _, _ in iter_cases(600, **kwargs) if o.noise)
+    assert any(r[NOISE] and r[LABEL] == "0" for r in truth)

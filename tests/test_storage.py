@@ -77,11 +77,16 @@ def test_write_dataframe_from_executors_and_read_back(spark, tmp_path):
     tables.create_tables(tables.engine(url))
     t = dt.datetime(2024, 1, 1, 10)
     df = spark.createDataFrame(
-        [("o1", 1.0, 36.0, ["A", "B"], 0.1, t, "r1"), ("o2", 0.5, 10.0, None, 2.5, t, "r1")],
+        [("o1", 1.0, 36.0, ["A", "B"], 0.1, t, "r1", 0.0, False, None, "m1"),
+         ("o2", 0.5, 10.0, None, 2.5, t, "r1", 7.5, True, '{"step": 1}', "m1")],
         "oid string, score double, raw double, pattern array<string>, surprisal double, "
-        "last_time timestamp, run_id string",
+        "last_time timestamp, run_id string, anomaly double, is_anomaly boolean, "
+        "explanation string, model_run_id string",
     ).repartition(2)
     tables.write_dataframe(df, url, "object_score")
     got = tables.read_table(url, "object_score", order_by=[S.OID])
     assert [(r[S.OID], r[S.SCORE], r[S.PATTERN], r[S.SURPRISAL], r[S.LAST_TIME]) for r in got] == [
         ("o1", 1.0, ["A", "B"], 0.1, t), ("o2", 0.5, None, 2.5, t)]
+    # the context detector's columns: the explanation is JSON text already, stored as given
+    assert [(r[S.ANOMALY], r[S.IS_ANOMALY], r[S.EXPLANATION], r[S.MODEL_RUN_ID]) for r in got] \
+        == [(0.0, False, None, "m1"), (7.5, True, {"step": 1}, "m1")]

@@ -32,6 +32,7 @@ import gzip
 import json
 import logging
 import os
+import sys
 import time
 
 import numpy as np
@@ -43,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 DETECTORS = ("alignment", "surprisal", "context")
 _LOG_SUFFIXES = (".jsonl.gz", ".jsonl", ".xes.gz", ".xes")
+
+
+class TruthError(ValueError):
+    """A truth file that is not one ``{"oid", "anomaly"}`` line per case of its log."""
 
 
 def find_logs(logs_dir: str) -> list[tuple[str, str, str]]:
@@ -82,7 +87,7 @@ def read_truth(path: str) -> dict[str, str]:
                     rec = json.loads(line)
                     out[str(rec["oid"])] = str(rec["anomaly"])
                 except (ValueError, KeyError, TypeError) as e:
-                    raise ValueError(f"{path}:{n}: not a truth line ({{\"oid\", \"anomaly\"}}): "
+                    raise TruthError(f"{path}:{n}: not a truth line ({{\"oid\", \"anomaly\"}}): "
                                      f"{e}") from None
     return out
 
@@ -147,7 +152,7 @@ def evaluate_log(path: str, truth_path: str, cfg: Config,
     truth = read_truth(truth_path)
     missing = [c.oid for c in cases if c.oid not in truth]
     if missing:
-        raise ValueError(f"{truth_path}: no label for {len(missing)} case(s), e.g. {missing[0]!r}")
+        raise TruthError(f"{truth_path}: no label for {len(missing)} case(s), e.g. {missing[0]!r}")
     types = np.array([truth[c.oid] for c in cases], dtype=object)
     y = types != "normal"
     n_events = sum(len(c.sequence) for c in cases)
@@ -186,11 +191,10 @@ def run(logs_dir: str, cfg: Config | None = None, detectors: tuple[str, ...] = D
     results = {}
     logs = find_logs(logs_dir)
     for name, path, truth in logs:
-        logger.info("detect: %s ...", name)
         r = evaluate_log(path, truth, cfg, detectors)
         results[name] = r
         print(f"[soads] bench detect: {name}: {r['cases']:,} cases, {r['events']:,} events, "
-              f"{r['anomalous']:,} anomalous", flush=True)
+              f"{r['anomalous']:,} anomalous", file=sys.stderr, flush=True)
     cols = ("best_f1", "ap", "roc_auc", "verdict_f1", "cases_per_s", "events_per_s")
     head = f"{'log':<14} {'detector':<10} " + " ".join(f"{c:>12}" for c in cols)
     lines += ["detection quality (fit on the whole log without labels, score every case):",

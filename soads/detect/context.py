@@ -168,8 +168,10 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
     flat: list[int] = []
     starts, n_targets = [], []
     pad = [_BOUNDARY] * k_ctl
-    by_feature: dict[str, tuple[list, list, list]] = {REVISIT: ([], [], [])}
-    rev_rp, rev_prev, rev_val = by_feature[REVISIT]
+    all_codes: list[int] = []  # every step's read point, all cases one after the other
+    all_prevs: list[int] = []  # the read point before it (START for a first step)
+    revisit: list[str] = []
+    by_feature: dict[str, tuple[list, list]] = {}  # attribute -> (step numbers, values)
     for case in cases:
         sequence, attributes = case[0], case[1]
         closed = case[2] if len(case) > 2 else True
@@ -187,19 +189,18 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
         if closed:
             flat.append(_BOUNDARY)
         n_targets.append(len(codes) + bool(closed))
-        prevs = ([_BOUNDARY] + codes)[:len(codes)]
-        rev_rp.extend(codes)
-        rev_prev.extend(prevs)
-        rev_val.extend(_revisits(codes))
+        base = len(all_codes)
+        all_codes.extend(codes)
+        all_prevs.extend(([_BOUNDARY] + codes)[:len(codes)])
+        revisit.extend(_revisits(codes))
         if attributes:
-            for c, p, d in zip(codes, prevs, attributes):
+            for g, d in enumerate(attributes, base):
                 for key, value in d.items():
                     cols = by_feature.get(key)
                     if cols is None:
-                        cols = by_feature[key] = ([], [], [])
-                    cols[0].append(c)
-                    cols[1].append(p)
-                    cols[2].append(value)
+                        cols = by_feature[key] = ([], [])
+                    cols[0].append(g)
+                    cols[1].append(value)
     rows: list[tuple] = []
     n_t = np.array(n_targets, dtype=np.int64)
     if n_t.sum():
@@ -213,10 +214,13 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
         on = step < np.repeat(n_t, n_t) - 1
         rows += _distinct_rows(SKIP, [c[on] for c in ctx], arr[pos[on] + 1], names, names)
     if skipped is None:
-        skipped = [key for key, (_, _, values) in by_feature.items()
-                   if key != REVISIT and len(set(values)) > conf.unique_ratio * len(values)]
+        skipped = [key for key, (_, values) in by_feature.items()
+                   if len(set(values)) > conf.unique_ratio * len(values)]
     drop = set(skipped)
-    for key, (rp_codes, prev_codes, values) in by_feature.items():
+    step_rp = np.array(all_codes, dtype=np.int64)
+    step_prev = np.array(all_prevs, dtype=np.int64)
+    features = [(REVISIT, (None, revisit))] + sorted(by_feature.items())
+    for key, (steps, values) in features:
         if key in drop or not values:
             continue
         vocab: dict = {}
@@ -228,7 +232,8 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
                 c = vocab[v] = len(v_names)
                 v_names.append(v)
             v_codes.append(c)
-        ctx = [np.array(rp_codes, dtype=np.int64), np.array(prev_codes, dtype=np.int64)][:k_att]
+        g = slice(None) if steps is None else np.array(steps, dtype=np.int64)
+        ctx = [step_rp[g], step_prev[g]][:k_att]
         rows += _distinct_rows(key, ctx, np.array(v_codes, dtype=np.int64), names, v_names)
     return rows, tuple(sorted(drop))
 
@@ -386,8 +391,10 @@ class _Table:
         """Each value's smoothed probability in its context, with the context's entropy, most
         likely value and that value's probability, and the order used.
 
-        Contexts are eligible when seen often enough: ``log(N + a) - H >= threshold`` (order 0
-        always). By default the longest eligible one is used (back-off); ``favourable`` picks,
+        Contexts are eligible when seen often enough: ``log(N + a) - H >= threshold``. By
+        default the longest eligible one is used (back-off); where none of orders >= 1 is, the
+        one of them with the largest ``log(N + a) - H`` (the most evidence a small log has), and
+        order 0 only where no context was ever seen. ``favourable`` picks,
         among the eligible orders >= 1, the one where the value has the least excess (the
         missed-read explanation takes the context most favourable to it), with a NaN
         probability where none is eligible.
@@ -396,6 +403,11 @@ class _Table:
         ids = np.zeros(n, dtype=np.int64)
         use_id = np.zeros(n, dtype=np.int64)
         use_order = np.zeros(n, dtype=np.int64)
+        decided = np.zeros(n, dtype=bool)
+        # where no context is decisive (a small log), the one with the most evidence
+        most_id = np.zeros(n, dtype=np.int64)
+        most_order = np.zeros(n, dtype=np.int64)
+        most_bound = np.full(n, -np.inf)
         cands = []
         for j in range(min(len(cols), self.K)):
             keys = self.keys[j + 1]
@@ -404,11 +416,18 @@ class _Table:
             ok = (ids >= 0) & (keys[pos] == key) if len(keys) else np.zeros(n, dtype=bool)
             ids = np.where(ok, pos, -1)
             cid = np.maximum(ids, 0)
-            good = ok & (np.log(self.total[j + 1][cid] + a) - self.entropy[j + 1][cid]
-                         >= threshold)
+            bound = np.log(self.total[j + 1][cid] + a) - self.entropy[j + 1][cid]
+            good = ok & (bound >= threshold)
             use_id = np.where(good, ids, use_id)
             use_order = np.where(good, j + 1, use_order)
+            decided |= good
+            more = ok & (bound > most_bound)
+            most_id = np.where(more, ids, most_id)
+            most_order = np.where(more, j + 1, most_order)
+            most_bound = np.where(more, bound, most_bound)
             cands.append((j + 1, cid, good))
+        use_id = np.where(decided, use_id, most_id)
+        use_order = np.where(decided, use_order, most_order)
         if favourable:
             best = np.full(n, np.inf)
             prob = np.full(n, np.nan)
@@ -560,9 +579,12 @@ class ContextModel:
         flat: list[int] = []
         starts, n_targets = [], []
         pad = [_BOUNDARY] * K
-        by_feature: dict[str, tuple[list, list, list, list, list]] = {
-            REVISIT: ([], [], [], [], [])}
-        for o, (seq, attrs, cl) in enumerate(zip(sequences, attributes, closed)):
+        all_codes: list[int] = []
+        all_prevs: list[int] = []
+        revisit: list[str] = []
+        lengths = []
+        by_feature: dict[str, tuple[list, list]] = {}  # attribute -> (step numbers, values)
+        for seq, attrs, cl in zip(sequences, attributes, closed):
             _check_case(seq, attrs)
             codes = [rp.get(x, unknown) for x in seq]
             starts.append(len(flat) + K)
@@ -571,24 +593,24 @@ class ContextModel:
             if cl:
                 flat.append(_BOUNDARY)
             n_targets.append(len(seq) + bool(cl))
-            prevs = ([_BOUNDARY] + codes)[:len(codes)]
-            rev = by_feature[REVISIT]
-            rev[0].extend([o] * len(codes))
-            rev[1].extend(range(len(codes)))
-            rev[2].extend(codes)
-            rev[3].extend(prevs)
-            rev[4].extend(_revisits(seq))
+            base = len(all_codes)
+            lengths.append(len(codes))
+            all_codes.extend(codes)
+            all_prevs.extend(([_BOUNDARY] + codes)[:len(codes)])
+            revisit.extend(_revisits(seq))
             if attrs:
-                for i, (code, prev, d) in enumerate(zip(codes, prevs, attrs)):
+                for g, d in enumerate(attrs, base):
                     for key, value in d.items():
                         cols = by_feature.get(key)
                         if cols is None:
-                            cols = by_feature[key] = ([], [], [], [], [])
-                        cols[0].append(o)
-                        cols[1].append(i)
-                        cols[2].append(code)
-                        cols[3].append(prev)
-                        cols[4].append(value)
+                            cols = by_feature[key] = ([], [])
+                        cols[0].append(g)
+                        cols[1].append(value)
+        n_len = np.array(lengths, dtype=np.int64)
+        step_obj = np.repeat(np.arange(n_obj), n_len)
+        step_idx = np.arange(int(n_len.sum())) - np.repeat(np.cumsum(n_len) - n_len, n_len)
+        step_rp = np.array(all_codes, dtype=np.int64)
+        step_prev = np.array(all_prevs, dtype=np.int64)
         parts = []
         ctl = self.tables_.get(CONTROL)
         n_t = np.array(n_targets, dtype=np.int64)
@@ -610,18 +632,18 @@ class ContextModel:
                 via_miss = -math.log(eps) + np.maximum(-np.log(p2) - ent2, 0.0)
                 ex = np.where(np.isnan(p2), ex, np.minimum(ex, via_miss))
             parts.append((obj, step, ex, pr, expd, order, None, vals))
-        for key, (o_l, i_l, c_l, p_l, v_l) in by_feature.items():
+        for key, (steps, v_l) in [(REVISIT, (None, revisit))] + list(by_feature.items()):
             table = self.tables_.get(key)
-            if table is None or not o_l:  # skipped as unique, or never seen when fitting
+            if table is None or not v_l:  # skipped as unique, or never seen when fitting
                 continue
             unseen = len(table.val_vocab) + 1
             get = table.val_vocab.get
             v = np.array([get(val, unseen) for val in v_l], dtype=np.int64)
-            cols = [np.array(c_l, dtype=np.int64), np.array(p_l, dtype=np.int64)]
-            pr, ent, expd, _, order = table.lookup(cols[:self.conf.attribute_context], v, a, tau)
+            g = slice(None) if steps is None else np.array(steps, dtype=np.int64)
+            cols = [step_rp[g], step_prev[g]][:self.conf.attribute_context]
+            pr, ent, expd, _, order = table.lookup(cols, v, a, tau)
             ex = np.maximum(-np.log(pr) - ent, 0.0)
-            parts.append((np.array(o_l, dtype=np.int64), np.array(i_l, dtype=np.int64),
-                          ex, pr, expd, order, key, v_l))
+            parts.append((step_obj[g], step_idx[g], ex, pr, expd, order, key, v_l))
         return self._verdicts(n_obj, parts, sequences)
 
     def _verdicts(self, n_obj, parts, sequences) -> list[Verdict]:
@@ -708,12 +730,19 @@ def slow_score(rows: Iterable[tuple], sequence, attributes=None, closed=True,
         use = counts.get((feature, ()))
         if not use:
             return 0.0
+        decisive, most, most_bound = None, None, -math.inf
         for k in range(1, len(ctx) + 1):
             cnt = counts.get((feature, ctx[:k]))
             if cnt is None:
                 break
-            if excess_in(cnt, value)[1]:
-                use = cnt
+            total = sum(cnt.values())
+            bound = math.log(total + a) + sum(n / total * math.log(n / total)
+                                              for n in cnt.values())
+            if bound >= tau:
+                decisive = cnt
+            if bound > most_bound:
+                most, most_bound = cnt, bound
+        use = decisive or most or use
         return max(excess_in(use, value)[0], 0.0)
 
     def via_miss(ctx, value):

@@ -69,7 +69,32 @@ def worst_read_point(sequence: Sequence[str], explanation: dict | None) -> str |
     return sequence[-1] if len(sequence) else None
 
 
-# -- a model run's stored counts -------------------------------------------------------------
+# -- a model run's stored counts and settings -------------------------------------------------
+
+MISSED_READ_RATE = "missed_read_rate"
+"""Key of a model run's conf JSON beside the [detector] settings: the chance of a missed read the
+model scores with ([sequences] missed_read_rate when fitted on RFID reads)."""
+
+
+def run_conf(conf, missed_read_rate: float) -> dict:
+    """The conf JSON of a model run: the [detector] settings and the missed-read rate."""
+    import dataclasses
+
+    return {**dataclasses.asdict(conf), MISSED_READ_RATE: float(missed_read_rate)}
+
+
+def conf_of_run(stored: dict | None):
+    """``(DetectorConf, missed_read_rate)`` of a model run's conf JSON (settings this version
+    does not know are ignored; missing ones take their defaults)."""
+    import dataclasses
+
+    from soads.config import DetectorConf
+
+    stored = dict(stored or {})
+    known = {f.name for f in dataclasses.fields(DetectorConf)}
+    conf = DetectorConf(**{k: v for k, v in stored.items() if k in known})
+    return conf, float(stored.get(MISSED_READ_RATE, 0.0))
+
 
 
 def model_run_rows(run_id: str, rows: Iterable[tuple]) -> list[dict]:

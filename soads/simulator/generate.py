@@ -2,14 +2,14 @@
 
 Objects (battery cells) enter the plant of :mod:`soads.simulator.plant` in trays of 1-4 cells,
 one tray every 7.5 s, lines taking turns. When a cell enters, its whole path is drawn (routing,
-rework, then at most one labelled process anomaly and at most one kind of reader noise) and timed
-(minutes between reads; paper §4.2 sets process time equal to travel time). A heap of the cells
-now in the plant yields their reads in global event-time order, so memory holds only the cells in
-the plant (about 1,500) and one document, whatever ``n_objects`` is.
+rework, then at most one labelled process or attribute anomaly and at most one kind of reader
+noise) and timed (minutes between reads; paper §4.2 sets process time equal to travel time). A
+heap of the cells now in the plant yields their reads in global event-time order, so memory
+holds only the cells in the plant (about 1,500) and one document, whatever ``n_objects`` is.
 
 RFID middleware reports all tags one reader saw in one read cycle as one ObjectEvent: reads of
-the same read point (and disposition) in the same cycle of ``reader_cycle_seconds`` share one
-event, whose eventTime is the cycle's first read. Times carry the plant's +09:00 offset.
+the same read point (and the same event fields) in the same cycle of ``reader_cycle_seconds``
+share one event, whose eventTime is the cycle's first read. Times carry the plant's +09:00 offset.
 
 Process anomalies (label 1), spread evenly over :data:`ANOMALY_TYPES`:
 
@@ -19,11 +19,34 @@ Process anomalies (label 1), spread evenly over :data:`ANOMALY_TYPES`:
   to (e.g. defect inspection -> winding), after which it flows on normally;
 - ``unknown_read_point``: one read at a read point id that does not exist in the plant.
 
+Attribute anomalies (label 1), spread evenly over :data:`ATTRIBUTE_ANOMALY_TYPES`: the path is
+normal, but one read reports an event field that never occurs at its read point (every read point
+always reports the same fields, :mod:`soads.simulator.plant`). The wrong value is always one the
+plant uses elsewhere, so only the read point tells it apart:
+
+- ``wrong_biz_step``: one read with a bizStep of another kind of read point (e.g. a conveyor
+  read that says ``inspecting``);
+- ``wrong_disposition``: one read with a disposition that read point never reports (e.g.
+  ``non_conformant`` on a conveyor, ``in_progress`` at an IR test, ``available`` mid-process);
+- ``wrong_biz_location``: one conveyor read of the cell's line with another line's bizLocation
+  (the right station, the wrong line);
+- ``wrong_action``: one read mid-process (not the first or last) with action ``DELETE`` or
+  ``ADD`` instead of ``OBSERVE``.
+
+They come from their own random stream (``attribute_anomaly_rate``, 0 unless given; drawn for the
+cells without a process anomaly: at most one labelled anomaly per cell), so adding them leaves
+every other cell's path, times, process anomaly and noise exactly as before (and the changed
+cells' paths too, but where a missed read would have hit the changed read).
+
 Reader noise (label unchanged), spread evenly over :data:`NOISE_TYPES`:
 
 - ``repeated_read``: the same read point reads the cell again 3-30 s later (plus one read
   cycle), inside the Sequence Extractor's 60 s dwell window, so de-duplication removes it;
-- ``missed_read``: one conveyor read is missing.
+- ``missed_read``: one conveyor read is missing (never the read that carries an attribute
+  anomaly).
+
+``truth.csv`` says which cells have reader noise (column ``noise``), so a detector's
+false-positive rate on noise-only cells can be measured.
 """
 from __future__ import annotations
 
@@ -37,25 +60,38 @@ import re
 import time
 from bisect import bisect_right
 from collections import Counter
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Iterator, NamedTuple
 
-from soads.schema import ANOMALY_TYPE, LABEL, OID
+from soads.schema import (
+    ACTION, ANOMALY_TYPE, BIZ_LOCATION, BIZ_STEP, DISPOSITION, LABEL, NOISE, OID,
+)
 from soads.simulator.plant import (
-    AVAILABLE, CBV_BIZSTEP, CONFORMANT, CONVEYOR, EXIT, FACILITY, IN_PROGRESS, IN_TRANSIT,
-    NON_CONFORMANT, REPEAT, REWORK, STAGE_INDEX, STAGES, STOCKER, STOCKER_PROBABILITY, UNKNOWN,
-    Plant, ReadPoint, area_location, build_plant, illegal_rework_targets, rework_targets, sgtin,
+    AVAILABLE, BIZ_STEPS, CBV_BIZSTEP, CONFORMANT, CONVEYOR, DISPOSITIONS, EXIT, FACILITY,
+    IN_PROGRESS, IN_TRANSIT, NON_CONFORMANT, REPEAT, REWORK, STAGE_INDEX, STAGES, STOCKER,
+    STOCKER_PROBABILITY, UNKNOWN, Plant, ReadPoint, area_location, build_plant,
+    illegal_rework_targets, line_location, normal_dispositions, rework_targets, sgtin,
     unknown_read_points,
 )
 
 logger = logging.getLogger(__name__)
 
 ANOMALY_TYPES = ("skipped_stage", "swapped_stages", "illegal_rework", "unknown_read_point")
+"""Process anomalies (the path breaks the process model), drawn with ``anomaly_rate``."""
+ATTRIBUTE_ANOMALY_TYPES = ("wrong_biz_step", "wrong_disposition", "wrong_biz_location",
+                           "wrong_action")
+"""Attribute anomalies (a normal path, one event field wrong), drawn with
+``attribute_anomaly_rate``."""
+ALL_ANOMALY_TYPES = ANOMALY_TYPES + ATTRIBUTE_ANOMALY_TYPES
 NOISE_TYPES = ("repeated_read", "missed_read")
 FORMATS = {"xml": ".xml", "jsonld": ".jsonld"}
 EPCIS_XML_NS = "urn:epcglobal:epcis:xsd:2"
 EPCIS_JSONLD_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 TRUTH_FILE = "truth.csv"
+TRUTH_COLUMNS = (OID, LABEL, ANOMALY_TYPE, NOISE)
+"""Header of ``truth.csv``; readers of the first three columns (before ``noise`` was added)
+read it as before."""
 DOCUMENT_PREFIX = "events-"
 _DOCUMENT_RE = re.compile(r"^events-\d{5,}\.(xml|jsonld)$")
 
@@ -89,7 +125,9 @@ class SimObject(NamedTuple):
     """One simulated cell: the ground truth.
 
     ``reads`` are ``(time_ms, ReadPoint, disposition URN)`` in time order, ``time_ms`` counted
-    from 2024-03-04T08:00:00+09:00; ``anomaly_type`` and ``noise`` are '' when absent.
+    from 2024-03-04T08:00:00+09:00; the read's bizStep, bizLocation and action are its
+    ReadPoint's (for an attribute anomaly a copy of the plant's read point with one field
+    changed). ``anomaly_type`` and ``noise`` are '' when absent.
     """
 
     oid: str
@@ -101,11 +139,12 @@ class SimObject(NamedTuple):
 
 
 def _check(n_objects, anomaly_rate, noise_rate, reader_cycle_seconds, fmt="xml",
-           events_per_file=1) -> None:
+           events_per_file=1, attribute_anomaly_rate=0.0) -> None:
     if not isinstance(n_objects, numbers.Integral) or isinstance(n_objects, bool) or n_objects < 1:
         raise ValueError(f"n_objects must be an integer >= 1, got {n_objects!r}")
-    for name, rate in (("anomaly_rate", anomaly_rate), ("noise_rate", noise_rate)):
-        if not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+    for name, rate in (("anomaly_rate", anomaly_rate), ("noise_rate", noise_rate),
+                       ("attribute_anomaly_rate", attribute_anomaly_rate)):
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be a number in [0, 1], got {rate!r}")
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got {fmt!r}")
@@ -203,16 +242,64 @@ def _repeated_read(rng, steps):
     return steps
 
 
-def _missed_read(rng, steps):
+def _missed_read(rng, steps, keep=-1):
     conveyors = [i for i, s in enumerate(steps) if s[3] == CONVEYOR]
     if conveyors:
-        del steps[_pick(rng, conveyors)]
+        k = int(rng.random() * len(conveyors))
+        if conveyors[k] == keep:
+            # never the read at ``keep`` (an attribute anomaly's read: missing it would leave a
+            # labelled cell with nothing wrong in its log); the next conveyor instead, so that
+            # every other draw misses the read it missed before attribute anomalies existed
+            k = (k + 1) % len(conveyors)
+        del steps[conveyors[k]]
     return steps
 
 
 # anomaly type -> step (rng, plant, line, steps, unknown read points) -> steps
 _ANOMALIES = dict(zip(ANOMALY_TYPES,
                       (_skipped_stage, _swapped_stages, _illegal_rework, _unknown_read_point)))
+
+
+# attribute anomalies: (rng, plant, line, steps) -> index of the one read changed (in place).
+# The wrong value is always one the plant reports elsewhere, never at this read point.
+
+
+def _wrong_biz_step(rng, plant, line, steps):
+    i = int(rng.random() * len(steps))
+    rp, disposition, stage, kind = steps[i]
+    wrong = _pick(rng, [b for b in BIZ_STEPS if b != rp.biz_step])
+    steps[i] = (replace(rp, biz_step=wrong), disposition, stage, kind)
+    return i
+
+
+def _wrong_disposition(rng, plant, line, steps):
+    i = int(rng.random() * len(steps))
+    rp, disposition, stage, kind = steps[i]
+    normal = normal_dispositions(kind, stage)
+    steps[i] = (rp, _pick(rng, [d for d in DISPOSITIONS if d not in normal]), stage, kind)
+    return i
+
+
+def _wrong_biz_location(rng, plant, line, steps):
+    # a conveyor of the cell's line reporting another line's location
+    i = _pick(rng, [k for k, s in enumerate(steps) if s[3] == CONVEYOR])
+    rp, disposition, stage, kind = steps[i]
+    other = _pick(rng, [x for x in range(plant.n_lines) if x != line])
+    area = rp.urn.rsplit(".", 2)[1]
+    steps[i] = (replace(rp, biz_location=line_location(area, other)), disposition, stage, kind)
+    return i
+
+
+def _wrong_action(rng, plant, line, steps):
+    # mid-process: neither the entry read nor the exit read
+    i = 1 + int(rng.random() * (len(steps) - 2))
+    rp, disposition, stage, kind = steps[i]
+    steps[i] = (replace(rp, action=_pick(rng, ["DELETE", "ADD"])), disposition, stage, kind)
+    return i
+
+
+_ATTRIBUTE_ANOMALIES = dict(zip(ATTRIBUTE_ANOMALY_TYPES, (
+    _wrong_biz_step, _wrong_disposition, _wrong_biz_location, _wrong_action)))
 
 
 def _unknown_points() -> list[ReadPoint]:
@@ -229,7 +316,8 @@ def _unknown_points() -> list[ReadPoint]:
 
 def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.04,
                  noise_rate: float = 0.05, reader_cycle_seconds: float = 1.0,
-                 first_serial: int = 1) -> Iterator[SimObject]:
+                 first_serial: int = 1, attribute_anomaly_rate: float = 0.0
+                 ) -> Iterator[SimObject]:
     """Yield the simulated cells in the order they enter the plant (the ground truth).
 
     Parameters
@@ -241,6 +329,11 @@ def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.
     reader_cycle_seconds : reader cycle; repeated reads come at least one cycle later.
     first_serial : SGTIN serial of the first cell; the cells are numbered on from it (only the
         ids change: paths, times and labels are the same for any value).
+    attribute_anomaly_rate : fraction of the cells without a process anomaly that get one
+        attribute anomaly (label 1). Drawn from a random stream of its own: any value leaves
+        the other cells exactly as they are. 0 by default in these functions, so code that
+        simulated a log before attribute anomalies existed gets the same cells; ``soads
+        simulate``, ``soads demo`` and ``[simulator]`` in conf/soads.toml use 0.04.
 
     Returns
     -------
@@ -252,14 +345,16 @@ def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.
     >>> cell.oid, cell.label, cell.reads[0][1].urn
     ('urn:epc:id:sgtin:8801234.012345.1', 0, 'urn:epc:id:sgln:8801234.00001.CNV-L1-WND')
     """
-    _check(n_objects, anomaly_rate, noise_rate, reader_cycle_seconds)
+    _check(n_objects, anomaly_rate, noise_rate, reader_cycle_seconds,
+           attribute_anomaly_rate=attribute_anomaly_rate)
     plant = build_plant(seed)
     rng = random.Random(f"soads-objects-{seed}")
+    attr_rng = random.Random(f"soads-attributes-{seed}")
     unknown = _unknown_points()
     cycle_ms = int(round(reader_cycle_seconds * 1000))
     release, line, in_tray = 0, 0, 0
     t_entry = 0
-    n_anomalies = n_noise = 0
+    n_anomalies = n_noise = n_attribute = 0
     for serial in range(first_serial, first_serial + n_objects):
         if in_tray == 0:
             # a new tray on the next line, all its cells read together at the line's entry
@@ -275,10 +370,16 @@ def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.
             anomaly = ANOMALY_TYPES[n_anomalies % len(ANOMALY_TYPES)]
             n_anomalies += 1
             steps = _ANOMALIES[anomaly](rng, plant, line, steps, unknown)
+        changed = -1
+        if attr_rng.random() < attribute_anomaly_rate and not anomaly:
+            anomaly = ATTRIBUTE_ANOMALY_TYPES[n_attribute % len(ATTRIBUTE_ANOMALY_TYPES)]
+            n_attribute += 1
+            changed = _ATTRIBUTE_ANOMALIES[anomaly](attr_rng, plant, line, steps)
         if rng.random() < noise_rate:
             noise = NOISE_TYPES[n_noise % len(NOISE_TYPES)]
             n_noise += 1
-            steps = (_repeated_read if noise == "repeated_read" else _missed_read)(rng, steps)
+            steps = (_repeated_read(rng, steps) if noise == "repeated_read"
+                     else _missed_read(rng, steps, changed))
         # timing: travel times drawn per read; a repeat sits a few seconds after its original
         reads = []
         t = last = t_entry
@@ -295,14 +396,28 @@ def iter_objects(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.
         yield SimObject(sgtin(serial), line, int(bool(anomaly)), anomaly, noise, tuple(reads))
 
 
+def _visits(obj: SimObject, dwell_ms: float | None) -> list:
+    """The reads of ``obj`` that start a visit (the Sequence Extractor's de-duplication)."""
+    out, prev_urn, prev_t = [], None, None
+    for read in obj.reads:
+        t, rp = read[0], read[1]
+        if not (dwell_ms is not None and rp.urn == prev_urn and t - prev_t <= dwell_ms):
+            out.append(read)
+        prev_urn, prev_t = rp.urn, t
+    return out
+
+
 def iter_sequences(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.04,
                    noise_rate: float = 0.05, reader_cycle_seconds: float = 1.0,
-                   dwell_seconds: float | None = 60.0) -> Iterator[tuple[str, list[str]]]:
+                   dwell_seconds: float | None = 60.0, attribute_anomaly_rate: float = 0.0
+                   ) -> Iterator[tuple[str, list[str]]]:
     """Yield ``(oid, [read_point, ...])`` per cell in entry order: what the Sequence Extractor
     makes of :func:`iter_documents` with the same arguments.
 
     ``dwell_seconds`` collapses consecutive reads of one read point within that many seconds
-    into one visit (``None`` keeps the raw reads, repeats included).
+    into one visit (``None`` keeps the raw reads, repeats included). Attribute anomalies change
+    event fields, not read points (but for the rare cell whose missed read would have hit the
+    changed read: the next conveyor read is missed instead).
 
     Examples
     --------
@@ -311,14 +426,68 @@ def iter_sequences(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
     ['CNV-L1-WND', 'WND-18', 'CNV-L1-ASM', 'ASM-03']
     """
     dwell_ms = None if dwell_seconds is None else dwell_seconds * 1000
-    for obj in iter_objects(n_objects, seed, anomaly_rate, noise_rate, reader_cycle_seconds):
-        seq, prev_urn, prev_t = [], None, None
-        for t, rp, _ in obj.reads:
-            if not (dwell_ms is not None and rp.urn == prev_urn and t - prev_t <= dwell_ms):
-                seq.append(rp.urn)
-                prev_t = t
-            prev_urn = rp.urn
-        yield obj.oid, seq
+    for obj in iter_objects(n_objects, seed, anomaly_rate, noise_rate, reader_cycle_seconds,
+                            attribute_anomaly_rate=attribute_anomaly_rate):
+        yield obj.oid, [read[1].urn for read in _visits(obj, dwell_ms)]
+
+
+def read_attributes(read: tuple[int, ReadPoint, str]) -> dict[str, str]:
+    """The event fields of one read as the batch sequences carry them per visit
+    (:func:`soads.sequences.extract_sequences`): keys from :mod:`soads.schema`.
+
+    Examples
+    --------
+    >>> obj = next(iter_objects(1, seed=7))
+    >>> for key, value in read_attributes(obj.reads[0]).items():
+    ...     print(key, value)
+    biz_step urn:epcglobal:cbv:bizstep:transporting
+    disposition urn:epcglobal:cbv:disp:in_transit
+    biz_location urn:epc:id:sgln:8801234.00001.L1
+    action OBSERVE
+    """
+    _, rp, disposition = read
+    return {BIZ_STEP: rp.biz_step, DISPOSITION: disposition, BIZ_LOCATION: rp.biz_location,
+            ACTION: rp.action}
+
+
+def iter_cases(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 0.04,
+               noise_rate: float = 0.05, reader_cycle_seconds: float = 1.0,
+               dwell_seconds: float = 60.0, attribute_anomaly_rate: float = 0.0
+               ) -> Iterator[tuple[SimObject, list[str], list[dict[str, str]]]]:
+    """Yield ``(truth, sequence, attributes)`` per cell in entry order, without Spark: the
+    visits the Sequence Extractor makes of :func:`iter_documents` with the same arguments, each
+    with the event fields of its first read (:func:`read_attributes`), and the cell's
+    :class:`SimObject` (oid, label, anomaly_type, noise).
+
+    Examples
+    --------
+    >>> truth, seq, attrs = next(iter_cases(1, seed=7))
+    >>> len(seq) == len(attrs), attrs[-1]["disposition"]
+    (True, 'urn:epcglobal:cbv:disp:available')
+    """
+    dwell_ms = dwell_seconds * 1000
+    for obj in iter_objects(n_objects, seed, anomaly_rate, noise_rate, reader_cycle_seconds,
+                            attribute_anomaly_rate=attribute_anomaly_rate):
+        visits = _visits(obj, dwell_ms)
+        yield obj, [read[1].urn for read in visits], [read_attributes(read) for read in visits]
+
+
+def truth_header() -> str:
+    """The header line of ``truth.csv``.
+
+    >>> truth_header()
+    'oid,label,anomaly_type,noise\\n'
+    """
+    return ",".join(TRUTH_COLUMNS) + "\n"
+
+
+def truth_row(obj: SimObject) -> str:
+    """One cell's line of ``truth.csv``.
+
+    >>> truth_row(SimObject("urn:x", 0, 0, "", "missed_read", ()))
+    'urn:x,0,,missed_read\\n'
+    """
+    return f"{obj.oid},{obj.label},{obj.anomaly_type},{obj.noise}\n"
 
 
 SERIAL_BLOCK = 10 ** 10
@@ -388,7 +557,7 @@ class _Clock:
 def _xml_event(when: str, epcs: list[str], rp: ReadPoint, disposition: str) -> str:
     epc_list = "".join(f"<epc>{e}</epc>" for e in epcs)
     return (f"<ObjectEvent><eventTime>{when}</eventTime><eventTimeZoneOffset>{TZ_OFFSET}"
-            f"</eventTimeZoneOffset><epcList>{epc_list}</epcList><action>OBSERVE</action>"
+            f"</eventTimeZoneOffset><epcList>{epc_list}</epcList><action>{rp.action}</action>"
             f"<bizStep>{rp.biz_step}</bizStep><disposition>{disposition}</disposition>"
             f"<readPoint><id>{rp.urn}</id></readPoint><bizLocation><id>{rp.biz_location}"
             f"</id></bizLocation></ObjectEvent>")
@@ -397,7 +566,7 @@ def _xml_event(when: str, epcs: list[str], rp: ReadPoint, disposition: str) -> s
 def _jsonld_event(when: str, epcs: list[str], rp: ReadPoint, disposition: str) -> str:
     epc_list = ",".join(f'"{e}"' for e in epcs)
     return (f'{{"type":"ObjectEvent","eventTime":"{when}","eventTimeZoneOffset":"{TZ_OFFSET}",'
-            f'"epcList":[{epc_list}],"action":"OBSERVE","bizStep":"{rp.biz_step}",'
+            f'"epcList":[{epc_list}],"action":"{rp.action}","bizStep":"{rp.biz_step}",'
             f'"disposition":"{disposition}","readPoint":{{"id":"{rp.urn}"}},'
             f'"bizLocation":{{"id":"{rp.biz_location}"}}}}')
 
@@ -473,16 +642,18 @@ def _global_reads(objects: Iterator[SimObject], on_object, progress, n_objects: 
 
 
 def _stream(n_objects, seed, anomaly_rate, noise_rate, fmt, events_per_file, progress,
-            reader_cycle_seconds, on_object, start=None, first_serial=1
-            ) -> Iterator[tuple[str, bytes, int, int]]:
+            reader_cycle_seconds, on_object, start=None, first_serial=1,
+            attribute_anomaly_rate=0.0) -> Iterator[tuple[str, bytes, int, int]]:
     """Yield ``(name, document bytes, number of EPCIS events in it, time_ms of its last event
     since the plant's start)`` in event-time order."""
     make_event, make_document = _WRITERS[fmt]
     clock = _Clock(start)
     cycle_ms = int(round(reader_cycle_seconds * 1000))
     objects = iter_objects(n_objects, seed, anomaly_rate, noise_rate, reader_cycle_seconds,
-                           first_serial)
-    pending: dict[tuple[str, str], list] = {}  # this read cycle: (read point, disp) -> event
+                           first_serial, attribute_anomaly_rate)
+    # this read cycle: (read point, disposition, the reader's other fields) -> event; a read
+    # with an attribute anomaly makes an event of its own
+    pending: dict[tuple, list] = {}
     cycle = -1
     events: list[tuple[int, str]] = []     # (time_ms, event text) of the documents being filled
     index = 0
@@ -506,9 +677,10 @@ def _stream(n_objects, seed, anomaly_rate, noise_rate, fmt, events_per_file, pro
                 chunk, events = events[:events_per_file], events[events_per_file:]
                 yield document(chunk)
                 index += 1
-        event = pending.get((rp.urn, disposition))
+        key = (rp.urn, disposition, rp.biz_step, rp.biz_location, rp.action)
+        event = pending.get(key)
         if event is None:
-            pending[(rp.urn, disposition)] = [t, rp, disposition, [oid]]
+            pending[key] = [t, rp, disposition, [oid]]
         else:
             event[3].append(oid)
     flush()
@@ -524,12 +696,13 @@ def iter_documents(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
                    reader_cycle_seconds: float = 1.0,
                    on_object: Callable[[SimObject], None] | None = None,
                    start: datetime | None = None, first_serial: int = 1,
-                   timed: bool = False) -> Iterator[tuple]:
+                   timed: bool = False, attribute_anomaly_rate: float = 0.0) -> Iterator[tuple]:
     """Yield ``(file name, EPCIS document bytes)`` in event-time order.
 
     Parameters
     ----------
-    n_objects, seed, anomaly_rate, noise_rate : as in :func:`iter_objects`.
+    n_objects, seed, anomaly_rate, noise_rate, attribute_anomaly_rate : as in
+        :func:`iter_objects`.
     fmt : ``"xml"`` (EPCIS 2.0 XML) or ``"jsonld"`` (EPCIS 2.0 JSON-LD).
     events_per_file : EPCIS events (ObjectEvents, each with 1 or more EPCs) per document.
     progress : called as ``progress(finished cells, n_objects)`` every 10,000 cells and at the end.
@@ -548,10 +721,12 @@ def iter_documents(n_objects: int = 20000, seed: int = 7, anomaly_rate: float = 
     ``events-00000.xml``, ``events-00001.xml``, ... Event times never decrease, within a
     document or across documents.
     """
-    _check(n_objects, anomaly_rate, noise_rate, reader_cycle_seconds, fmt, events_per_file)
+    _check(n_objects, anomaly_rate, noise_rate, reader_cycle_seconds, fmt, events_per_file,
+           attribute_anomaly_rate)
     for name, data, _, time_ms in _stream(n_objects, seed, anomaly_rate, noise_rate, fmt,
                                           events_per_file, progress, reader_cycle_seconds,
-                                          on_object, start, first_serial):
+                                          on_object, start, first_serial,
+                                          attribute_anomaly_rate):
         yield (name, data, time_ms) if timed else (name, data)
 
 
@@ -559,11 +734,13 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
              noise_rate: float = 0.05, fmt: str = "xml", events_per_file: int = 20000,
              progress: Callable[[int, int], None] | None = None, *,
              reader_cycle_seconds: float = 1.0, overwrite: bool = True,
-             start: datetime | None = None, first_serial: int = 1) -> dict:
+             start: datetime | None = None, first_serial: int = 1,
+             attribute_anomaly_rate: float = 0.0) -> dict:
     """Write EPCIS documents and ``truth.csv`` for ``n_objects`` cells into ``out_dir``.
 
-    ``truth.csv`` has the header ``oid,label,anomaly_type`` and one row per cell in entry order
-    (label 1 for a process anomaly; anomaly_type empty for label 0). Documents are written as they
+    ``truth.csv`` has the header ``oid,label,anomaly_type,noise`` and one row per cell in entry
+    order (label 1 for a process or attribute anomaly; anomaly_type empty for label 0; noise the
+    reader noise type or empty, whatever the label). Documents are written as they
     fill, so memory stays bounded. Earlier simulator output in ``out_dir`` (``events-*`` documents
     and ``truth.csv``, nothing else) is deleted first with ``overwrite`` (the default), so runs
     never mix; with ``overwrite=False`` it is an error.
@@ -571,8 +748,9 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
     Returns
     -------
     dict with ``objects``, ``events`` (flat EPC reads), ``epcis_events`` (ObjectEvents),
-    ``documents``, ``anomalies`` ({type: count}), ``noise`` ({type: count}), ``seconds``,
-    ``out_dir``.
+    ``documents``, ``anomalies`` ({type: count}; the attribute types only with a non-zero
+    ``attribute_anomaly_rate``), ``noise``
+    ({type: count}), ``seconds``, ``out_dir``.
 
     Examples
     --------
@@ -582,7 +760,8 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
     >>> stats["objects"], stats["documents"]
     (100, 1)
     """
-    _check(n_objects, anomaly_rate, noise_rate, reader_cycle_seconds, fmt, events_per_file)
+    _check(n_objects, anomaly_rate, noise_rate, reader_cycle_seconds, fmt, events_per_file,
+           attribute_anomaly_rate)
     started = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     old = [f for f in os.listdir(out_dir) if _DOCUMENT_RE.match(f) or f == TRUTH_FILE]
@@ -594,12 +773,14 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
     for f in old:
         os.remove(os.path.join(out_dir, f))
     stats = {"objects": 0, "events": 0, "epcis_events": 0, "documents": 0,
-             "anomalies": dict.fromkeys(ANOMALY_TYPES, 0), "noise": dict.fromkeys(NOISE_TYPES, 0)}
+             "anomalies": dict.fromkeys(ALL_ANOMALY_TYPES if attribute_anomaly_rate
+                                        else ANOMALY_TYPES, 0),
+             "noise": dict.fromkeys(NOISE_TYPES, 0)}
     with open(os.path.join(out_dir, TRUTH_FILE), "w", encoding="utf-8", newline="") as truth:
-        truth.write(",".join((OID, LABEL, ANOMALY_TYPE)) + "\n")
+        truth.write(truth_header())
 
         def on_object(obj: SimObject) -> None:
-            truth.write(f"{obj.oid},{obj.label},{obj.anomaly_type}\n")
+            truth.write(truth_row(obj))
             stats["objects"] += 1
             stats["events"] += len(obj.reads)
             if obj.anomaly_type:
@@ -609,7 +790,8 @@ def simulate(out_dir: str, n_objects: int = 20000, seed: int = 7, anomaly_rate: 
 
         for name, data, n_events, _ in _stream(n_objects, seed, anomaly_rate, noise_rate, fmt,
                                                events_per_file, progress, reader_cycle_seconds,
-                                               on_object, start, first_serial):
+                                               on_object, start, first_serial,
+                                               attribute_anomaly_rate):
             with open(os.path.join(out_dir, name), "wb") as f:
                 f.write(data)
             stats["documents"] += 1

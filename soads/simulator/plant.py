@@ -14,6 +14,13 @@ Read points are SGLN URNs with readable extensions::
     urn:epc:id:sgln:8801234.00002.RWK-IRT      rework return conveyor leaving the IR test
     urn:epc:id:sgln:8801234.00002.STK-OUT      finished-goods stocker (last read)
 
+Every read point always reports the same event fields: its bizStep, its bizLocation (the hall
+``<area>.0`` for facilities, stockers, rework conveyors and the exit; the line ``<area>.L<x>``
+for line x's conveyors), action ``OBSERVE``, and a disposition from :func:`normal_dispositions`
+(an IR, charge/discharge or inspection facility reports conformant or non_conformant, every other
+read point one disposition). So an event field that does not belong at its read point is an
+attribute anomaly a detector can see (:mod:`soads.simulator.generate`).
+
 A normal path (no rework) reads::
 
     CNV-Lx-WND, WND, CNV-Lx-ASM, ASM,
@@ -85,12 +92,22 @@ STOCKER_PROBABILITY = 0.4
 # read kinds (what kind of reader produced a read; drives travel times and noise)
 FACILITY, CONVEYOR, STOCKER, REWORK, EXIT, UNKNOWN, REPEAT = range(7)
 
+# actions: a cell is only ever observed; ADD / DELETE (commissioning / decommissioning) do not
+# belong anywhere in the plant
+OBSERVE = "OBSERVE"
+ACTIONS = ("ADD", "OBSERVE", "DELETE")
+
 # dispositions
 IN_PROGRESS = CBV_DISP + "in_progress"
 IN_TRANSIT = CBV_DISP + "in_transit"
 CONFORMANT = CBV_DISP + "conformant"
 NON_CONFORMANT = CBV_DISP + "non_conformant"
 AVAILABLE = CBV_DISP + "available"
+DISPOSITIONS = (IN_PROGRESS, IN_TRANSIT, CONFORMANT, NON_CONFORMANT, AVAILABLE)
+"""Every disposition the plant reports."""
+BIZ_STEPS = tuple(CBV_BIZSTEP + step for step in (
+    "assembling", "storing", "inspecting", "transporting", "staging_outbound"))
+"""Every bizStep the plant reports."""
 
 
 def sgln(area: str, extension: str) -> str:
@@ -120,14 +137,27 @@ def area_location(area: str) -> str:
     return sgln(area, "0")
 
 
+def line_location(area: str, line: int) -> str:
+    """bizLocation of production line ``line`` (0-based) in a hall: where its conveyors are.
+
+    Examples
+    --------
+    >>> line_location(FORMATION_AREA, 1)
+    'urn:epc:id:sgln:8801234.00002.L2'
+    """
+    return sgln(area, f"L{line + 1}")
+
+
 @dataclass(frozen=True)
 class ReadPoint:
-    """A reader: its SGLN URN, kind, CBV bizStep URN and bizLocation URN."""
+    """A reader: its SGLN URN, kind, and the event fields it reports: CBV bizStep URN,
+    bizLocation URN and action (an attribute anomaly is a copy with one field changed)."""
 
     urn: str
     kind: int
     biz_step: str
     biz_location: str
+    action: str = OBSERVE
 
 
 @dataclass(frozen=True)
@@ -201,7 +231,7 @@ def build_plant(seed: int = 7, n_lines: int = N_LINES) -> Plant:
     )
     conveyors = tuple(
         tuple(ReadPoint(sgln(s.area, f"CNV-L{line + 1}-{s.code}"), CONVEYOR,
-                        CBV_BIZSTEP + "transporting", area_location(s.area))
+                        CBV_BIZSTEP + "transporting", line_location(s.area, line))
               for s in STAGES)
         for line in range(n_lines)
     )
@@ -238,6 +268,22 @@ def build_plant(seed: int = 7, n_lines: int = N_LINES) -> Plant:
     everything += [rp for rp in stockers + rework if rp is not None] + [exit_]
     return Plant(seed, n_lines, facilities, conveyors, stockers, rework, exit_, tuple(routing),
                  {rp.urn: rp for rp in everything})
+
+
+def normal_dispositions(kind: int, stage: int = -1) -> tuple[str, ...]:
+    """The dispositions a read point of ``kind`` reports (``stage``: a facility's stage index).
+
+    Examples
+    --------
+    >>> [d.rsplit(":", 1)[1] for d in normal_dispositions(FACILITY, STAGE_INDEX["IRT"])]
+    ['conformant', 'non_conformant']
+    >>> [d.rsplit(":", 1)[1] for d in normal_dispositions(CONVEYOR)]
+    ['in_transit']
+    """
+    if kind == FACILITY:
+        return (CONFORMANT, NON_CONFORMANT) if STAGES[stage].fail_rate else (IN_PROGRESS,)
+    return {CONVEYOR: (IN_TRANSIT,), STOCKER: (IN_PROGRESS,), REWORK: (NON_CONFORMANT,),
+            EXIT: (AVAILABLE,), UNKNOWN: (IN_PROGRESS,)}[kind]
 
 
 def rework_targets(stage: int) -> tuple[tuple[int, ...], tuple[float, ...]]:

@@ -137,7 +137,8 @@ def simulate_to_kafka(bootstrap: str, topic: str, rate: float, n_objects: int, s
                       anomaly_rate: float = 0.04, noise_rate: float = 0.05, fmt: str = "xml",
                       events_per_file: int = 200, truth_dir: str | None = None,
                       progress: Callable[[dict], None] | None = None, start=None,
-                      first_serial: int = 1, realtime: bool = False) -> dict:
+                      first_serial: int = 1, realtime: bool = False,
+                      attribute_anomaly_rate: float = 0.0) -> dict:
     """Simulate ``n_objects`` cells and :func:`publish` their documents to ``topic``.
 
     ``realtime``: event time keeps with the wall clock -- each document is sent when the wall
@@ -147,7 +148,8 @@ def simulate_to_kafka(bootstrap: str, topic: str, rate: float, n_objects: int, s
     :func:`soads.simulator.generate.iter_objects`.
 
     With ``truth_dir``, the ground truth goes to ``truth_dir/truth.csv`` (header
-    ``oid,label,anomaly_type``, as :func:`soads.simulator.generate.simulate` writes it).
+    ``oid,label,anomaly_type,noise``, as :func:`soads.simulator.generate.simulate` writes it).
+    ``attribute_anomaly_rate``: as in :func:`soads.simulator.generate.iter_objects`.
     ``start`` (an aware datetime) moves the plant's start in event time
     (:func:`soads.simulator.generate.iter_documents`).
 
@@ -158,26 +160,25 @@ def simulate_to_kafka(bootstrap: str, topic: str, rate: float, n_objects: int, s
     """
     import os
 
-    from soads.schema import ANOMALY_TYPE, LABEL, OID
-    from soads.simulator.generate import TRUTH_FILE, iter_documents
+    from soads.simulator.generate import TRUTH_FILE, iter_documents, truth_header, truth_row
 
     truth, path, count = None, None, [0]
     if truth_dir is not None:
         os.makedirs(truth_dir, exist_ok=True)
         path = os.path.join(truth_dir, TRUTH_FILE)
         truth = open(path, "w", encoding="utf-8", newline="")
-        truth.write(f"{OID},{LABEL},{ANOMALY_TYPE}\n")
+        truth.write(truth_header())
 
     def on_object(obj):
         count[0] += 1
         if truth is not None:
-            truth.write(f"{obj.oid},{obj.label},{obj.anomaly_type}\n")
+            truth.write(truth_row(obj))
 
     try:
         docs = iter_documents(n_objects, seed=seed, anomaly_rate=anomaly_rate,
                               noise_rate=noise_rate, fmt=fmt, events_per_file=events_per_file,
                               on_object=on_object, start=start, first_serial=first_serial,
-                              timed=True)
+                              timed=True, attribute_anomaly_rate=attribute_anomaly_rate)
         if realtime:
             if rate > 0:
                 raise ValueError("a rate and real-time pace exclude each other")
