@@ -23,6 +23,9 @@ from soads import schema as S
 logger = logging.getLogger(__name__)
 
 _ARRIVAL = re.compile(r"^(.*?)[:#/](\d+)$")
+EXCEPTION_PATTERN = r'"exception":"([^"]*)"'
+"""The ``exception`` values of a ``sensor_reports`` JSON text (the parser writes it compact, so
+the pattern is exact): the visit attribute ``sensor_alert``, here and in the event job."""
 
 
 def arrival_key(source: str) -> tuple[str, int]:
@@ -206,7 +209,7 @@ def extract_sequences(events, dwell_seconds: float, num_partitions: int | None =
     # the sensor alert: the distinct exceptions of the read's sensor reports (the parser's JSON
     # text is compact, so the pattern is exact), computed by Spark before the shuffle
     alerts = F.array_sort(F.array_distinct(F.regexp_extract_all(
-        field(S.SENSOR_REPORTS), F.lit(r'"exception":"([^"]*)"'), F.lit(1))))
+        field(S.SENSOR_REPORTS), F.lit(EXCEPTION_PATTERN), F.lit(1))))
     df = events.select(
         S.OID, S.READ_POINT, S.EVENT_TIME,
         F.when(src_file == "", F.col(S.SOURCE)).otherwise(src_file).alias("_src"),

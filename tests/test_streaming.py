@@ -98,6 +98,27 @@ def test_read_attributes_follow_the_batch_rule():
     assert read_attributes({S.SENSOR_REPORTS: '[{"sensorReport":[{"type":"T"}]}]'}) == {}
 
 
+def test_stream_visit_attributes_equal_the_batch_sequences(spark, epcis_examples):
+    """The stream's rule (parse stage + state step, as the recomputation applies them) and the
+    batch Sequence Extractor give every visit the same attributes, sensor alerts included."""
+    from pyspark.sql import functions as F
+
+    from soads import preprocess
+    from soads.sequences import extract_sequences
+    from soads.stream.parse_stage import read_attributes
+
+    events, _ = preprocess.split_parsed(preprocess.parse_documents(
+        preprocess.read_documents(spark, [epcis_examples])))
+    events = events.cache()
+    batch = {r[S.OID]: (list(r[S.SEQUENCE]), [dict(m) for m in r[S.ATTRIBUTES]])
+             for r in extract_sequences(events, dwell_seconds=60).collect()}
+    rows = events.withColumn("us", F.unix_micros(S.EVENT_TIME)).collect()
+    stream = recompute_sessions([(r[S.OID], r[S.READ_POINT], r["us"], r[S.SOURCE],
+                                  read_attributes(r.asDict())) for r in rows], 60, 1e9)
+    assert {oid: (s.sequence, s.attributes) for oid, (s,) in stream.items()} == batch
+    assert any(S.SENSOR_ALERT in a for _, attrs in batch.values() for a in attrs)
+
+
 def test_should_evict_and_recompute_apply_the_same_policy():
     st = ObjectState(LastRead("A", 0), ("A",), frozenset())
     assert not should_evict(st, 3600 * 10**6, 3600)

@@ -14,14 +14,13 @@ import re
 from dataclasses import dataclass
 
 from soads import epcis, schema as S
+from soads.sequences import EXCEPTION_PATTERN
 from soads.storage import event_log, hbase
 
 logger = logging.getLogger(__name__)
 
 BATCH_ID_PROPERTY = "streaming.sql.batchId"  # Spark's MicroBatchExecution.BATCH_ID_KEY
-# the exceptions of a sensor_reports JSON text: the parser writes it compact, so the pattern
-# is exact; the batch Sequence Extractor applies the same one (soads.sequences)
-_EXCEPTION = re.compile(r'"exception":"([^"]*)"')
+_EXCEPTION = re.compile(EXCEPTION_PATTERN)  # the batch Sequence Extractor's, in Python
 
 
 def sensor_alert(sensor_reports: str | None) -> str | None:
