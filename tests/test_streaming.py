@@ -472,6 +472,41 @@ def test_ledger_replay_changes_nothing(tmp_path):
     assert (w[S.WINDOW_START], w[S.N_OBJECTS]) == (dt.datetime(2024, 3, 4, 10), 1)
 
 
+def test_final_rows_replace_only_the_verdict(tmp_path):
+    from soads.storage import sinks, tables
+
+    url = f"sqlite:///{tmp_path}/final.db"
+    sinks.prepare(url, str(tmp_path / "log"))
+    t = (dt.datetime(2024, 3, 4, 10, 30) - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+    live = [("o1", ["A", "B"], t, 0.5, 2.0, ["A", "B", "C"], "run-1", 1.0, False, None, "ctx-1",
+             False),
+            # a model run but no mining run yet: a verdict, no alignment score, no window
+            ("o2", ["A"], t, None, None, None, None, 0.0, False, None, "ctx-1", False)]
+    assert sinks.write_updates(sinks.BatchUpdates([], [], live), 1, url, 3600)
+    expl = '{"step": 2, "kind": "end"}'
+    final = [("o1", ["A", "B"], t, 0.25, 1.0, ["A", "B"], "run-2", 6.0, True, expl, "ctx-2",
+              True),
+             # an object that had no row: its verdict alone
+             ("o3", ["C"], t, 0.0, 0.0, None, "run-2", 7.0, True, expl, "ctx-2", True),
+             # no model run: a final row changes nothing
+             ("o2", ["A"], t, None, None, None, None, None, None, None, None, True)]
+    windows = tables.read_table(url, "alignment_score")
+    assert sinks.write_updates(sinks.BatchUpdates([], [], final), 2, url, 3600)
+    got = {r[S.OID]: r for r in tables.read_table(url, "object_score")}
+    # the alignment score stays with its mining run (and window); the verdict is the final one
+    assert {k: got["o1"][k] for k in (S.SCORE, S.RAW, S.PATTERN, S.RUN_ID)} == {
+        S.SCORE: 0.5, S.RAW: 2.0, S.PATTERN: ["A", "B", "C"], S.RUN_ID: "run-1"}
+    assert {k: got["o1"][k] for k in S.VERDICT_COLUMNS} == {
+        S.ANOMALY: 6.0, S.IS_ANOMALY: True, S.EXPLANATION: json.loads(expl),
+        S.MODEL_RUN_ID: "ctx-2"}
+    assert (got["o3"][S.SCORE], got["o3"][S.RUN_ID], got["o3"][S.MODEL_RUN_ID]) == \
+        (None, None, "ctx-2")
+    assert (got["o2"][S.SCORE], got["o2"][S.ANOMALY], got["o2"][S.MODEL_RUN_ID]) == \
+        (None, 0.0, "ctx-1")
+    assert tables.read_table(url, "alignment_score") == windows
+    assert [(w[S.RUN_ID], w[S.N_OBJECTS]) for w in windows] == [("run-1", 1)]
+
+
 def test_scorer_and_collect_updates_on_the_executors(spark, tmp_path):
     from soads.storage import sinks
 
