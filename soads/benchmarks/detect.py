@@ -137,9 +137,11 @@ def _quality(y: np.ndarray, s: np.ndarray, verdict: np.ndarray | None) -> dict:
     f1, _ = best_f1(y, s)
     row = {"best_f1": f1, "ap": average_precision(y, s), "roc_auc": roc_auc(y, s)}
     if verdict is not None:
-        tp = int((verdict & y).sum())
-        row["verdict_f1"] = 2 * tp / (int(verdict.sum()) + int(y.sum()))
-        row["flagged"] = int(verdict.sum())
+        tp, flagged = int((verdict & y).sum()), int(verdict.sum())
+        row["verdict_f1"] = 2 * tp / (flagged + int(y.sum()))
+        row["verdict_precision"] = tp / flagged if flagged else float("nan")
+        row["verdict_recall"] = tp / int(y.sum())
+        row["flagged"] = flagged
     return row
 
 
