@@ -102,6 +102,7 @@ def _mining_run(spark, workdir: str, n_objects: int = 2000) -> tuple[list[dict],
     pipeline.ingest(spark, [os.path.join(workdir, "epcis")], cfg, report)
     seqs, rel = pipeline.sequences_and_relations(spark, cfg, report)
     pipeline.mine(spark, seqs, rel, cfg, report)
+    pipeline.fit_detector(spark, seqs, rel, cfg, report)  # as soads mine does
     run = query.latest_run(cfg.storage.db_url)
     model = query.newest_detector_run(cfg.storage.db_url)
     if model is not None:
