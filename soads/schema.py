@@ -163,7 +163,7 @@ SKIPPED = "skipped"
 CONF = "conf"
 """JSON object of the [detector] settings a model run was fitted with."""
 HORIZON = "horizon"
-"""Newest event time of the log a model run was fitted on: objects whose last read is at least
+"""Newest event time of the log a model run was fitted on: objects whose last read is more than
 ``stream.idle_seconds`` older were finished (closed) ones (soads.detect.runs.is_closed)."""
 FLAGGED = "flagged"
 RATE = "rate"

@@ -113,11 +113,11 @@ def test_closed_rule_decides_which_end_steps_count(spark):
     model = C.ContextModel.fit([(s, None) for _, s, _, _ in normal])
     df = frame(spark, normal + [early], attributes=False)
     newest = us(T0) + 100_000_000
-    for horizon, flagged in ((newest, False), (newest + int(IDLE * 1e6), True)):
+    for horizon, flagged in ((newest, False), (newest + int(IDLE * 1e6) + 1, True)):
         row = D.score(df.filter("oid = 'x'"), model, "m", horizon, IDLE).first()
         assert row[S.IS_ANOMALY] is flagged
-    assert runs.is_closed(newest - int(IDLE * 1e6), newest, IDLE)
-    assert not runs.is_closed(newest - int(IDLE * 1e6) + 1, newest, IDLE)
+    assert runs.is_closed(newest - int(IDLE * 1e6) - 1, newest, IDLE)
+    assert not runs.is_closed(newest - int(IDLE * 1e6), newest, IDLE)
 
 
 def test_anomaly_rate_on_a_small_log(spark):

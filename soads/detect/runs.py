@@ -8,7 +8,7 @@
 - :func:`anomaly_rate`: the anomaly rate per window of event time and read point (the oracle of
   the Spark version, :func:`soads.detect.spark.anomaly_rate`).
 
-**Closed rule.** An object is finished when its last read is at least ``idle_seconds``
+**Closed rule.** An object is finished when its last read is more than ``idle_seconds``
 (``[stream] idle_seconds``) older than the *horizon*: in batch the newest event time in the log,
 in the stream the event-time watermark at which the object is evicted. Both jobs call
 :func:`is_closed`, so a batch recomputation with the stream's horizon gives the stream's rows.
@@ -28,16 +28,17 @@ def idle_us(idle_seconds: float) -> int:
 
 def is_closed(last_us, horizon_us, idle_seconds: float):
     """True when an object whose last read is at ``last_us`` is finished at ``horizon_us``
-    (microseconds since the epoch, UTC): its last read is at least ``idle_seconds`` old.
+    (microseconds since the epoch, UTC): its last read is more than ``idle_seconds`` old (a read
+    exactly ``idle_seconds`` later still continues the object's session, as in the stream's state).
 
     Works on ints and elementwise on numpy arrays.
 
     Examples
     --------
-    >>> is_closed(0, 3_600_000_000, 3600), is_closed(1, 3_600_000_000, 3600)
+    >>> is_closed(0, 3_600_000_001, 3600), is_closed(0, 3_600_000_000, 3600)
     (True, False)
     """
-    return horizon_us - last_us >= idle_us(idle_seconds)
+    return horizon_us - last_us > idle_us(idle_seconds)
 
 
 def explanation_json(explanation: dict | None) -> str | None:

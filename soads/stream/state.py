@@ -43,6 +43,7 @@ from typing import Iterable
 
 from soads import schema as S
 from soads.dependencies import LastRead, advance
+from soads.detect import runs
 from soads.sequences import arrival_key
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def is_closed(last_us: int, horizon_us: int, idle_seconds: float) -> bool:
     >>> is_closed(0, 3_600_000_000, 3600), is_closed(0, 3_600_000_001, 3600)
     (False, True)
     """
-    return horizon_us > last_us + int(idle_seconds * 1e6)
+    return runs.is_closed(last_us, horizon_us, idle_seconds)
 
 
 def should_evict(state: ObjectState, watermark_us: int, idle_seconds: float) -> bool:
