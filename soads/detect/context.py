@@ -242,7 +242,11 @@ def _distinct_rows(feature: str, ctx: list[np.ndarray], values: np.ndarray, ctx_
                    value_names: list) -> list[tuple]:
     """Rows ``(feature, order, context, value, count)`` of every order 0..len(ctx) from coded
     positions (context columns nearest first; code 0 is START in a context, END as a value)."""
-    out = []
+    out: list[tuple] = []
+    ctx_obj = np.empty(len(ctx_names), dtype=object)
+    ctx_obj[:] = ctx_names
+    val_obj = np.empty(len(value_names), dtype=object)
+    val_obj[:] = value_names
     for order in range(len(ctx) + 1):
         cols = [values] + ctx[:order]
         idx = np.lexsort(cols[::-1])
@@ -253,11 +257,11 @@ def _distinct_rows(feature: str, ctx: list[np.ndarray], values: np.ndarray, ctx_
         for c in sorted_cols:
             change[1:] |= c[1:] != c[:-1]
         first = np.flatnonzero(change)
-        counts = np.diff(np.r_[first, len(idx)])
-        firsts = [c[first].tolist() for c in sorted_cols]
-        for j, n in enumerate(counts.tolist()):
-            out.append((feature, order, tuple(ctx_names[firsts[1 + i][j]] for i in range(order)),
-                        value_names[firsts[0][j]], n))
+        counts = np.diff(np.r_[first, len(idx)]).tolist()
+        contexts = zip(*[ctx_obj[c[first]].tolist() for c in sorted_cols[1:]]) if order \
+            else [()] * len(first)
+        out.extend(zip([feature] * len(first), [order] * len(first), contexts,
+                       val_obj[sorted_cols[0][first]].tolist(), counts))
     return out
 
 
