@@ -141,6 +141,67 @@ def _positions(sequence: Sequence[str], attributes, closed: bool, k_ctl: int, k_
                 yield key, ctx, value
 
 
+@dataclass
+class _Steps:
+    """A batch of cases flattened for the vectorised passes (fit and score alike).
+
+    ``flat`` holds each case as a block [K START pads, its read-point codes, END if closed];
+    ``starts`` / ``n_targets`` say where each block's steps start and how many it scores
+    (END included). Per step, across all cases: ``codes``, ``prevs`` (the read point before,
+    START for a first step), ``revisit`` ("1" when the read point occurred earlier in the case)
+    and ``lengths`` per case; ``by_feature`` maps each attribute to (step numbers, values).
+    """
+
+    flat: list
+    starts: list
+    n_targets: list
+    codes: list
+    prevs: list
+    revisit: list
+    lengths: list
+    by_feature: dict
+
+    @classmethod
+    def gather(cls, cases: Iterable, encode, k_ctl: int) -> "_Steps":
+        """One pass over ``(sequence, attributes[, closed])`` cases; ``encode(sequence)`` gives
+        the read-point codes of one case."""
+        st = cls([], [], [], [], [], [], [], {})
+        flat, all_codes, by_feature = st.flat, st.codes, st.by_feature
+        pad = [_BOUNDARY] * k_ctl
+        for case in cases:
+            sequence, attributes = case[0], case[1]
+            closed = case[2] if len(case) > 2 else True
+            _check_case(sequence, attributes)
+            codes = encode(sequence)
+            st.starts.append(len(flat) + k_ctl)
+            flat.extend(pad)
+            flat.extend(codes)
+            if closed:
+                flat.append(_BOUNDARY)
+            st.n_targets.append(len(codes) + bool(closed))
+            st.lengths.append(len(codes))
+            base = len(all_codes)
+            all_codes.extend(codes)
+            st.prevs.extend(([_BOUNDARY] + codes)[:len(codes)])
+            st.revisit.extend(_revisits(sequence))
+            if attributes:
+                for g, d in enumerate(attributes, base):
+                    for key, value in d.items():
+                        cols = by_feature.get(key)
+                        if cols is None:
+                            cols = by_feature[key] = ([], [])
+                        cols[0].append(g)
+                        cols[1].append(value)
+        return st
+
+    def control_positions(self):
+        """(flat array, position of every scored step in it, step index within its case)."""
+        n_t = np.array(self.n_targets, dtype=np.int64)
+        step = np.arange(int(n_t.sum())) - np.repeat(np.cumsum(n_t) - n_t, n_t)
+        pos = np.repeat(np.array(self.starts, dtype=np.int64), n_t) + step
+        return np.array(self.flat, dtype=np.int64), pos, step, n_t
+
+
 def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
                skipped: Sequence[str] | None = None) -> tuple[list[tuple], tuple[str, ...]]:
     """Aggregated counts of a set of cases: rows ``(feature, order, context, value, count)``,
@@ -161,21 +222,11 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
     [('', 0, (), None, 1), ('', 0, (), 'a', 1), ('', 0, (), 'b', 1), ('', 1, (None,), 'a', 1), ('', 1, ('a',), 'b', 1), ('', 1, ('b',), None, 1)]
     """
     k_ctl, k_att = conf.max_context, conf.attribute_context
-    # one pass over the cases: read points to codes (1..V; 0 is START/END), each object a block
-    # [K START pads, its codes, END?] of one flat list, attributes gathered per attribute
+    # read points to codes (1..V; 0 is START/END) as they come
     rp_index: dict[str, int] = {}
     names: list = [None]
-    flat: list[int] = []
-    starts, n_targets = [], []
-    pad = [_BOUNDARY] * k_ctl
-    all_codes: list[int] = []  # every step's read point, all cases one after the other
-    all_prevs: list[int] = []  # the read point before it (START for a first step)
-    revisit: list[str] = []
-    by_feature: dict[str, tuple[list, list]] = {}  # attribute -> (step numbers, values)
-    for case in cases:
-        sequence, attributes = case[0], case[1]
-        closed = case[2] if len(case) > 2 else True
-        _check_case(sequence, attributes)
+
+    def encode(sequence):
         codes = []
         for x in sequence:
             c = rp_index.get(x)
@@ -183,31 +234,13 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
                 c = rp_index[x] = len(names)
                 names.append(x)
             codes.append(c)
-        starts.append(len(flat) + k_ctl)
-        flat.extend(pad)
-        flat.extend(codes)
-        if closed:
-            flat.append(_BOUNDARY)
-        n_targets.append(len(codes) + bool(closed))
-        base = len(all_codes)
-        all_codes.extend(codes)
-        all_prevs.extend(([_BOUNDARY] + codes)[:len(codes)])
-        revisit.extend(_revisits(codes))
-        if attributes:
-            for g, d in enumerate(attributes, base):
-                for key, value in d.items():
-                    cols = by_feature.get(key)
-                    if cols is None:
-                        cols = by_feature[key] = ([], [])
-                    cols[0].append(g)
-                    cols[1].append(value)
+        return codes
+
+    st = _Steps.gather(cases, encode, k_ctl)
+    by_feature = st.by_feature
     rows: list[tuple] = []
-    n_t = np.array(n_targets, dtype=np.int64)
-    if n_t.sum():
-        arr = np.array(flat, dtype=np.int64)
-        start_of = np.repeat(np.array(starts, dtype=np.int64), n_t)
-        step = np.arange(int(n_t.sum())) - np.repeat(np.cumsum(n_t) - n_t, n_t)
-        pos = start_of + step
+    if st.codes or any(st.n_targets):
+        arr, pos, step, n_t = st.control_positions()
         ctx = [arr[pos - 1 - j] for j in range(k_ctl)]
         rows += _distinct_rows(CONTROL, ctx, arr[pos], names, names)
         # the read point two steps on, for the missed-read explanation
@@ -217,9 +250,9 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
         skipped = [key for key, (_, values) in by_feature.items()
                    if len(set(values)) > conf.unique_ratio * len(values)]
     drop = set(skipped)
-    step_rp = np.array(all_codes, dtype=np.int64)
-    step_prev = np.array(all_prevs, dtype=np.int64)
-    features = [(REVISIT, (None, revisit))] + sorted(by_feature.items())
+    step_rp = np.array(st.codes, dtype=np.int64)
+    step_prev = np.array(st.prevs, dtype=np.int64)
+    features = [(REVISIT, (None, st.revisit))] + sorted(by_feature.items())
     for key, (steps, values) in features:
         if key in drop or not values:
             continue
@@ -577,53 +610,20 @@ class ContextModel:
         K = self.conf.max_context
         a, tau = self.conf.pseudo_count, self.conf.threshold
 
-        # control flow: one row per step (and the END step of closed objects); each object is a
-        # block [K START pads, its codes, END?] of one flat array, contexts are shifted reads.
-        # Attributes (and the revisit flag): one row per (step, attribute), in parallel lists.
-        flat: list[int] = []
-        starts, n_targets = [], []
-        pad = [_BOUNDARY] * K
-        all_codes: list[int] = []
-        all_prevs: list[int] = []
-        revisit: list[str] = []
-        lengths = []
-        by_feature: dict[str, tuple[list, list]] = {}  # attribute -> (step numbers, values)
-        for seq, attrs, cl in zip(sequences, attributes, closed):
-            _check_case(seq, attrs)
-            codes = [rp.get(x, unknown) for x in seq]
-            starts.append(len(flat) + K)
-            flat.extend(pad)
-            flat.extend(codes)
-            if cl:
-                flat.append(_BOUNDARY)
-            n_targets.append(len(seq) + bool(cl))
-            base = len(all_codes)
-            lengths.append(len(codes))
-            all_codes.extend(codes)
-            all_prevs.extend(([_BOUNDARY] + codes)[:len(codes)])
-            revisit.extend(_revisits(seq))
-            if attrs:
-                for g, d in enumerate(attrs, base):
-                    for key, value in d.items():
-                        cols = by_feature.get(key)
-                        if cols is None:
-                            cols = by_feature[key] = ([], [])
-                        cols[0].append(g)
-                        cols[1].append(value)
-        n_len = np.array(lengths, dtype=np.int64)
+        # control flow: one row per step (and the END step of closed objects), contexts shifted
+        # reads of the flat blocks; attributes (and the revisit flag): one row per (step, key)
+        st = _Steps.gather(zip(sequences, attributes, closed),
+                           lambda seq: [rp.get(x, unknown) for x in seq], K)
+        n_len = np.array(st.lengths, dtype=np.int64)
         step_obj = np.repeat(np.arange(n_obj), n_len)
         step_idx = np.arange(int(n_len.sum())) - np.repeat(np.cumsum(n_len) - n_len, n_len)
-        step_rp = np.array(all_codes, dtype=np.int64)
-        step_prev = np.array(all_prevs, dtype=np.int64)
+        step_rp = np.array(st.codes, dtype=np.int64)
+        step_prev = np.array(st.prevs, dtype=np.int64)
         parts = []
         ctl = self.tables_.get(CONTROL)
-        n_t = np.array(n_targets, dtype=np.int64)
-        total = int(n_t.sum())
-        if ctl is not None and total:
-            arr = np.array(flat, dtype=np.int64)
+        if ctl is not None and any(st.n_targets):
+            arr, pos, step, n_t = st.control_positions()
             obj = np.repeat(np.arange(n_obj), n_t)
-            step = np.arange(total) - np.repeat(np.cumsum(n_t) - n_t, n_t)
-            pos = np.repeat(np.array(starts, dtype=np.int64), n_t) + step
             vals = arr[pos]
             ctx = [arr[pos - 1 - j] for j in range(K)]
             pr, ent, expd, _, order = ctl.lookup(ctx, vals, a, tau)
@@ -636,7 +636,7 @@ class ContextModel:
                 via_miss = -math.log(eps) + np.maximum(-np.log(p2) - ent2, 0.0)
                 ex = np.where(np.isnan(p2), ex, np.minimum(ex, via_miss))
             parts.append((obj, step, ex, pr, expd, order, None, vals))
-        for key, (steps, v_l) in [(REVISIT, (None, revisit))] + list(by_feature.items()):
+        for key, (steps, v_l) in [(REVISIT, (None, st.revisit))] + list(st.by_feature.items()):
             table = self.tables_.get(key)
             if table is None or not v_l:  # skipped as unique, or never seen when fitting
                 continue
