@@ -19,8 +19,8 @@ from soads.stream.score_stage import (ModelCache, ObjectScorer, PatternCache, ju
                                       score_objects, scored_struct)
 from soads.stream.state import (ObjectState, combine_relations, recompute_sequences,
                                 recompute_sessions, should_evict, step, update_struct)
-from streamtools import (add_model_run, assert_verdicts_recompute, assert_windows_recompute,
-                         ledger_watermark_us)
+from streamtools import (add_model_run, assert_rates_recompute, assert_verdicts_recompute,
+                         assert_windows_recompute, ledger_watermark_us)
 
 MIN = 60_000_000  # µs
 
@@ -379,6 +379,8 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     closed = assert_verdicts_recompute(live, sessions, models, ledger_watermark_us(
         conf.stream.checkpoint_root, "events", conf.storage.db_url))
     assert set(closed.values()) == {False}
+    # no object finished yet: nothing in anomaly_rate (live verdicts may still change)
+    assert tables.read_table(conf.storage.db_url, "anomaly_rate") == []
     # the wrong bizStep already shows; object 3's unknown read point X does too
     assert live[_oid(2)][S.IS_ANOMALY] and live[_oid(2)][S.EXPLANATION]["value"] == WRONG_STEP
     assert live[_oid(3)][S.EXPLANATION]["read_point"] == _rp("X")
@@ -441,6 +443,14 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     assert scores[_oid(6)][S.IS_ANOMALY] and scores[_oid(6)][S.EXPLANATION]["kind"] == "end"
     assert not live[_oid(6)][S.IS_ANOMALY]
     assert not scores[_oid(1)][S.IS_ANOMALY] and scores[_oid(2)][S.IS_ANOMALY]
+    # anomaly_rate: each finished object added once, by the batch rule over the closed objects
+    # (the live object 99 not yet); object 6 is charged to B, where it stopped
+    assert_rates_recompute(conf.storage.db_url, scores, with_attributes, models, closed)
+    rates = {}
+    for r in tables.read_table(conf.storage.db_url, "anomaly_rate"):
+        n, k = rates.get(r[S.READ_POINT], (0, 0))
+        rates[r[S.READ_POINT]] = (n + r[S.N_OBJECTS], k + r[S.FLAGGED])
+    assert rates[_rp("A")][0] == len(PATHS) and rates[_rp("B")][1] >= 1
 
     quarantine = spark.read.parquet(os.path.join(conf.storage.event_log, "quarantine")).collect()
     assert [r[S.REASON] for r in quarantine] == ["malformed_xml"]
