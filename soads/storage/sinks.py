@@ -3,10 +3,11 @@ late events, object scores, window scores and anomaly-rate increments in ONE tra
 its ``(sink, batch_id)`` ledger row (table ``sink_batch``; DESIGN.md "Streaming guarantees").
 
 A batch id already in the ledger is skipped, so a replayed batch changes nothing. Relation
-counts and anomaly-rate counts are increments and go only through the ledger. The rows come from the stream's state
-step and Anomaly Evaluator (:mod:`soads.stream.state`, :mod:`soads.stream.score_stage`), read
-here by the column names and row kinds of :mod:`soads.schema`. The event log itself is written
-by the job's parse stage on the executors (:mod:`soads.stream.parse_stage`).
+counts and anomaly-rate counts are increments and go only through the ledger. The rows come
+from the stream's state step and Anomaly Evaluator (:mod:`soads.stream.state`,
+:mod:`soads.stream.score_stage`), read here by the column names and row kinds of
+:mod:`soads.schema`. The event log itself is written by the job's parse stage on the executors
+(:mod:`soads.stream.parse_stage`).
 """
 from __future__ import annotations
 
