@@ -359,3 +359,37 @@ def assert_windows_recompute(windows, scores, window_seconds=3600, rel=1e-9):
     for w in windows:
         got = expected[(w[S.WINDOW_START], w[S.RUN_ID])]
         assert w[S.MEAN_SCORE] == pytest.approx(sum(got) / len(got), rel=rel)
+
+
+def assert_rates_recompute(db_url, scores, sessions, models, closed, window_seconds=3600):
+    """The anomaly_rate rows (incremented by the stream as objects finish) equal the batch rule
+    (:func:`soads.detect.runs.anomaly_rate`) over the *closed* objects of the batch
+    recomputation: each one's last session judged closed by the core against its object_score
+    row's model run (``scores``: {oid: row}; ``sessions``: :func:`recompute_sessions`;
+    ``models``: {run id: ContextModel}; ``closed``: {oid: closed} from
+    :func:`assert_verdicts_recompute`). Returns the number of anomaly_rate rows."""
+    import datetime as dt
+
+    from soads.detect import runs
+    from soads.storage import tables
+
+    per_run = {}
+    for oid, row in scores.items():
+        if not closed[oid] or row[S.MODEL_RUN_ID] is None:
+            continue
+        last = sessions[oid][-1]
+        v = models[row[S.MODEL_RUN_ID]].score(last.sequence, last.attributes, True)
+        per_run.setdefault(row[S.MODEL_RUN_ID], []).append(
+            (last.sequence, last.last_us, v.is_anomaly, v.explanation))
+    epoch, width = dt.datetime(1970, 1, 1), dt.timedelta(seconds=window_seconds)
+    expected = {(epoch + dt.timedelta(microseconds=w), rp, rid): nk
+                for rid, objects in per_run.items()
+                for (w, rp), nk in runs.anomaly_rate(objects, window_seconds).items()}
+    got = tables.read_table(db_url, "anomaly_rate")
+    assert {(r[S.WINDOW_START], r[S.READ_POINT], r[S.MODEL_RUN_ID]): (r[S.N_OBJECTS], r[S.FLAGGED])
+            for r in got} == expected
+    for r in got:
+        assert r[S.WINDOW_END] - r[S.WINDOW_START] == width
+        assert r[S.RATE] == pytest.approx(r[S.FLAGGED] / r[S.N_OBJECTS], rel=1e-12)
+    assert len(got) == len(expected)  # one row per key
+    return len(got)

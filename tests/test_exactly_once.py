@@ -5,7 +5,8 @@ kills) and then for the next one to be in flight (its offsets written, its commi
 restart must replay a batch whose writes may have partly landed. The tables must then equal a
 batch recomputation of the event log: relation counts, alignment scores and windows, and the
 context detector's verdicts (the core on the same sequences, per-visit attributes and closed
-flags, against the model run stored before the job started).
+flags, against the model run stored before the job started) and the anomaly_rate counts of the
+finished objects (the batch rule over the closed objects: nothing counted twice).
 
 Start the services first: ``make up`` (or ``python -m soads.services up``). Under ``CI=true`` a
 missing service fails the test; elsewhere it skips with the reason.
@@ -29,8 +30,9 @@ from soads.simulator.generate import iter_documents, iter_sequences
 from soads.stream.parse_stage import read_attributes
 from soads.stream.state import recompute_sequences, recompute_sessions
 import streamtools as st
-from streamtools import (MAX_BYTES, add_model_run, assert_verdicts_recompute,
-                         assert_windows_recompute, committed, ledger_watermark_us)
+from streamtools import (MAX_BYTES, add_model_run, assert_rates_recompute,
+                         assert_verdicts_recompute, assert_windows_recompute, committed,
+                         ledger_watermark_us)
 
 N_OBJECTS, SEED = 300, 11
 KILLS = 3  # kills that must land mid-micro-batch
@@ -269,6 +271,10 @@ def test_killed_and_restarted_job_ends_exactly_as_the_batch_recomputation(conf, 
         n_closed = sum(closed.values())
         assert 0 < n_closed < len(closed), n_closed
         assert {r[S.MODEL_RUN_ID] for r in scores.values()} == {"ctx-1"}
+        # anomaly_rate, incremented as objects finished across the kills and replays, equals
+        # the batch rule over the closed objects: none counted twice, none lost
+        assert assert_rates_recompute(db_url, scores, with_attributes, {"ctx-1": model},
+                                      closed) > 0
     finally:
         if proc is not None and proc.poll() is None:
             st.kill(proc, signal.SIGKILL)

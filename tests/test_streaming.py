@@ -19,8 +19,8 @@ from soads.stream.score_stage import (ModelCache, ObjectScorer, PatternCache, ju
                                       score_objects, scored_struct)
 from soads.stream.state import (ObjectState, combine_relations, recompute_sequences,
                                 recompute_sessions, should_evict, step, update_struct)
-from streamtools import (add_model_run, assert_verdicts_recompute, assert_windows_recompute,
-                         ledger_watermark_us)
+from streamtools import (add_model_run, assert_rates_recompute, assert_verdicts_recompute,
+                         assert_windows_recompute, ledger_watermark_us)
 
 MIN = 60_000_000  # µs
 
@@ -327,7 +327,8 @@ def _snapshot(url):
     from soads.storage import sinks, tables
 
     return {name: sorted(map(repr, tables.read_table(url, name)))
-            for name in ("relational_dependency", "object_score", "alignment_score")} | {
+            for name in ("relational_dependency", "object_score", "alignment_score",
+                         "anomaly_rate")} | {
         "late": sorted(map(repr, sinks.read_late(url)))}
 
 
@@ -378,6 +379,8 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     closed = assert_verdicts_recompute(live, sessions, models, ledger_watermark_us(
         conf.stream.checkpoint_root, "events", conf.storage.db_url))
     assert set(closed.values()) == {False}
+    # no object finished yet: nothing in anomaly_rate (live verdicts may still change)
+    assert tables.read_table(conf.storage.db_url, "anomaly_rate") == []
     # the wrong bizStep already shows; object 3's unknown read point X does too
     assert live[_oid(2)][S.IS_ANOMALY] and live[_oid(2)][S.EXPLANATION]["value"] == WRONG_STEP
     assert live[_oid(3)][S.EXPLANATION]["read_point"] == _rp("X")
@@ -440,6 +443,14 @@ def test_stream_equals_batch_recomputation_and_restart_is_idempotent(spark, tmp_
     assert scores[_oid(6)][S.IS_ANOMALY] and scores[_oid(6)][S.EXPLANATION]["kind"] == "end"
     assert not live[_oid(6)][S.IS_ANOMALY]
     assert not scores[_oid(1)][S.IS_ANOMALY] and scores[_oid(2)][S.IS_ANOMALY]
+    # anomaly_rate: each finished object added once, by the batch rule over the closed objects
+    # (the live object 99 not yet); object 6 is charged to B, where it stopped
+    assert_rates_recompute(conf.storage.db_url, scores, with_attributes, models, closed)
+    rates = {}
+    for r in tables.read_table(conf.storage.db_url, "anomaly_rate"):
+        n, k = rates.get(r[S.READ_POINT], (0, 0))
+        rates[r[S.READ_POINT]] = (n + r[S.N_OBJECTS], k + r[S.FLAGGED])
+    assert rates[_rp("A")][0] == len(PATHS) and rates[_rp("B")][1] >= 1
 
     quarantine = spark.read.parquet(os.path.join(conf.storage.event_log, "quarantine")).collect()
     assert [r[S.REASON] for r in quarantine] == ["malformed_xml"]
@@ -505,6 +516,49 @@ def test_final_rows_replace_only_the_verdict(tmp_path):
         (None, 0.0, "ctx-1")
     assert tables.read_table(url, "alignment_score") == windows
     assert [(w[S.RUN_ID], w[S.N_OBJECTS]) for w in windows] == [("run-1", 1)]
+
+
+def test_finished_objects_add_to_anomaly_rate_once(tmp_path):
+    from soads.storage import sinks, tables
+
+    url = f"sqlite:///{tmp_path}/rates.db"
+    sinks.prepare(url, str(tmp_path / "log"))
+    hour = 3600 * 10**6
+    t = (dt.datetime(2024, 3, 4, 10, 30) - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+    at_b = '{"step": 1, "read_point": "B", "kind": "control"}'
+    at_end = '{"step": 2, "read_point": null, "kind": "end"}'
+
+    def row(oid, seq, last, flagged, expl, mrid, closed):
+        return (oid, seq, last, None, None, None, None, 1.0 if mrid else None,
+                flagged if mrid else None, expl, mrid, closed)
+
+    one = [row("o1", ["A", "B", "B"], t, True, at_b, "ctx-1", True),
+           row("o2", ["A", "B"], t, True, at_end, "ctx-1", True),
+           row("o3", ["A"], t + hour, False, None, "ctx-1", True),
+           # live rows and final rows without a model run count nowhere
+           row("o4", ["A", "C"], t, True, at_b, "ctx-1", False),
+           row("o5", ["A", "C"], t, None, None, None, True)]
+    two = [row("o6", ["A", "C"], t, True, at_end, "ctx-1", True),
+           row("o7", ["C"], t, False, None, "ctx-2", True)]
+    assert sinks.write_updates(sinks.BatchUpdates([], [], one), 1, url, 3600)
+    assert not sinks.write_updates(sinks.BatchUpdates([], [], one), 1, url, 3600)  # a replay
+    assert sinks.write_updates(sinks.BatchUpdates([], [], two), 2, url, 3600)
+    got = {(r[S.WINDOW_START], r[S.READ_POINT], r[S.MODEL_RUN_ID]):
+           (r[S.N_OBJECTS], r[S.FLAGGED], r[S.RATE], r[S.WINDOW_END] - r[S.WINDOW_START])
+           for r in tables.read_table(url, "anomaly_rate")}
+    ten, eleven = dt.datetime(2024, 3, 4, 10), dt.datetime(2024, 3, 4, 11)
+    h = dt.timedelta(hours=1)
+    assert got == {(ten, "A", "ctx-1"): (3, 0, 0.0, h), (ten, "B", "ctx-1"): (2, 2, 1.0, h),
+                   (ten, "C", "ctx-1"): (1, 1, 1.0, h), (eleven, "A", "ctx-1"): (1, 0, 0.0, h),
+                   (ten, "C", "ctx-2"): (1, 0, 0.0, h)}
+    # the batch rule, the same function, over the finished objects with a verdict
+    expected = {}
+    for o in one[:3] + two:
+        for (w, rp), nk in runs.anomaly_rate(
+                [(o[1], o[2], o[8], json.loads(o[9]) if o[9] else None)], 3600).items():
+            key = (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=w), rp, o[10])
+            expected[key] = tuple(a + b for a, b in zip(expected.get(key, (0, 0)), nk))
+    assert {k: v[:2] for k, v in got.items()} == expected
 
 
 def test_scorer_and_collect_updates_on_the_executors(spark, tmp_path):

@@ -6,7 +6,8 @@
 - :func:`model_run_rows` / :func:`rows_of_run`: a fitted model's counts as ``detector_count``
   rows and back;
 - :func:`anomaly_rate`: the anomaly rate per window of event time and read point (the oracle of
-  the Spark version, :func:`soads.detect.spark.anomaly_rate`).
+  the Spark version, :func:`soads.detect.spark.anomaly_rate`, and the event job's increments
+  over its finished objects, :func:`soads.storage.sinks.rate_increments`).
 
 **Closed rule.** An object is finished when its last read is more than ``idle_seconds``
 (``[stream] idle_seconds``) older than the *horizon*: in batch the newest event time in the log,

@@ -1,16 +1,18 @@
 """Relational sink of the event job (:mod:`soads.stream`): one micro-batch's relation increments,
-late events, object scores and window scores in ONE transaction with its ``(sink, batch_id)``
-ledger row (table ``sink_batch``; DESIGN.md "Streaming guarantees").
+late events, object scores, window scores and anomaly-rate increments in ONE transaction with
+its ``(sink, batch_id)`` ledger row (table ``sink_batch``; DESIGN.md "Streaming guarantees").
 
 A batch id already in the ledger is skipped, so a replayed batch changes nothing. Relation
-counts are increments and go only through the ledger. The rows come from the stream's state
-step and Anomaly Evaluator (:mod:`soads.stream.state`, :mod:`soads.stream.score_stage`), read
-here by the column names and row kinds of :mod:`soads.schema`. The event log itself is written
-by the job's parse stage on the executors (:mod:`soads.stream.parse_stage`).
+counts and anomaly-rate counts are increments and go only through the ledger. The rows come
+from the stream's state step and Anomaly Evaluator (:mod:`soads.stream.state`,
+:mod:`soads.stream.score_stage`), read here by the column names and row kinds of
+:mod:`soads.schema`. The event log itself is written by the job's parse stage on the executors
+(:mod:`soads.stream.parse_stage`).
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Sequence
 import sqlalchemy as sa
 
 from soads import schema as S
+from soads.detect import runs
 from soads.storage import event_log, hbase, tables
 
 logger = logging.getLogger(__name__)
@@ -132,7 +135,8 @@ def write_updates(batch: BatchUpdates, batch_id: int, db_url: str | sa.Engine,
     """One micro-batch into the relational tables, in ONE transaction with its ledger row:
     relation increments (freq, support), late events, the updated objects' object_score rows
     (scored on the executors, :class:`soads.stream.score_stage.ObjectScorer`) and the
-    alignment_score rows of every window an updated object left or entered.
+    alignment_score rows of every window an updated object left or entered, and the
+    anomaly_rate increments of the finished objects (:func:`rate_increments`).
 
     A live object's row replaces its object_score row (alignment score and verdict); an
     evicted object's final (closed) row replaces only the verdict columns (its END step now
@@ -178,18 +182,79 @@ def write_updates(batch: BatchUpdates, batch_id: int, db_url: str | sa.Engine,
                           window_seconds)
             for i in range(0, len(verdicts), _CHUNK):
                 _upsert_verdicts(conn, verdicts[i:i + _CHUNK])
+            rates = rate_increments(final, window_seconds)
+            _increment_rates(conn, rates)
     finally:
         if isinstance(db_url, str):
             eng.dispose()
     if late_rows:
         logger.warning("batch %d: %d late events (stored, no relation)", batch_id, len(late_rows))
     logger.info("batch %d: %d relations updated, %d objects scored (runs %s; model runs %s), "
-                "%d finished; %.2f s, of which scores and windows %.2f s", batch_id,
-                len(rel_rows), len(rows),
+                "%d finished (%d anomaly_rate rows); %.2f s, of which scores and windows %.2f s",
+                batch_id, len(rel_rows), len(rows),
                 ",".join(sorted({r[S.RUN_ID] for r in rows if r[S.RUN_ID]})) or "none",
                 ",".join(sorted({o[10] for o in batch.objects if o[10]})) or "none",
-                len(verdicts), time.perf_counter() - t0, time.perf_counter() - t1)
+                len(verdicts), len(rates), time.perf_counter() - t0, time.perf_counter() - t1)
     return True
+
+
+def rate_increments(final: Sequence[tuple], window_seconds: int) -> list[dict]:
+    """anomaly_rate increments of a micro-batch's finished objects: the batch's rule
+    (:func:`soads.detect.runs.anomaly_rate`: the window of the last read, seen at every distinct
+    read point, flagged only at the worst step's) over the final (closed) object rows, per
+    model run of the row; rate = flagged / n_objects of the increment.
+
+    An object counts once, when the state evicts it: its final verdict is the one a batch
+    recomputation gives it, while a live verdict may still change (its END step is not judged).
+    A final row without a model run (no verdict) counts nowhere.
+
+    >>> expl = '{"read_point": "B", "kind": "control"}'
+    >>> [(r[S.READ_POINT], r[S.N_OBJECTS], r[S.FLAGGED]) for r in rate_increments(
+    ...     [("o", ["A", "B"], 7, None, None, None, None, 9.0, True, expl, "ctx", True),
+    ...      ("p", ["A"], 8, None, None, None, None, None, None, None, None, True)], 3600)]
+    [('A', 1, 0), ('B', 1, 1)]
+    """
+    per_run: dict = {}
+    for oid, seq, last, _sc, _raw, _pat, _rid, _anomaly, flagged, expl, mrid, closed in final:
+        if not closed or mrid is None:
+            continue
+        per_run.setdefault(mrid, []).append(
+            (list(seq or ()), None if last is None else int(last), bool(flagged),
+             None if expl is None else json.loads(expl)))
+    width = int(window_seconds) * 1_000_000
+    out = []
+    for mrid in sorted(per_run):
+        got = runs.anomaly_rate(per_run[mrid], window_seconds)
+        for (w, rp), (n, k) in sorted(got.items()):
+            out.append({S.WINDOW_START: _from_micros(w), S.WINDOW_END: _from_micros(w + width),
+                        S.READ_POINT: rp, S.N_OBJECTS: int(n), S.FLAGGED: int(k),
+                        S.RATE: k / n, S.MODEL_RUN_ID: mrid})
+    return out
+
+
+def _increment_rates(conn, rows: list[dict]) -> None:
+    """Add :func:`rate_increments` to anomaly_rate inside the caller's (ledger) transaction:
+    the counts are incremented in the database (as the relation counts are), then each touched
+    row's rate is set from its new counts."""
+    if not rows:
+        return
+    for i in range(0, len(rows), _CHUNK):
+        tables.increment(conn, "anomaly_rate", rows[i:i + _CHUNK], (S.N_OBJECTS, S.FLAGGED))
+    t = tables.TABLE["anomaly_rate"]
+    touched = {(r[S.WINDOW_START], r[S.MODEL_RUN_ID]): set() for r in rows}
+    for r in rows:
+        touched[(r[S.WINDOW_START], r[S.MODEL_RUN_ID])].add(r[S.READ_POINT])
+    new = []
+    for (start, mrid), rps in sorted(touched.items()):
+        for rp, n, k in conn.execute(
+                sa.select(t.c[S.READ_POINT], t.c[S.N_OBJECTS], t.c[S.FLAGGED]).where(
+                    t.c[S.WINDOW_START] == start, t.c[S.MODEL_RUN_ID] == mrid)):
+            if rp in rps:
+                new.append({"_start": start, "_rp": rp, "_run": mrid, "_rate": k / n})
+    conn.execute(t.update().where(
+        t.c[S.WINDOW_START] == sa.bindparam("_start"), t.c[S.READ_POINT] == sa.bindparam("_rp"),
+        t.c[S.MODEL_RUN_ID] == sa.bindparam("_run")).values({S.RATE: sa.bindparam("_rate")}),
+        new)
 
 
 def _old_scores(conn, oids: list[str]) -> dict[str, tuple]:

@@ -15,7 +15,7 @@ One checkpointed query, every document parsed once::
          and attributes vs the newest context detector model run (evicted objects: closed)
       -> foreachBatch on the driver: one transaction per          soads.storage.sinks
          micro-batch with its ledger row -- RELATIONAL DEPENDENCY TABLE increments, late_event,
-         object_score, alignment_score
+         object_score, alignment_score, anomaly_rate increments of the finished objects
 
 Why this shape (``soads bench stream``): an earlier version ran two queries, each parsing every
 document, and a Python state function; it sustained ~2,400 events/s. Parsing once, writing the
