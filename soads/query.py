@@ -232,17 +232,21 @@ def detector_model(db, run_id: str, conf=None, missed_read_rate: float | None = 
         stored_rate if missed_read_rate is None else missed_read_rate)
 
 
-def anomaly_rates(db, model_run_id: str | None = None) -> list[dict]:
-    """``anomaly_rate`` rows by (window_start, read_point, model_run_id).
+def anomaly_rates(db, model_run_id: str | None = None, writer: str | None = None) -> list[dict]:
+    """``anomaly_rate`` rows by (window_start, read_point, model_run_id, writer); ``writer``
+    "batch" (``soads score``) or "stream" (the event job) keeps to one job's rows.
 
     Returns
     -------
-    list of dict: window_start, window_end, read_point, n_objects, flagged, rate, model_run_id
+    list of dict: window_start, window_end, read_point, n_objects, flagged, rate, model_run_id,
+    writer
     """
     t = tables.TABLE["anomaly_rate"]
     where = [] if model_run_id is None else [t.c[S.MODEL_RUN_ID] == model_run_id]
+    if writer is not None:
+        where.append(t.c[S.WRITER] == writer)
     return _rows(db, "anomaly_rate", where,
-                 [t.c[S.WINDOW_START], t.c[S.READ_POINT], t.c[S.MODEL_RUN_ID]])
+                 [t.c[S.WINDOW_START], t.c[S.READ_POINT], t.c[S.MODEL_RUN_ID], t.c[S.WRITER]])
 
 
 def sensor_anomalies(db, machine_id: str | None = None, anomalies_only: bool = False,

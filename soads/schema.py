@@ -165,6 +165,9 @@ CONF = "conf"
 HORIZON = "horizon"
 """Newest event time of the log a model run was fitted on: objects whose last read is more than
 ``stream.idle_seconds`` older were finished (closed) ones (soads.detect.runs.is_closed)."""
+WRITER = "writer"
+"""Which job wrote an anomaly_rate row: :data:`WRITER_BATCH` or :data:`WRITER_STREAM`."""
+WRITER_BATCH, WRITER_STREAM = "batch", "stream"
 FLAGGED = "flagged"
 RATE = "rate"
 VERDICT_COLUMNS = (ANOMALY, IS_ANOMALY, EXPLANATION, MODEL_RUN_ID)
@@ -206,9 +209,11 @@ TABLES["detector_count"] = ((RUN_ID, "text"), (ROW_ID, "bigint"), (FEATURE, "tex
                             (COUNT, "bigint"))
 # Per window of event time and read point: objects seen there, objects flagged there (an object
 # counts at every read point on its path; flagged only at the read point of its worst step).
+# ``writer`` keeps the batch scoring's rows (replaced with each run over its log) apart from the
+# event job's (incremented as objects finish), so an object both see is never counted twice.
 TABLES["anomaly_rate"] = ((WINDOW_START, "timestamp"), (WINDOW_END, "timestamp"),
                           (READ_POINT, "text"), (N_OBJECTS, "bigint"), (FLAGGED, "bigint"),
-                          (RATE, "float"), (MODEL_RUN_ID, "text"))
+                          (RATE, "float"), (MODEL_RUN_ID, "text"), (WRITER, "text"))
 
 SINK = "sink"
 BATCH_ID = "batch_id"
@@ -278,7 +283,7 @@ PRIMARY_KEYS = {
     "alignment_score": (WINDOW_START, RUN_ID),
     "detector_run": (RUN_ID,),
     "detector_count": (RUN_ID, ROW_ID),
-    "anomaly_rate": (WINDOW_START, READ_POINT, MODEL_RUN_ID),
+    "anomaly_rate": (WINDOW_START, READ_POINT, MODEL_RUN_ID, WRITER),
 }
 
 # Secondary indexes: one run's object_score rows by last_time, i.e. the objects of a window.

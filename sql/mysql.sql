@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS anomaly_rate (
 	flagged BIGINT,
 	rate DOUBLE,
 	model_run_id VARCHAR(255) NOT NULL,
-	PRIMARY KEY (window_start, read_point, model_run_id)
+	writer VARCHAR(255) NOT NULL,
+	PRIMARY KEY (window_start, read_point, model_run_id, writer)
 );
 
 CREATE TABLE IF NOT EXISTS sink_batch (

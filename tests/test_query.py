@@ -169,10 +169,15 @@ def test_verdict_columns_and_anomaly_rates(db):
     assert (got["o2"][S.IS_ANOMALY], got["o2"][S.EXPLANATION]) == (False, None)
     tables.write_rows(db, "anomaly_rate", [
         {S.WINDOW_START: T0 + dt.timedelta(hours=h), S.WINDOW_END: T0 + dt.timedelta(hours=h + 1),
-         S.READ_POINT: rp, S.N_OBJECTS: 4, S.FLAGGED: 1, S.RATE: 0.25, S.MODEL_RUN_ID: "m"}
-        for h, rp in ((1, "a"), (0, "b"), (0, "a"))])
-    assert [(r[S.WINDOW_START].hour, r[S.READ_POINT]) for r in query.anomaly_rates(db)] == \
-        [(8, "a"), (8, "b"), (9, "a")]
+         S.READ_POINT: rp, S.N_OBJECTS: 4, S.FLAGGED: 1, S.RATE: 0.25, S.MODEL_RUN_ID: "m",
+         S.WRITER: w}
+        for h, rp, w in ((1, "a", "batch"), (0, "b", "batch"), (0, "a", "batch"),
+                         (0, "a", "stream"))])
+    assert [(r[S.WINDOW_START].hour, r[S.READ_POINT], r[S.WRITER])
+            for r in query.anomaly_rates(db)] == \
+        [(8, "a", "batch"), (8, "a", "stream"), (8, "b", "batch"), (9, "a", "batch")]
+    assert [(r[S.WINDOW_START].hour, r[S.READ_POINT])
+            for r in query.anomaly_rates(db, "m", writer=S.WRITER_STREAM)] == [(8, "a")]
     assert query.anomaly_rates(db, "other") == []
 
 

@@ -261,7 +261,8 @@ def anomaly_rate(seqs, verdicts, window_seconds: int):
     Returns
     -------
     DataFrame
-        ``window_start, window_end, read_point, n_objects, flagged, rate, model_run_id``.
+        ``window_start, window_end, read_point, n_objects, flagged, rate, model_run_id, writer``
+        (``writer`` = "batch").
     """
     import json
 
@@ -303,4 +304,5 @@ def anomaly_rate(seqs, verdicts, window_seconds: int):
         F.timestamp_micros(F.col(_WINDOW_US) + F.lit(int(window_seconds) * 1_000_000))
         .alias(S.WINDOW_END),
         S.READ_POINT, S.N_OBJECTS, S.FLAGGED,
-        (F.col(S.FLAGGED) / F.col(S.N_OBJECTS)).alias(S.RATE), S.MODEL_RUN_ID)
+        (F.col(S.FLAGGED) / F.col(S.N_OBJECTS)).alias(S.RATE), S.MODEL_RUN_ID,
+        F.lit(S.WRITER_BATCH).alias(S.WRITER))

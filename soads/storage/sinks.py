@@ -228,7 +228,7 @@ def rate_increments(final: Sequence[tuple], window_seconds: int) -> list[dict]:
         for (w, rp), (n, k) in sorted(got.items()):
             out.append({S.WINDOW_START: _from_micros(w), S.WINDOW_END: _from_micros(w + width),
                         S.READ_POINT: rp, S.N_OBJECTS: int(n), S.FLAGGED: int(k),
-                        S.RATE: k / n, S.MODEL_RUN_ID: mrid})
+                        S.RATE: k / n, S.MODEL_RUN_ID: mrid, S.WRITER: S.WRITER_STREAM})
     return out
 
 
@@ -248,12 +248,14 @@ def _increment_rates(conn, rows: list[dict]) -> None:
     for (start, mrid), rps in sorted(touched.items()):
         for rp, n, k in conn.execute(
                 sa.select(t.c[S.READ_POINT], t.c[S.N_OBJECTS], t.c[S.FLAGGED]).where(
-                    t.c[S.WINDOW_START] == start, t.c[S.MODEL_RUN_ID] == mrid)):
+                    t.c[S.WINDOW_START] == start, t.c[S.MODEL_RUN_ID] == mrid,
+                    t.c[S.WRITER] == S.WRITER_STREAM)):
             if rp in rps:
                 new.append({"_start": start, "_rp": rp, "_run": mrid, "_rate": k / n})
     conn.execute(t.update().where(
         t.c[S.WINDOW_START] == sa.bindparam("_start"), t.c[S.READ_POINT] == sa.bindparam("_rp"),
-        t.c[S.MODEL_RUN_ID] == sa.bindparam("_run")).values({S.RATE: sa.bindparam("_rate")}),
+        t.c[S.MODEL_RUN_ID] == sa.bindparam("_run"), t.c[S.WRITER] == S.WRITER_STREAM
+    ).values({S.RATE: sa.bindparam("_rate")}),
         new)
 
 
