@@ -17,8 +17,9 @@ from soads.detect import runs
 from soads.detect.context import ContextModel
 from soads.stream.score_stage import (ModelCache, ObjectScorer, PatternCache, judge_objects,
                                       score_objects, scored_struct)
-from soads.stream.state import (ObjectState, combine_relations, recompute_sequences,
-                                recompute_sessions, should_evict, step, update_struct)
+from soads.stream.state import (ObjectState, combine_relations, encode_attributes,
+                                recompute_sequences, recompute_sessions, should_evict, step,
+                                update_struct)
 from streamtools import (add_model_run, assert_rates_recompute, assert_verdicts_recompute,
                          assert_windows_recompute, ledger_watermark_us)
 
@@ -572,9 +573,9 @@ def test_scorer_and_collect_updates_on_the_executors(spark, tmp_path):
         (S.KIND_RELATION, "o2", "A", "B", 1, 1, None, None, None, None, None, None, None),
         (S.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None, None, None),
         (S.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7,
-         o1_attrs, False),
+         [encode_attributes(a) for a in o1_attrs], False),
         (S.KIND_OBJECT, "o2", None, None, None, None, None, None, None, ["C", "X"], 9,
-         [{}, {}], True),
+         ["", ""], True),
     ]
     df = spark.createDataFrame(rows, update_struct())
 
@@ -620,6 +621,15 @@ def test_model_cache_follows_the_newest_model_run(tmp_path):
     (anomaly, flagged, explanation, run_id), = judge_objects([(["A", "B"], None, True)], models)
     assert (flagged, run_id) == (True, "ctx-2")
     assert json.loads(explanation)["read_point"] == "B"
+    # encoded attributes are judged as the core judges them
+    model = ContextModel.fit([(["A", "C"], [{S.BIZ_STEP: "s"}, {}])] * 200)
+    add_model_run(url, "ctx-3", model, dt.datetime(2024, 1, 3))
+    cases = [(["A", "C"], [encode_attributes({S.BIZ_STEP: "x"}), ""], False),
+             (["A", "C"], [encode_attributes({S.BIZ_STEP: "s"}), ""], True)]
+    got = judge_objects(cases + cases[:1], models)
+    want = [runs.verdict_columns(v) + ("ctx-3",) for v in model.score_many(
+        [["A", "C"]] * 2, [[{S.BIZ_STEP: "x"}, {}], [{S.BIZ_STEP: "s"}, {}]], [False, True])]
+    assert got == want + want[:1] and got[0][1] is True and got[1][1] is False
 
 
 def test_checkpoint_refuses_the_other_state_operator(tmp_path):
@@ -698,7 +708,7 @@ def test_combine_relations_sums_per_partition_and_keeps_the_rest(spark, operator
         (S.KIND_RELATION, "o2", "B", "C", 1, 0, None, None, None, None, None, None, None),
         (S.KIND_LATE, "o1", None, None, None, None, "Z", 5, "f:9", None, None, None, None),
         (S.KIND_OBJECT, "o1", None, None, None, None, None, None, None, ["A", "B"], 7,
-         [{S.ACTION: "ADD"}, {}], False),
+         [encode_attributes({S.ACTION: "ADD"}), ""], False),
     ]
     df = spark.createDataFrame(rows, update_struct()).coalesce(1)
 

@@ -54,7 +54,7 @@ public final class RelationUpdater {
 
   /**
    * kind, oid, a, b, freq, support, read_point, time_us, source, sequence, last_us,
-   * attributes (one map per visit), closed.
+   * attributes (one encoded string per visit), closed.
    */
   public static final StructType OUTPUT = new StructType(new StructField[] {
     DataTypes.createStructField("kind", DataTypes.StringType, false),
@@ -69,8 +69,11 @@ public final class RelationUpdater {
     DataTypes.createStructField("sequence",
         DataTypes.createArrayType(DataTypes.StringType, true), true),
     DataTypes.createStructField("last_us", DataTypes.LongType, true),
-    DataTypes.createStructField("attributes", DataTypes.createArrayType(
-        DataTypes.createMapType(DataTypes.StringType, DataTypes.StringType, true), true), true),
+    // one string per visit, "key\u001fvalue\u001ekey\u001fvalue" (soads.stream.state.encode_attributes):
+    // a string per visit costs the state, the Arrow hand-over and the score stage far less than
+    // a map per visit
+    DataTypes.createStructField("attributes",
+        DataTypes.createArrayType(DataTypes.StringType, true), true),
     DataTypes.createStructField("closed", DataTypes.BooleanType, true),
   });
 
@@ -365,14 +368,18 @@ public final class RelationUpdater {
           r.source, null, null, null, null));
     }
     if ((out.changed || closed) && st != null) {
-      List<scala.collection.Map<String, String>> maps = new ArrayList<>(st.attributes.size());
+      List<String> maps = new ArrayList<>(st.attributes.size());
+      StringBuilder sb = new StringBuilder();
       for (String[] kv : st.attributes) {
-        // insertion order: the maps keep the keys in the order of the attribute columns
-        Map<String, String> m = new java.util.LinkedHashMap<>();
+        // keys in the order of the attribute columns, as the Python operator writes them
+        sb.setLength(0);
         for (int j = 0; j + 1 < kv.length; j += 2) {
-          m.put(kv[j], kv[j + 1]);
+          if (j > 0) {
+            sb.append('\u001e');
+          }
+          sb.append(kv[j]).append('\u001f').append(kv[j + 1]);
         }
-        maps.add(scala.jdk.javaapi.CollectionConverters.asScala(m));
+        maps.add(sb.toString());
       }
       rows.add(RowFactory.create(KIND_OBJECT, oid, null, null, null, null, null, null, null,
           scala.jdk.javaapi.CollectionConverters.asScala(new ArrayList<>(st.visits)).toSeq(),

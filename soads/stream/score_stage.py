@@ -25,7 +25,7 @@ from soads import query, schema as S
 from soads import scoring as scorer
 from soads.detect import runs
 from soads.storage import tables
-from soads.stream.state import update_struct
+from soads.stream.state import decode_attributes, update_struct
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +68,16 @@ def score_objects(objects: Sequence[tuple], cache: "PatternCache", scoring,
 
 def judge_objects(objects: Sequence[tuple], models: "ModelCache", refresh: bool = True
                   ) -> list[tuple]:
-    """``(sequence, attributes, closed)`` -> ``(anomaly, is_anomaly, explanation JSON text,
-    model_run_id)`` by the newest model run of the context detector (all None before the first
-    run). ``refresh=False`` keeps the run the cache last read."""
+    """``(sequence, encoded attributes per visit, closed)`` -> ``(anomaly, is_anomaly,
+    explanation JSON text, model_run_id)`` by the newest model run of the context detector (all
+    None before the first run). ``refresh=False`` keeps the run the cache last read."""
     run_id, model = models.newest() if refresh else (models.run_id, models.model)
     if run_id is None or not objects:
         return [(None, None, None, None)] * len(objects)
-    verdicts = model.score_many([list(o[0]) for o in objects], [o[1] for o in objects],
-                                [bool(o[2]) for o in objects])
+    verdicts = model.score_many(
+        [list(o[0]) for o in objects],
+        [None if o[1] is None else [decode_attributes(a) for a in o[1]] for o in objects],
+        [bool(o[2]) for o in objects])
     return [(*runs.verdict_columns(v), run_id) for v in verdicts]
 
 
@@ -143,9 +145,8 @@ class ObjectScorer:
                 closed = b.column(S.CLOSED).to_pylist()
                 aligned = score_objects([(oids[i], seqs[i], None) for i in rows], cache,
                                         self.scoring, refresh=False)
-                judged = judge_objects(
-                    [(seqs[i], [dict(m) for m in attrs[i]] if attrs[i] is not None else None,
-                      closed[i]) for i in rows], models, refresh=False)
+                judged = judge_objects([(seqs[i], attrs[i], closed[i]) for i in rows],
+                                       models, refresh=False)
                 for i, got, verdict in zip(rows, aligned, judged):
                     scores[i] = got[3:] + verdict
             extra = [pa.array([x[j] if x else None for x in scores], schema.field(c).type)
@@ -158,8 +159,9 @@ class ModelCache:
     its counts re-read only when a newer run appears (picked up at the next micro-batch,
     without a restart, as :class:`PatternCache` picks up a mining run).
 
-    The model judges a task's objects in one vectorised call and keeps no per-sequence memory
-    (a verdict depends on the attributes and on ``closed`` as well as on the path). The model is
+    The model judges a task's objects in one vectorised call and keeps no per-case memory: one
+    like :class:`PatternCache`'s, keyed by (path, attributes, closed), gained nothing measurable
+    in ``soads bench stream`` (an updated object's path has just changed). The model is
     :func:`soads.query.detector_model`'s, the same the batch scoring reads, so both judge an
     object alike.
     """

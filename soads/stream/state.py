@@ -226,10 +226,36 @@ _WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.de
 _NEVER_LATE = "2200-01-01 00:00:00"  # within pandas' nanosecond range
 
 
+_KV, _PAIR = "\x1f", "\x1e"  # ASCII unit and record separators: never in an EPCIS value
+
+
+def encode_attributes(attributes: dict) -> str:
+    """One visit's attributes as the state's update rows carry them: ``key US value RS ...``.
+
+    >>> encode_attributes({"biz_step": "s", "action": "ADD"}) == "biz_step\x1fs\x1eaction\x1fADD"
+    True
+    >>> decode_attributes(encode_attributes({"biz_step": "s", "action": "ADD"}))
+    {'biz_step': 's', 'action': 'ADD'}
+    >>> decode_attributes(encode_attributes({}))
+    {}
+    """
+    return _PAIR.join(k + _KV + v for k, v in attributes.items())
+
+
+def decode_attributes(encoded: str | None) -> dict:
+    """:func:`encode_attributes` undone (None or "" is a visit without attributes)."""
+    if not encoded:
+        return {}
+    try:
+        return dict(pair.split(_KV, 1) for pair in encoded.split(_PAIR))
+    except ValueError:
+        raise ValueError(f"not encoded visit attributes: {encoded!r}") from None
+
+
 def update_struct():
     """Schema of :func:`object_updates` rows: kind, oid, a, b, freq, support, read_point,
-    time_us, source, sequence array<string>, last_us, attributes array<map<string, string>>
-    (one map per visit), closed (times in µs since the epoch, UTC). The same as
+    time_us, source, sequence array<string>, last_us, attributes array<string> (one
+    :func:`encode_attributes` string per visit), closed (times in µs since the epoch, UTC). The same as
     ``RelationUpdater.OUTPUT`` in soads/java/RelationUpdater.java."""
     from pyspark.sql import types as T
 
@@ -245,8 +271,9 @@ def update_struct():
         T.StructField(S.SOURCE, T.StringType(), True),
         T.StructField(S.SEQUENCE, T.ArrayType(T.StringType(), True), True),
         T.StructField(S.LAST_US, T.LongType(), True),
-        T.StructField(S.ATTRIBUTES, T.ArrayType(
-            T.MapType(T.StringType(), T.StringType(), True), True), True),
+        # one string per visit (encode_attributes): far cheaper than a map per visit to carry
+        # through the JVM state, the Arrow hand-over and the score stage
+        T.StructField(S.ATTRIBUTES, T.ArrayType(T.StringType(), True), True),
         T.StructField(S.CLOSED, T.BooleanType(), True),
     ])
 
@@ -309,8 +336,8 @@ def _update_frame(oid: str, st: ObjectState | None, out: StepOut, closed: bool =
                               dtype=object),
         S.LAST_US: pd.array(pad_rel + pad_late + ([int(st.last.time_us)] if obj else []),
                           dtype="Int64"),
-        S.ATTRIBUTES: pd.Series(pad_rel + pad_late + ([list(st.attributes)] if obj else []),
-                                dtype=object),
+        S.ATTRIBUTES: pd.Series(pad_rel + pad_late + (
+            [[encode_attributes(a) for a in st.attributes]] if obj else []), dtype=object),
         S.CLOSED: pd.array(pad_rel + pad_late + ([closed] if obj else []), dtype="boolean"),
     })  # columns in update_struct() order
 
