@@ -202,6 +202,19 @@ class _Steps:
         return np.array(self.flat, dtype=np.int64), pos, step, n_t
 
 
+def _codes(values, index: dict, names: list) -> list[int]:
+    """Codes of ``values`` (1, 2, ... in order of first appearance), growing ``index`` (value ->
+    code) and ``names`` (code -> value; ``names[0]`` is the marker's)."""
+    codes = []
+    for x in values:
+        c = index.get(x)
+        if c is None:
+            c = index[x] = len(names)
+            names.append(x)
+        codes.append(c)
+    return codes
+
+
 def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
                skipped: Sequence[str] | None = None) -> tuple[list[tuple], tuple[str, ...]]:
     """Aggregated counts of a set of cases: rows ``(feature, order, context, value, count)``,
@@ -225,18 +238,7 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
     # read points to codes (1..V; 0 is START/END) as they come
     rp_index: dict[str, int] = {}
     names: list = [None]
-
-    def encode(sequence):
-        codes = []
-        for x in sequence:
-            c = rp_index.get(x)
-            if c is None:
-                c = rp_index[x] = len(names)
-                names.append(x)
-            codes.append(c)
-        return codes
-
-    st = _Steps.gather(cases, encode, k_ctl)
+    st = _Steps.gather(cases, lambda seq: _codes(seq, rp_index, names), k_ctl)
     by_feature = st.by_feature
     rows: list[tuple] = []
     if st.codes or any(st.n_targets):
@@ -256,15 +258,8 @@ def count_rows(cases: Iterable, conf: DetectorConf = DetectorConf(),
     for key, (steps, values) in features:
         if key in drop or not values:
             continue
-        vocab: dict = {}
         v_names: list = [None]
-        v_codes = []
-        for v in values:
-            c = vocab.get(v)
-            if c is None:
-                c = vocab[v] = len(v_names)
-                v_names.append(v)
-            v_codes.append(c)
+        v_codes = _codes(values, {}, v_names)
         g = slice(None) if steps is None else np.array(steps, dtype=np.int64)
         ctx = [step_rp[g], step_prev[g]][:k_att]
         rows += _distinct_rows(key, ctx, np.array(v_codes, dtype=np.int64), names, v_names)
