@@ -332,7 +332,9 @@ def score(spark, seqs, rel, patterns: list[list[str]], run_id: str, cfg: Config,
                                    F.lit(None).cast("boolean").alias(S.IS_ANOMALY),
                                    F.lit(None).cast("string").alias(S.EXPLANATION),
                                    F.lit(None).cast("string").alias(S.MODEL_RUN_ID))
-        scored = scored.cache()
+        # no micro-batch wrote these rows: the alert process, which reads the event job's new
+        # verdicts by batch id, leaves a batch recomputation alone
+        scored = scored.withColumn(S.BATCH_ID, F.lit(None).cast("bigint")).cache()
         tables.write_dataframe(scored, cfg.storage.db_url, "object_score")
         windows = scoring.window_scores(scored, cfg.scoring.window_seconds) \
             .withColumn(S.RUN_ID, F.lit(run_id))

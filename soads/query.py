@@ -29,6 +29,14 @@ Reads
 :func:`sensor_quarantine`   readings the sensor job quarantined: newest reading first
 :func:`event_quarantine`    EPCIS records the event job / ingest quarantined (Parquet | HBase)
 :func:`topic_quarantine`    the event job's quarantine topic (Kafka)
+:func:`verdicts_since`      object_score rows the event job wrote after a micro-batch id
+:func:`newest_batches`      the ledger's newest micro-batch per sink (id, commit time)
+:func:`sensor_drifts`       sensor_drift rows: newest window first
+:func:`alerts`              ``alert``: newest change first
+:func:`silences`            ``silence``: newest start first
+:func:`alert_notifications` ``alert_notification`` (the outbox): oldest first
+:func:`alert_actions`       ``alert_action``: oldest first
+:func:`alert_cursors`       how far the alert process has read each source
 =========================== ===============================================================
 """
 from __future__ import annotations
@@ -275,6 +283,117 @@ def sensor_quarantine(db, limit: int | None = None) -> list[dict]:
     t = tables.TABLE["sensor_quarantine"]
     return _rows(db, "sensor_quarantine", (), [t.c[S.TS].is_(None), t.c[S.TS].desc(),
                                                t.c[S.SOURCE]], limit)
+
+
+def sensor_drifts(db, limit: int | None = None) -> list[dict]:
+    """``sensor_drift`` rows, newest window first (then model_version).
+
+    Returns
+    -------
+    list of dict: model_version, window_start, window_end, n_windows, jsd, drifted
+    """
+    t = tables.TABLE["sensor_drift"]
+    return _rows(db, "sensor_drift", (), [t.c[S.WINDOW_END].desc(), t.c[S.MODEL_VERSION]], limit)
+
+
+# -- what the alert process reads and writes (soads.alerts) ----------------------------------
+
+
+def verdicts_since(db, batch_id: int, limit: int | None = None) -> list[dict]:
+    """object_score rows the event job wrote in a micro-batch after ``batch_id`` (rows a batch
+    command wrote have no batch id and never appear), by (batch_id, oid).
+
+    Returns
+    -------
+    list of dict: the columns of :func:`object_scores` and batch_id
+    """
+    t = tables.TABLE["object_score"]
+    return _rows(db, "object_score", [t.c[S.BATCH_ID] > int(batch_id)],
+                 [t.c[S.BATCH_ID], t.c[S.OID]], limit)
+
+
+def newest_batches(db) -> dict[str, dict]:
+    """The newest ledger row of every streaming sink (``sink_batch``): ``{sink: {"batch_id",
+    "created_at"}}`` (the commit time, naive UTC); ``{}`` before the first micro-batch."""
+    if _missing_sqlite(db):
+        return {}
+    t = tables.TABLE["sink_batch"]
+    stmt = sa.select(t.c[S.SINK], sa.func.max(t.c[S.BATCH_ID]), sa.func.max(t.c[S.CREATED_AT])
+                     ).group_by(t.c[S.SINK])
+    with _connect(db) as conn:
+        if not sa.inspect(conn).has_table("sink_batch"):
+            return {}
+        return {sink: {S.BATCH_ID: b, S.CREATED_AT: c} for sink, b, c in conn.execute(stmt)}
+
+
+def alerts(db, states: Sequence[str] | None = None, alert_id: str | None = None,
+           limit: int | None = None) -> list[dict]:
+    """``alert`` rows, newest change first (then alert_id); ``states`` keeps to those states
+    (pending, firing, resolved).
+
+    Returns
+    -------
+    list of dict: alert_id, fingerprint, rule, alertname, severity, labels (dict), annotations
+    (dict), state, active_at, starts_at, ends_at, updated_at, silenced_by, inhibited_by,
+    acked_by, acked_at
+    """
+    t = tables.TABLE["alert"]
+    where = []
+    if states is not None:
+        where.append(t.c[S.STATE].in_(list(states)))
+    if alert_id is not None:
+        where.append(t.c[S.ALERT_ID] == alert_id)
+    return _rows(db, "alert", where, [t.c[S.UPDATED_AT].desc(), t.c[S.ALERT_ID]], limit)
+
+
+def silences(db, active_at: dt.datetime | None = None) -> list[dict]:
+    """``silence`` rows, newest start first; ``active_at`` (naive UTC) keeps to those in force
+    then (starts_at <= active_at < ends_at).
+
+    Returns
+    -------
+    list of dict: silence_id, matchers (list of str), starts_at, ends_at, created_by, comment,
+    created_at
+    """
+    t = tables.TABLE["silence"]
+    where = [] if active_at is None else [t.c[S.STARTS_AT] <= active_at,
+                                          t.c[S.ENDS_AT] > active_at]
+    return _rows(db, "silence", where, [t.c[S.STARTS_AT].desc(), t.c[S.SILENCE_ID]])
+
+
+def alert_notifications(db, status: str | None = None, limit: int | None = None) -> list[dict]:
+    """``alert_notification`` rows (the outbox), oldest first (then notification_id).
+
+    Returns
+    -------
+    list of dict: notification_id, channel, target, group_key, payload (JSON text), status,
+    attempts, error, created_at, sent_at
+    """
+    t = tables.TABLE["alert_notification"]
+    where = [] if status is None else [t.c[S.STATUS] == status]
+    return _rows(db, "alert_notification", where, [t.c[S.CREATED_AT], t.c[S.NOTIFICATION_ID]],
+                 limit)
+
+
+def alert_actions(db, status: str | None = None, alert_id: str | None = None,
+                  limit: int | None = None) -> list[dict]:
+    """``alert_action`` rows, oldest first (then action_id).
+
+    Returns
+    -------
+    list of dict: action_id, alert_id, fingerprint, action_name, action_type, target, channel,
+    payload (JSON text), status, attempts, error, created_at, sent_at, acked_by, acked_at
+    """
+    t = tables.TABLE["alert_action"]
+    where = [] if status is None else [t.c[S.STATUS] == status]
+    if alert_id is not None:
+        where.append(t.c[S.ALERT_ID] == alert_id)
+    return _rows(db, "alert_action", where, [t.c[S.CREATED_AT], t.c[S.ACTION_ID]], limit)
+
+
+def alert_cursors(db) -> dict[str, int]:
+    """``{source: position}``: how far the alert process has read each source."""
+    return {r[S.SOURCE]: r[S.POSITION] for r in _rows(db, "alert_cursor")}
 
 
 # -- the event quarantine: Parquet files or the HBase table ---------------------------------

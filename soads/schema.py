@@ -172,6 +172,11 @@ FLAGGED = "flagged"
 RATE = "rate"
 VERDICT_COLUMNS = (ANOMALY, IS_ANOMALY, EXPLANATION, MODEL_RUN_ID)
 """What the stream's context detector adds to an object's row (soads.stream.score_stage)."""
+SINK = "sink"
+BATCH_ID = "batch_id"
+"""A streaming sink's micro-batch id (the ledger's; on object_score: the event job's micro-batch
+that wrote the row last, null when a batch command wrote it: the alert process reads new verdicts
+by it)."""
 
 # -- relational tables: name -> ordered (column, portable type) --------------------------
 # Types: "text" (bounded key text), "longtext" (unbounded, not a key), "int", "bigint", "float",
@@ -191,7 +196,7 @@ TABLES = {
         (OID, "text"), (SCORE, "float"), (RAW, "float"), (PATTERN, "json"),
         (SURPRISAL, "float"), (LAST_TIME, "timestamp"), (RUN_ID, "text"),
         (ANOMALY, "float"), (IS_ANOMALY, "bool"), (EXPLANATION, "json"),
-        (MODEL_RUN_ID, "text"),
+        (MODEL_RUN_ID, "text"), (BATCH_ID, "bigint"),
     ),
     "alignment_score": (
         (WINDOW_START, "timestamp"), (WINDOW_END, "timestamp"), (MEAN_SCORE, "float"),
@@ -215,8 +220,6 @@ TABLES["anomaly_rate"] = ((WINDOW_START, "timestamp"), (WINDOW_END, "timestamp")
                           (READ_POINT, "text"), (N_OBJECTS, "bigint"), (FLAGGED, "bigint"),
                           (RATE, "float"), (MODEL_RUN_ID, "text"), (WRITER, "text"))
 
-SINK = "sink"
-BATCH_ID = "batch_id"
 # The batch ledger: a streaming sink records each batch id in the same transaction as its upsert.
 TABLES["sink_batch"] = ((SINK, "text"), (BATCH_ID, "bigint"), (CREATED_AT, "timestamp"))
 
@@ -270,6 +273,66 @@ SENSOR_REASONS = (
 DETAIL_CHARS = 200
 """Quarantine details are truncated to this many characters (the column holds 255)."""
 
+# -- alerts (soads.alerts): Alertmanager-style alerts over what the jobs write ----------------
+ALERT_ID = "alert_id"
+"""One alert: its fingerprint and the time its condition first held (a fingerprint that fires
+again after it resolved is a new alert)."""
+FINGERPRINT = "fingerprint"
+"""Prometheus' label-set fingerprint (FNV-1a 64 of the sorted labels, 16 hex digits)."""
+RULE = "rule"
+ALERTNAME = "alertname"
+SEVERITY = "severity"
+LABELS = "labels"
+ANNOTATIONS = "annotations"
+STATE = "state"
+"""An alert's state: pending (condition holds, its ``for`` not yet over), firing, resolved."""
+ACTIVE_AT, STARTS_AT, ENDS_AT, UPDATED_AT = "active_at", "starts_at", "ends_at", "updated_at"
+SILENCED_BY, INHIBITED_BY = "silenced_by", "inhibited_by"
+ACKED_BY, ACKED_AT = "acked_by", "acked_at"
+TABLES["alert"] = ((ALERT_ID, "text"), (FINGERPRINT, "text"), (RULE, "text"),
+                   (ALERTNAME, "text"), (SEVERITY, "text"), (LABELS, "json"),
+                   (ANNOTATIONS, "json"), (STATE, "text"), (ACTIVE_AT, "timestamp"),
+                   (STARTS_AT, "timestamp"), (ENDS_AT, "timestamp"), (UPDATED_AT, "timestamp"),
+                   (SILENCED_BY, "text"), (INHIBITED_BY, "text"), (ACKED_BY, "text"),
+                   (ACKED_AT, "timestamp"))
+SILENCE_ID = "silence_id"
+MATCHERS = "matchers"
+"""JSON list of a silence's matchers as text (``line=2``, ``alertname=~Object.*``)."""
+CREATED_BY = "created_by"
+COMMENT = "comment"
+TABLES["silence"] = ((SILENCE_ID, "text"), (MATCHERS, "json"), (STARTS_AT, "timestamp"),
+                     (ENDS_AT, "timestamp"), (CREATED_BY, "text"), (COMMENT, "longtext"),
+                     (CREATED_AT, "timestamp"))
+NOTIFICATION_ID = "notification_id"
+CHANNEL = "channel"
+"""Where a notification or an action goes: kafka, webhook or alertmanager."""
+TARGET = "target"
+"""A notification's topic or URL; an action's target (an oid, a machine)."""
+GROUP_KEY = "group_key"
+PAYLOAD = "payload"
+STATUS = "status"
+"""Delivery status of a notification or an action: pending, delivered, failed (actions: acked)."""
+ATTEMPTS = "attempts"
+ERROR = "error"
+SENT_AT = "sent_at"
+# The outbox: every notification is written in the same transaction as the alert changes that
+# made it, then delivered and marked (a restart delivers what is still pending).
+TABLES["alert_notification"] = ((NOTIFICATION_ID, "text"), (CHANNEL, "text"), (TARGET, "text"),
+                                (GROUP_KEY, "text"), (PAYLOAD, "longtext"), (STATUS, "text"),
+                                (ATTEMPTS, "int"), (ERROR, "longtext"), (CREATED_AT, "timestamp"),
+                                (SENT_AT, "timestamp"))
+ACTION_ID = "action_id"
+ACTION_NAME = "action_name"
+ACTION_TYPE = "action_type"
+TABLES["alert_action"] = ((ACTION_ID, "text"), (ALERT_ID, "text"), (FINGERPRINT, "text"),
+                          (ACTION_NAME, "text"), (ACTION_TYPE, "text"), (TARGET, "text"),
+                          (CHANNEL, "text"), (PAYLOAD, "longtext"), (STATUS, "text"),
+                          (ATTEMPTS, "int"), (ERROR, "longtext"), (CREATED_AT, "timestamp"),
+                          (SENT_AT, "timestamp"), (ACKED_BY, "text"), (ACKED_AT, "timestamp"))
+POSITION = "position"
+"""How far the alert process has read a source (object_score: the last micro-batch id)."""
+TABLES["alert_cursor"] = ((SOURCE, "text"), (POSITION, "bigint"), (UPDATED_AT, "timestamp"))
+
 PRIMARY_KEYS = {
     "sensor_anomaly": (MACHINE_ID, WINDOW_END),
     "sensor_quarantine": (SOURCE,),
@@ -284,13 +347,23 @@ PRIMARY_KEYS = {
     "detector_run": (RUN_ID,),
     "detector_count": (RUN_ID, ROW_ID),
     "anomaly_rate": (WINDOW_START, READ_POINT, MODEL_RUN_ID, WRITER),
+    "alert": (ALERT_ID,),
+    "silence": (SILENCE_ID,),
+    "alert_notification": (NOTIFICATION_ID,),
+    "alert_action": (ACTION_ID,),
+    "alert_cursor": (SOURCE,),
 }
 
-# Secondary indexes: one run's object_score rows by last_time, i.e. the objects of a window.
+# Secondary indexes: one run's object_score rows by last_time, i.e. the objects of a window;
+# object_score by batch_id, the verdicts a micro-batch wrote (the alert process reads on from
+# the last one it saw); alerts, notifications and actions by state.
 # (The stream no longer recomputes a window from them: it moves each window's mean and count by
 # the micro-batch's replaced and new scores, soads.storage.sinks.write_updates.)
 INDEXES = {
-    "object_score": ((RUN_ID, LAST_TIME),),
+    "object_score": ((RUN_ID, LAST_TIME), (BATCH_ID,)),
+    "alert": ((STATE,), (FINGERPRINT,), (UPDATED_AT,)),
+    "alert_notification": ((STATUS,),),
+    "alert_action": ((STATUS,), (ALERT_ID,)),
 }
 
 

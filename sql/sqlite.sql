@@ -43,8 +43,11 @@ CREATE TABLE IF NOT EXISTS object_score (
 	is_anomaly BOOLEAN,
 	explanation TEXT,
 	model_run_id VARCHAR(255),
+	batch_id BIGINT,
 	PRIMARY KEY (oid)
 );
+
+CREATE INDEX IF NOT EXISTS ix_object_score_batch_id ON object_score (batch_id);
 
 CREATE INDEX IF NOT EXISTS ix_object_score_run_id_last_time ON object_score (run_id, last_time);
 
@@ -133,5 +136,88 @@ CREATE TABLE IF NOT EXISTS sensor_quarantine (
 	ts DATETIME,
 	reason VARCHAR(255),
 	detail VARCHAR(255),
+	PRIMARY KEY (source)
+);
+
+CREATE TABLE IF NOT EXISTS alert (
+	alert_id VARCHAR(255) NOT NULL,
+	fingerprint VARCHAR(255),
+	rule VARCHAR(255),
+	alertname VARCHAR(255),
+	severity VARCHAR(255),
+	labels TEXT,
+	annotations TEXT,
+	state VARCHAR(255),
+	active_at DATETIME,
+	starts_at DATETIME,
+	ends_at DATETIME,
+	updated_at DATETIME,
+	silenced_by VARCHAR(255),
+	inhibited_by VARCHAR(255),
+	acked_by VARCHAR(255),
+	acked_at DATETIME,
+	PRIMARY KEY (alert_id)
+);
+
+CREATE INDEX IF NOT EXISTS ix_alert_fingerprint ON alert (fingerprint);
+
+CREATE INDEX IF NOT EXISTS ix_alert_state ON alert (state);
+
+CREATE INDEX IF NOT EXISTS ix_alert_updated_at ON alert (updated_at);
+
+CREATE TABLE IF NOT EXISTS silence (
+	silence_id VARCHAR(255) NOT NULL,
+	matchers TEXT,
+	starts_at DATETIME,
+	ends_at DATETIME,
+	created_by VARCHAR(255),
+	comment TEXT,
+	created_at DATETIME,
+	PRIMARY KEY (silence_id)
+);
+
+CREATE TABLE IF NOT EXISTS alert_notification (
+	notification_id VARCHAR(255) NOT NULL,
+	channel VARCHAR(255),
+	target VARCHAR(255),
+	group_key VARCHAR(255),
+	payload TEXT,
+	status VARCHAR(255),
+	attempts INTEGER,
+	error TEXT,
+	created_at DATETIME,
+	sent_at DATETIME,
+	PRIMARY KEY (notification_id)
+);
+
+CREATE INDEX IF NOT EXISTS ix_alert_notification_status ON alert_notification (status);
+
+CREATE TABLE IF NOT EXISTS alert_action (
+	action_id VARCHAR(255) NOT NULL,
+	alert_id VARCHAR(255),
+	fingerprint VARCHAR(255),
+	action_name VARCHAR(255),
+	action_type VARCHAR(255),
+	target VARCHAR(255),
+	channel VARCHAR(255),
+	payload TEXT,
+	status VARCHAR(255),
+	attempts INTEGER,
+	error TEXT,
+	created_at DATETIME,
+	sent_at DATETIME,
+	acked_by VARCHAR(255),
+	acked_at DATETIME,
+	PRIMARY KEY (action_id)
+);
+
+CREATE INDEX IF NOT EXISTS ix_alert_action_alert_id ON alert_action (alert_id);
+
+CREATE INDEX IF NOT EXISTS ix_alert_action_status ON alert_action (status);
+
+CREATE TABLE IF NOT EXISTS alert_cursor (
+	source VARCHAR(255) NOT NULL,
+	position BIGINT,
+	updated_at DATETIME,
 	PRIMARY KEY (source)
 );

@@ -77,11 +77,11 @@ def test_write_dataframe_from_executors_and_read_back(spark, tmp_path):
     tables.create_tables(tables.engine(url))
     t = dt.datetime(2024, 1, 1, 10)
     df = spark.createDataFrame(
-        [("o1", 1.0, 36.0, ["A", "B"], 0.1, t, "r1", 0.0, False, None, "m1"),
-         ("o2", 0.5, 10.0, None, 2.5, t, "r1", 7.5, True, '{"step": 1}', "m1")],
+        [("o1", 1.0, 36.0, ["A", "B"], 0.1, t, "r1", 0.0, False, None, "m1", None),
+         ("o2", 0.5, 10.0, None, 2.5, t, "r1", 7.5, True, '{"step": 1}', "m1", 3)],
         "oid string, score double, raw double, pattern array<string>, surprisal double, "
         "last_time timestamp, run_id string, anomaly double, is_anomaly boolean, "
-        "explanation string, model_run_id string",
+        "explanation string, model_run_id string, batch_id bigint",
     ).repartition(2)
     tables.write_dataframe(df, url, "object_score")
     got = tables.read_table(url, "object_score", order_by=[S.OID])

@@ -156,11 +156,13 @@ def write_updates(batch: BatchUpdates, batch_id: int, db_url: str | sa.Engine,
     rows = [tables._to_row("object_score", {
         S.OID: oid, S.SCORE: sc, S.RAW: raw, S.PATTERN: pat, S.SURPRISAL: None,
         S.LAST_TIME: _from_micros(last), S.RUN_ID: rid, S.ANOMALY: anomaly,
-        S.IS_ANOMALY: flagged, S.EXPLANATION: expl, S.MODEL_RUN_ID: mrid})
+        S.IS_ANOMALY: flagged, S.EXPLANATION: expl, S.MODEL_RUN_ID: mrid,
+        S.BATCH_ID: int(batch_id)})
         for oid, _, last, sc, raw, pat, rid, anomaly, flagged, expl, mrid, _ in live
         if rid is not None or mrid is not None]
     verdicts = [{S.OID: oid, S.LAST_TIME: _from_micros(last), S.ANOMALY: anomaly,
-                 S.IS_ANOMALY: flagged, S.EXPLANATION: expl, S.MODEL_RUN_ID: mrid}
+                 S.IS_ANOMALY: flagged, S.EXPLANATION: expl, S.MODEL_RUN_ID: mrid,
+                 S.BATCH_ID: int(batch_id)}
                 for oid, _, last, *_s, anomaly, flagged, expl, mrid, _ in final]
     rel_rows = [{S.A: a, S.B: b, S.FREQ: int(f), S.SUPPORT: int(n)}
                 for a, b, f, n in batch.relations]
@@ -273,21 +275,22 @@ def _old_scores(conn, oids: list[str]) -> dict[str, tuple]:
 
 
 def _upsert_verdicts(conn, rows: Sequence[dict]) -> None:
-    """Set the verdict columns (:data:`soads.schema.VERDICT_COLUMNS`) of object_score rows,
-    inserting a row (oid, last_time and the verdict; no alignment score) where there is none;
-    the other columns of an existing row stay."""
+    """Set the verdict columns (:data:`soads.schema.VERDICT_COLUMNS`) and the batch id of
+    object_score rows, inserting a row (oid, last_time and the verdict; no alignment score)
+    where there is none; the other columns of an existing row stay."""
     t = tables.TABLE["object_score"]
+    cols = S.VERDICT_COLUMNS + (S.BATCH_ID,)
     if conn.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
 
         stmt = insert(t)
         stmt = stmt.on_conflict_do_update(index_elements=[S.OID], set_={
-            c: stmt.excluded[c] for c in S.VERDICT_COLUMNS})
+            c: stmt.excluded[c] for c in cols})
     else:
         from sqlalchemy.dialects.mysql import insert
 
         stmt = insert(t)
-        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in S.VERDICT_COLUMNS})
+        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in cols})
     conn.execute(stmt, list(rows))
 
 
