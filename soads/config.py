@@ -337,6 +337,15 @@ class AlertmanagerConf:
     retention: str = "120h"
     log_level: str = "info"
 
+    @property
+    def url(self) -> str:
+        """Base URL of its API (``/api/v2/...`` under it).
+
+        >>> AlertmanagerConf().url
+        'http://127.0.0.1:9095'
+        """
+        return f"http://{self.host}:{self.port}"
+
 
 @dataclass(frozen=True)
 class Config:

@@ -46,7 +46,7 @@ def config_file(cfg: Config) -> Path:
 
 def url(cfg: Config) -> str:
     """Base URL for clients, e.g. ``http://127.0.0.1:9095`` (the API is under ``/api/v2``)."""
-    return f"http://{cfg.alertmanager.host}:{cfg.alertmanager.port}"
+    return cfg.alertmanager.url
 
 
 def addresses(cfg: Config) -> list[tuple[str, int]]:
