@@ -123,6 +123,13 @@ def test_alertmanager_runs_our_rendered_config_on_loopback_without_gossip(tmp_pa
         path.write_text(am_part.render_config(cfg))
         res = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True)
         assert res.returncode == 0, res.stdout + res.stderr
+    # a bad setting is refused before Alertmanager starts, with amtool's reason
+    bad = Config(services=ServicesConf(root=str(tmp_path)),
+                 alertmanager=AlertmanagerConf(group_wait="soon"))
+    am_part.home(bad).mkdir(parents=True)
+    am_part.config_file(bad).write_text(am_part.render_config(bad))
+    with pytest.raises(services.ServiceError, match='not a valid duration string: "soon"'):
+        am_part.check_config(bad)
 
 
 def test_status_of_services_that_never_ran(tmp_path, caplog):

@@ -152,9 +152,9 @@ def probe(cfg: Config) -> None:
         raise ServiceError(f"GET {ready}: {reason}") from e
 
 
-def check_config(cfg: Config, exe: str) -> None:
-    """Alertmanager's own ``amtool check-config`` when the package ships it: a bad setting is
-    refused before the start, with amtool's reason."""
+def check_config(cfg: Config) -> None:
+    """Alertmanager's own ``amtool check-config`` of the rendered file (amtool comes with the
+    package): a bad setting is refused before the start, with amtool's reason."""
     amtool = shutil.which("amtool") or shutil.which("prometheus-alertmanager-amtool")
     if amtool:
         proc.run([amtool, "check-config", str(config_file(cfg))], "amtool check-config")
@@ -166,7 +166,7 @@ def start(cfg: Config) -> int:
     d = home(cfg)
     (d / "data").mkdir(parents=True, exist_ok=True)
     config_file(cfg).write_text(render_config(cfg))
-    check_config(cfg, exe)
+    check_config(cfg)
     pid = proc.spawn(_argv(cfg, exe), log_file(cfg), pid_file(cfg), d)
     secs = proc.wait_healthy("alertmanager", lambda: probe(cfg), cfg.services.start_timeout,
                              [(pid, pid_file(cfg))], [log_file(cfg)])
