@@ -7,9 +7,10 @@ arguments; library functions never read files or environment variables.
 Sections: ``[spark] [storage] [preprocess] [sequences] [mining] [scoring] [simulator] [stream]``
 (conf/soads.toml, conf/services-stream.toml), ``[sensor]`` with ``[sensor.presets.<name>]
 [sensor.skab] [sensor.stream] [sensor.drift] [sensor.train]`` (conf/sensor.toml), and the real
-services' ``[services] [kafka] [mariadb] [hbase]`` (conf/services.toml). A file may hold any of
-them; later files and ``--set section.key=value`` overrides win. Every value is checked against
-its field's type; a wrong value or an unknown key is a one-line :class:`ConfigError` naming it.
+services' ``[services] [kafka] [mariadb] [hbase] [alertmanager]`` (conf/services.toml). A file
+may hold any of them; later files and ``--set section.key=value`` overrides win. Every value is
+checked against its field's type; a wrong value or an unknown key is a one-line
+:class:`ConfigError` naming it.
 
 The database password is never in a committed file: :func:`load` takes it from the environment,
 ``SOADS_DB_PASSWORD`` or the file named by ``SOADS_DB_PASSWORD_FILE``, into ``[mariadb]`` and
@@ -317,6 +318,36 @@ class HBaseConf:
 
 
 @dataclass(frozen=True)
+class AlertmanagerConf:
+    """Prometheus Alertmanager (soads.services.alertmanager; alerts pushed by
+    soads.alerts.delivery to ``http://host:port/api/v2/alerts``)."""
+    host: str = "127.0.0.1"
+    port: int = 9095
+    """Not Alertmanager's usual 9093: that is the Kafka controller's port here."""
+    group_by: tuple[str, ...] = ("alertname", "line")
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+    resolve_timeout: str = "5m"
+    """An alert posted without an end time resolves after this long without a repeat."""
+    webhook_url: str = ""
+    """Empty: the receiver ``default`` only keeps the alerts (shown by the API and UI)."""
+    external_url: str = ""
+    """``--web.external-url`` (links in notifications); empty: Alertmanager's default."""
+    retention: str = "120h"
+    log_level: str = "info"
+
+    @property
+    def url(self) -> str:
+        """Base URL of its API (``/api/v2/...`` under it).
+
+        >>> AlertmanagerConf().url
+        'http://127.0.0.1:9095'
+        """
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConf = field(default_factory=SparkConf)
     storage: StorageConf = field(default_factory=StorageConf)
@@ -332,6 +363,7 @@ class Config:
     kafka: KafkaConf = field(default_factory=KafkaConf)
     mariadb: MariaDBConf = field(default_factory=MariaDBConf)
     hbase: HBaseConf = field(default_factory=HBaseConf)
+    alertmanager: AlertmanagerConf = field(default_factory=AlertmanagerConf)
 
 
 class ConfigError(ValueError):

@@ -53,3 +53,16 @@ def epcis_examples():
     """Path of the official GS1 example documents (tests/data/epcis/gs1)."""
     assert os.path.isdir(EPCIS_EXAMPLES), f"missing {EPCIS_EXAMPLES}"
     return EPCIS_EXAMPLES
+
+
+@pytest.fixture(scope="session")
+def alertmanager():
+    """Base URL of the real Prometheus Alertmanager (``make up``, or ``python -m soads.services
+    up alertmanager``), e.g. ``http://127.0.0.1:9095``. Unreachable: fails under CI=true, skips
+    elsewhere."""
+    from soads import config, services
+    from streamtools import require
+
+    conf = config.load([services.DEFAULT_CONF])
+    require("alertmanager", lambda: services.check("alertmanager", conf))
+    return services.alertmanager_url(conf)

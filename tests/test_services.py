@@ -1,5 +1,6 @@
-"""Real Kafka, MariaDB and HBase (soads.services): start them first with ``make up`` (or
-``python -m soads.services up`` with SOADS_DB_PASSWORD or SOADS_DB_PASSWORD_FILE set).
+"""Real Kafka, MariaDB, HBase and Alertmanager (soads.services): start them first with
+``make up`` (or ``python -m soads.services up`` with SOADS_DB_PASSWORD or
+SOADS_DB_PASSWORD_FILE set).
 
 Under ``CI=true`` an unreachable service fails these tests; elsewhere they skip with the reason.
 """
@@ -7,6 +8,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import uuid
@@ -16,8 +18,8 @@ import pytest
 
 from soads import config, jars, schema as S
 from soads import services
-from soads.config import Config, HBaseConf, KafkaConf, MariaDBConf, ServicesConf
-from soads.services import kafka as kafka_part, proc
+from soads.config import AlertmanagerConf, Config, HBaseConf, KafkaConf, MariaDBConf, ServicesConf
+from soads.services import alertmanager as am_part, kafka as kafka_part, proc
 from streamtools import require  # fail under CI=true, skip elsewhere
 
 SQL = os.path.join(os.path.dirname(__file__), "..", "sql")
@@ -35,7 +37,12 @@ def test_committed_conf_and_env_overrides():
     assert conf.mariadb.password == "x'y" and "x'y" not in repr(conf)
     assert (conf.hbase.host, conf.hbase.thrift_port, conf.hbase.master_heap) == (
         "127.0.0.1", 9090, "2g")
+    am = conf.alertmanager
+    assert (am.host, am.port, am.webhook_url) == ("127.0.0.1", 9095, "")
+    assert am.port not in (kafka.port, kafka.controller_port, conf.hbase.thrift_port)
+    assert services.alertmanager_url(conf) == "http://127.0.0.1:9095"
     assert kafka_part.home(conf) == Path("/tmp/r/kafka")
+    assert am_part.config_file(conf) == Path("/tmp/r/alertmanager/alertmanager.yml")
     assert services.mysql_url(conf) == "mysql+pymysql://soads:x%27y@127.0.0.1:3306/soads"
     assert services.hbase_location(conf, "p") == "127.0.0.1:9090/p"
 
@@ -88,17 +95,55 @@ def test_kafka_properties_bind_loopback_and_allow_16mb():
     assert "offsets.topic.replication.factor=1" in lines
 
 
+def _amtool():
+    found = shutil.which("amtool")
+    if found is None:
+        raise FileNotFoundError("amtool is not on PATH (package prometheus-alertmanager)")
+    return found
+
+
+def test_alertmanager_runs_our_rendered_config_on_loopback_without_gossip(tmp_path):
+    conf = Config(services=ServicesConf(root=str(tmp_path)),
+                  alertmanager=AlertmanagerConf(webhook_url="http://127.0.0.1:8080/hook"))
+    argv = am_part._argv(conf, "/usr/bin/prometheus-alertmanager")
+    assert "--web.listen-address=127.0.0.1:9095" in argv
+    assert "--cluster.listen-address=" in argv  # one node: no gossip port
+    assert f"--config.file={tmp_path / 'alertmanager' / 'alertmanager.yml'}" in argv
+    assert f"--storage.path={tmp_path / 'alertmanager' / 'data'}" in argv
+    text = am_part.render_config(conf)
+    lines = text.splitlines()
+    assert "  receiver: default" in lines and "  - name: default" in lines
+    assert '  group_by: ["alertname", "line"]' in lines
+    assert '      - url: "http://127.0.0.1:8080/hook"' in lines
+    assert "webhook_configs" not in am_part.render_config(Config())
+    # Alertmanager's own checker accepts both (amtool comes with the package `make up` installs)
+    amtool = require("amtool", _amtool)
+    for cfg in (conf, Config()):
+        path = tmp_path / "alertmanager.yml"
+        path.write_text(am_part.render_config(cfg))
+        res = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stdout + res.stderr
+    # a bad setting is refused before Alertmanager starts, with amtool's reason
+    bad = Config(services=ServicesConf(root=str(tmp_path)),
+                 alertmanager=AlertmanagerConf(group_wait="soon"))
+    am_part.home(bad).mkdir(parents=True)
+    am_part.config_file(bad).write_text(am_part.render_config(bad))
+    with pytest.raises(services.ServiceError, match='not a valid duration string: "soon"'):
+        am_part.check_config(bad)
+
+
 def test_status_of_services_that_never_ran(tmp_path, caplog):
     conf = Config(services=ServicesConf(root=str(tmp_path)))
     st = services.status(None, conf)
-    assert list(st) == ["kafka", "mariadb", "hbase"]
+    assert list(st) == ["kafka", "mariadb", "hbase", "alertmanager"]
     for name, s in st.items():
         assert (s["running"], s["pid"], s["healthy"], s["error"]) == (False, None, False, None)
         assert s["dir"] == str(tmp_path.resolve() / name) or s["dir"] == str(tmp_path / name)
     with caplog.at_level(logging.INFO, logger="soads.services"):
         services.down(None, conf)  # nothing to stop is fine; stopped in reverse start order
     said = [r.getMessage() for r in caplog.records if r.getMessage().endswith("not running")]
-    assert said == ["hbase is not running", "mariadb is not running", "kafka is not running"]
+    assert said == ["alertmanager is not running", "hbase is not running",
+                    "mariadb is not running", "kafka is not running"]
     with pytest.raises(services.ServiceError, match="unknown service"):
         services.status(["hbase2"], conf)
 
@@ -108,7 +153,7 @@ def test_command_line_status_prints_json(tmp_path, capsys):
     conf.write_text(f'[services]\nroot = "{tmp_path}"\n')
     assert services.main(["status", "--conf", str(conf)]) == 3  # reported: none healthy
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"kafka", "mariadb", "hbase"}
+    assert set(out) == {"kafka", "mariadb", "hbase", "alertmanager"}
     assert not any(s["running"] for s in out.values())
     assert services.main(["status", "nosuch", "--conf", str(conf)]) == 1
 
@@ -176,7 +221,7 @@ def hbase(conf):
 
 
 @pytest.mark.integration
-def test_up_is_idempotent_when_running(kafka, mariadb, hbase, conf):
+def test_up_is_idempotent_when_running(kafka, mariadb, hbase, alertmanager, conf):
     # the services `make up` started: running under soads.services, with pid files
     before = services.status(None, conf)
     assert all(s["running"] and s["healthy"] for s in before.values()), before
@@ -370,7 +415,7 @@ def test_up_refuses_a_port_held_by_another_process(tmp_path, name):
         port = s.getsockname()[1]
         conf = Config(services=ServicesConf(root=str(tmp_path), jars=str(tmp_path / "jars")),
                       kafka=KafkaConf(port=port), mariadb=MariaDBConf(port=port, password="x"),
-                      hbase=HBaseConf(thrift_port=port))
+                      hbase=HBaseConf(thrift_port=port), alertmanager=AlertmanagerConf(port=port))
         with pytest.raises(services.ServiceError,
                            match=f"{name}: .*127.0.0.1:{port}.* already in use"):
             services.up([name], conf)

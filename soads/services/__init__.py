@@ -1,24 +1,27 @@
 """Real components for development and tests: install, start, stop and health-check Apache
-Kafka, MariaDB and Apache HBase (+ its Thrift server) locally, without Docker.
+Kafka, MariaDB, Apache HBase (+ its Thrift server) and Prometheus Alertmanager locally, without
+Docker.
 
 DESIGN "Real components": the project's own files install and start every real part on a fresh
 machine. One module per part (:mod:`~soads.services.kafka`, :mod:`~soads.services.mariadb`,
-:mod:`~soads.services.hbase`), the process helpers they share in :mod:`~soads.services.proc`,
-settings in conf/services.toml (``[services] [kafka] [mariadb] [hbase]``, read by
+:mod:`~soads.services.hbase`, :mod:`~soads.services.alertmanager`), the process helpers they
+share in :mod:`~soads.services.proc`, settings in conf/services.toml (``[services] [kafka]
+[mariadb] [hbase] [alertmanager]``, read by
 :func:`soads.config.load`). Data, logs and pid files live under ``<root>/<name>`` outside the
 clone; jars under ``<jars>/``; ``~/.m2`` caches Maven downloads.
 
 Usage::
 
-    python -m soads.services up [kafka|mariadb|hbase ...] [--conf conf/services.toml] [-v]
-    python -m soads.services status [kafka|mariadb|hbase ...]      # JSON
-    python -m soads.services down [kafka|mariadb|hbase ...]
-    python -m soads.services install [kafka|mariadb|hbase ...]     # jars / package only
+    python -m soads.services up [kafka|mariadb|hbase|alertmanager ...] [--conf TOML] [-v]
+    python -m soads.services status [kafka|mariadb|hbase|alertmanager ...]      # JSON
+    python -m soads.services down [kafka|mariadb|hbase|alertmanager ...]
+    python -m soads.services install [kafka|mariadb|hbase|alertmanager ...]     # jars / package
 
-No name means all three: ``up`` starts them in the order kafka, mariadb, hbase; ``down`` stops
-them in reverse. ``up`` is idempotent: a service that is already healthy is left alone. It
-returns once every service answers (Kafka: create and list a topic with kafka-python; MariaDB:
-``SELECT 1`` over TCP as the application user; HBase: a happybase write) or raises
+No name means all four: ``up`` starts them in the order kafka, mariadb, hbase, alertmanager;
+``down`` stops them in reverse. ``up`` is idempotent: a service that is already healthy is left
+alone. It returns once every service answers (Kafka: create and list a topic with kafka-python;
+MariaDB: ``SELECT 1`` over TCP as the application user; HBase: a happybase write;
+Alertmanager: ``GET /-/ready``) or raises
 :class:`ServiceError` with the last lines of the service's log. MariaDB needs the database
 password (``SOADS_DB_PASSWORD`` or ``SOADS_DB_PASSWORD_FILE``; ``make up`` writes a development
 one). Quiet by default: one line per service; ``-v`` logs every step and the client libraries.
@@ -36,23 +39,24 @@ from typing import Iterable, Sequence
 
 from soads import config
 from soads.config import Config
-from soads.services import hbase, kafka, mariadb, proc
+from soads.services import alertmanager, hbase, kafka, mariadb, proc
 from soads.services.proc import ServiceError
 
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONF = REPO / "conf" / "services.toml"
-NAMES = ("kafka", "mariadb", "hbase")
-_PARTS = {"kafka": kafka, "mariadb": mariadb, "hbase": hbase}
+NAMES = ("kafka", "mariadb", "hbase", "alertmanager")
+_PARTS = {"kafka": kafka, "mariadb": mariadb, "hbase": hbase, "alertmanager": alertmanager}
 
 # addresses for clients, from the same settings
 kafka_bootstrap = kafka.bootstrap
 mysql_url = mariadb.mysql_url
 hbase_location = hbase.location
+alertmanager_url = alertmanager.url
 
-__all__ = ["NAMES", "DEFAULT_CONF", "ServiceError", "check", "down", "hbase_location",
-           "kafka_bootstrap", "main", "mysql_url", "status", "up"]
+__all__ = ["NAMES", "DEFAULT_CONF", "ServiceError", "alertmanager_url", "check", "down",
+           "hbase_location", "kafka_bootstrap", "main", "mysql_url", "status", "up"]
 
 
 def _check_names(names: Iterable[str] | None) -> list[str]:
@@ -76,7 +80,7 @@ def status(names: Sequence[str] | None, cfg: Config) -> dict[str, dict]:
     -------
     ``{name: {"running", "pid", "healthy", "address", "version", "dir", "log", "error", ...}}``;
     ``healthy`` means the health check answered just now; ``error`` is its failure or None.
-    HBase adds ``thrift_pid`` and ``location``.
+    HBase adds ``thrift_pid`` and ``location``; Alertmanager ``config`` (its rendered file).
     """
     out = {}
     for name in _check_names(names):
@@ -127,11 +131,11 @@ def up(names: Sequence[str] | None, cfg: Config) -> dict[str, dict]:
 
 
 def install(names: Sequence[str] | None, cfg: Config) -> None:
-    """Fetch what each service runs from (Kafka's and HBase's jars, Debian's mariadb-server)
-    without starting it: for an image built ahead of its first start."""
+    """Fetch what each service runs from (Kafka's and HBase's jars, Debian's mariadb-server and
+    prometheus-alertmanager) without starting it: for an image built ahead of its first start."""
     for name in _check_names(names):
         where = {"kafka": lambda: kafka.broker_jars(cfg), "mariadb": mariadb.install,
-                 "hbase": lambda: hbase.install(cfg)}[name]()
+                 "hbase": lambda: hbase.install(cfg), "alertmanager": alertmanager.install}[name]()
         logger.info("%s installed: %s", name, where)
 
 

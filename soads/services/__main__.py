@@ -1,4 +1,5 @@
-"""``python -m soads.services up|down|status [kafka|mariadb|hbase]`` (see the package docstring)."""
+"""``python -m soads.services up|down|status|install [kafka|mariadb|hbase|alertmanager]`` (see
+the package docstring)."""
 import sys
 
 from soads.services import main
