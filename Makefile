@@ -39,7 +39,7 @@ env: venv
 demo: venv
 	$(VENV)/bin/soads demo
 
-# The real parts (Kafka, MariaDB, HBase + Thrift) are installed and started by the project itself.
+# The real parts (Kafka, MariaDB, HBase + Thrift, Alertmanager) are installed and started by the project itself.
 # A part that fails to start fails `make test` (after the tests ran, and the parts are stopped):
 # under CI=true its integration tests fail too, elsewhere they skip, but the run is not green.
 test: venv

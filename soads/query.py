@@ -37,6 +37,7 @@ Reads
 :func:`alert_notifications` ``alert_notification`` (the outbox): oldest first
 :func:`alert_actions`       ``alert_action``: oldest first
 :func:`alert_cursors`       how far the alert process has read each source
+:func:`alert_groups`        ``alert_group``: each group's last notification
 =========================== ===============================================================
 """
 from __future__ import annotations
@@ -389,6 +390,17 @@ def alert_actions(db, status: str | None = None, alert_id: str | None = None,
     if alert_id is not None:
         where.append(t.c[S.ALERT_ID] == alert_id)
     return _rows(db, "alert_action", where, [t.c[S.CREATED_AT], t.c[S.ACTION_ID]], limit)
+
+
+def alert_groups(db) -> list[dict]:
+    """``alert_group`` rows (the notification log) by group_key.
+
+    Returns
+    -------
+    list of dict: group_key, firing (list of fingerprints), resolved (list), notified_at
+    """
+    t = tables.TABLE["alert_group"]
+    return _rows(db, "alert_group", (), [t.c[S.GROUP_KEY]])
 
 
 def alert_cursors(db) -> dict[str, int]:

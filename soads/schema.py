@@ -321,6 +321,11 @@ TABLES["alert_notification"] = ((NOTIFICATION_ID, "text"), (CHANNEL, "text"), (T
                                 (GROUP_KEY, "text"), (PAYLOAD, "longtext"), (STATUS, "text"),
                                 (ATTEMPTS, "int"), (ERROR, "longtext"), (CREATED_AT, "timestamp"),
                                 (SENT_AT, "timestamp"))
+FIRING, RESOLVED, NOTIFIED_AT = "firing", "resolved", "notified_at"
+# Alertmanager's notification log: per group, the firing and resolved fingerprints its last
+# notification carried (JSON lists) and when; the grouping is restored from it after a restart.
+TABLES["alert_group"] = ((GROUP_KEY, "text"), (FIRING, "json"), (RESOLVED, "json"),
+                         (NOTIFIED_AT, "timestamp"))
 ACTION_ID = "action_id"
 ACTION_NAME = "action_name"
 ACTION_TYPE = "action_type"
@@ -351,6 +356,7 @@ PRIMARY_KEYS = {
     "silence": (SILENCE_ID,),
     "alert_notification": (NOTIFICATION_ID,),
     "alert_action": (ACTION_ID,),
+    "alert_group": (GROUP_KEY,),
     "alert_cursor": (SOURCE,),
 }
 

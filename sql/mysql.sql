@@ -192,6 +192,14 @@ CREATE TABLE IF NOT EXISTS alert_notification (
 
 CREATE INDEX IF NOT EXISTS ix_alert_notification_status ON alert_notification (status);
 
+CREATE TABLE IF NOT EXISTS alert_group (
+	group_key VARCHAR(255) NOT NULL,
+	firing TEXT,
+	resolved TEXT,
+	notified_at DATETIME,
+	PRIMARY KEY (group_key)
+);
+
 CREATE TABLE IF NOT EXISTS alert_action (
 	action_id VARCHAR(255) NOT NULL,
 	alert_id VARCHAR(255),

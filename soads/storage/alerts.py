@@ -30,15 +30,20 @@ def _engine(db):
 
 
 def write_step(db, alerts: Sequence[dict] = (), notifications: Sequence[dict] = (),
-               actions: Sequence[dict] = (), cursors: Mapping[str, int] | None = None) -> None:
-    """Upsert changed alert rows, insert new outbox rows (a notification or action id already
-    there is kept as it is: its delivery state is not reset) and set the read positions, in one
-    transaction. Rows are dicts keyed by the tables' columns."""
+               actions: Sequence[dict] = (), cursors: Mapping[str, int] | None = None,
+               groups: Sequence[dict] = ()) -> None:
+    """Upsert changed alert rows and notification-log rows (``groups``), insert new outbox
+    rows (a notification or action id already there is kept as it is: its delivery state is
+    not reset) and set the read positions, in one transaction. Rows are dicts keyed by the
+    tables' columns."""
     eng, own = _engine(db)
     try:
         with eng.begin() as conn:
             if alerts:
                 tables.upsert(conn, "alert", [tables._to_row("alert", a) for a in alerts])
+            if groups:
+                tables.upsert(conn, "alert_group", [tables._to_row("alert_group", g)
+                                                    for g in groups])
             for name, rows in (("alert_notification", notifications), ("alert_action", actions)):
                 if rows:
                     _insert_new(conn, name, [tables._to_row(name, r) for r in rows])
