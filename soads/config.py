@@ -271,6 +271,234 @@ class SensorConf:
 
 
 # ---------------------------------------------------------------------------------------------
+# alerts and actions (conf/alerts.toml, conf/actions.toml; soads.alerts)
+
+SEVERITIES = ("info", "warning", "critical")
+"""The ``severity`` label's values, least to most urgent (the pipeline paper's tiers, 004)."""
+ACTION_TYPES = ("hold_object", "stop_machine", "slow_machine", "recalibrate",
+                "maintenance_order", "notify_team")
+"""What an action asks for (paper 003, section 3.7 and Table 8)."""
+ACTION_CHANNELS = ("kafka", "webhook")
+
+_MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$")
+
+
+def split_matcher(text: str) -> tuple[str, str, str]:
+    """``(name, op, value)`` of a label matcher written as Alertmanager writes one: ``name=value``,
+    ``name!=value``, ``name=~regex``, ``name!~regex``; the value may be double-quoted. A bad
+    matcher (or regex) is a ValueError with one line.
+
+    >>> split_matcher('line=~"2|3"'), split_matcher("severity = critical")
+    (('line', '=~', '2|3'), ('severity', '=', 'critical'))
+    >>> split_matcher("line=~(")
+    Traceback (most recent call last):
+    ...
+    ValueError: bad matcher 'line=~(': missing ), unterminated subpattern at position 0
+    """
+    m = _MATCHER.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"bad matcher {text!r}: expected name=value, name!=value, "
+                         f"name=~regex or name!~regex")
+    name, op, value = m.groups()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    if op in ("=~", "!~"):
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ValueError(f"bad matcher {text!r}: {e}") from None
+    return name, op, value
+
+
+@dataclass(frozen=True)
+class RuleConf:
+    """What every alert rule has: ``enabled``; ``for_seconds``, how long its condition must hold
+    before the alert fires (pending until then; 0: at once); ``keep_firing_for_seconds``, how long a
+    firing alert stays firing after its condition was last seen (Prometheus ``keep_firing_for``;
+    for rules fed only new rows, such as an object's verdict); ``severity``, its tier."""
+
+    enabled: bool = True
+    for_seconds: float = 0.0
+    keep_firing_for_seconds: float = 0.0
+    severity: str = "warning"
+
+
+@dataclass(frozen=True)
+class ObjectAnomalyRule(RuleConf):
+    """An object's verdict (object_score ``is_anomaly``): ``severity`` at the verdict's threshold,
+    critical from ``critical_above`` (``anomaly``, nats of excess surprisal; log(10^4))."""
+
+    keep_firing_for_seconds: float = 900.0
+    critical_above: float = 9.210340371976184
+
+
+@dataclass(frozen=True)
+class RateRule(RuleConf):
+    """The anomaly rate (flagged / objects) of a read point or a line: the newest
+    ``recent_windows`` windows against the ``baseline_windows`` before them. Fires when the recent
+    rate is at least ``factor`` x the baseline AND ``min_increase`` above it, over at least
+    ``min_objects`` objects (in both parts); critical at ``critical_factor`` x."""
+
+    for_seconds: float = 60.0
+    recent_windows: int = 1
+    baseline_windows: int = 6
+    factor: float = 2.0
+    critical_factor: float = 4.0
+    min_increase: float = 0.02
+    min_objects: int = 20
+
+
+@dataclass(frozen=True)
+class AlignmentDropRule(RuleConf):
+    """The alignment score's window mean (alignment_score ``mean_score``): the newest
+    ``recent_windows`` against the ``baseline_windows`` before them, weighted by objects; fires on a
+    drop of at least ``drop``, over at least ``min_objects`` objects in both parts."""
+
+    for_seconds: float = 60.0
+    recent_windows: int = 1
+    baseline_windows: int = 6
+    drop: float = 0.1
+    min_objects: int = 20
+
+
+@dataclass(frozen=True)
+class SensorAnomalyRule(RuleConf):
+    """``consecutive`` anomalous windows in a row of one machine (sensor_anomaly); critical from
+    ``critical_consecutive``."""
+
+    consecutive: int = 5
+    critical_consecutive: int = 20
+
+
+@dataclass(frozen=True)
+class StreamStalledRule(RuleConf):
+    """No micro-batch committed (sink_batch ``created_at``) for ``stalled_seconds`` by a sink of
+    ``sinks`` (empty: every sink with a row) while its input has a backlog."""
+
+    severity: str = "critical"
+    stalled_seconds: float = 120.0
+    sinks: tuple[str, ...] = ("events",)
+
+
+@dataclass(frozen=True)
+class ConsumerLagRule(RuleConf):
+    """A job's Kafka consumer lag (records behind the newest offsets) above ``max_lag``."""
+
+    for_seconds: float = 30.0
+    max_lag: int = 20000
+
+
+@dataclass(frozen=True)
+class QuarantineRateRule(RuleConf):
+    """A job's quarantined / read records above ``max_rate`` over at least ``min_records``."""
+
+    max_rate: float = 0.05
+    min_records: int = 100
+
+
+@dataclass(frozen=True)
+class InhibitRule:
+    """Alertmanager's ``inhibit_rules`` entry: a firing alert matching every ``source_matchers``
+    mutes the alerts matching every ``target_matchers`` that have the same values of ``equal``."""
+
+    source_matchers: tuple[str, ...] = ()
+    target_matchers: tuple[str, ...] = ()
+    equal: tuple[str, ...] = ()
+
+
+PROCESS_ALERTS = ("ObjectAnomaly|ReadPointAnomalyRate|LineAnomalyRate|AlignmentScoreDrop"
+                  "|SensorAnomaly|SensorDrift")
+PIPELINE_ALERTS = "StreamStalled|ConsumerLagHigh|QuarantineRateHigh"
+
+DEFAULT_INHIBIT = (
+    # a pipeline in trouble mutes the anomaly alerts of its own job it would cause
+    InhibitRule((f"alertname=~{PIPELINE_ALERTS}",), (f"alertname=~{PROCESS_ALERTS}",), ("job",)),
+    # a critical alert mutes the warning of the same thing (Alertmanager's own example)
+    InhibitRule(("severity=critical",), ("severity=warning",),
+                ("alertname", "oid", "read_point", "line", "machine_id")),
+)
+
+
+@dataclass(frozen=True)
+class AlertsConf:
+    """The ``[alerts]`` section (conf/alerts.toml; soads.alerts): evaluation, grouping and
+    delivery, one table per rule, and ``[[alerts.inhibit]]`` rules. Durations in seconds."""
+
+    evaluation_seconds: float = 1.0
+    line_pattern: str = r"-L(\d+)-"
+    """Regex whose group 1 is a read point's line (the simulator's ``CNV-L2-ASM``: line 2)."""
+    group_by: tuple[str, ...] = ("alertname", "line")
+    group_wait_seconds: float = 10.0
+    group_interval_seconds: float = 60.0
+    repeat_interval_seconds: float = 14400.0
+    """0: a group that has not changed is never notified again."""
+    receiver: str = "soads"
+    webhook_urls: tuple[str, ...] = ()
+    alertmanager_url: str = "http://127.0.0.1:9095"
+    external_url: str = "http://127.0.0.1:9095"
+    alerts_topic: str = "soads-alerts"
+    actions_topic: str = "soads-actions"
+    object_anomaly: ObjectAnomalyRule = field(default_factory=ObjectAnomalyRule)
+    read_point_rate: RateRule = field(default_factory=RateRule)
+    line_rate: RateRule = field(default_factory=RateRule)
+    alignment_drop: AlignmentDropRule = field(default_factory=AlignmentDropRule)
+    sensor_anomaly: SensorAnomalyRule = field(default_factory=SensorAnomalyRule)
+    sensor_drift: RuleConf = field(default_factory=RuleConf)
+    stream_stalled: StreamStalledRule = field(default_factory=StreamStalledRule)
+    consumer_lag: ConsumerLagRule = field(default_factory=ConsumerLagRule)
+    quarantine_rate: QuarantineRateRule = field(default_factory=QuarantineRateRule)
+    inhibit: tuple[InhibitRule, ...] = DEFAULT_INHIBIT
+
+    def rule(self, name: str) -> RuleConf | None:
+        """The settings of rule ``name`` (a field above), None for an unknown name."""
+        return getattr(self, name) if name in ALERT_RULES else None
+
+
+ALERT_RULES = ("object_anomaly", "read_point_rate", "line_rate", "alignment_drop",
+               "sensor_anomaly", "sensor_drift", "stream_stalled", "consumer_lag",
+               "quarantine_rate")
+"""The rule tables of ``[alerts]``: the rule names alerts carry (soads.alerts.rules)."""
+
+
+@dataclass(frozen=True)
+class ActionRule:
+    """One ``[[actions.rules]]`` entry: alerts matching every ``matchers`` (and carrying the
+    ``target_label``) get action ``name`` of ``type``, sent on ``channel`` (``kafka``: the
+    ``[alerts] actions_topic``; ``webhook``: POST to ``url``)."""
+
+    name: str = ""
+    type: str = "notify_team"
+    matchers: tuple[str, ...] = ()
+    target_label: str = ""
+    channel: str = "kafka"
+    url: str = ""
+
+
+DEFAULT_ACTIONS = (
+    ActionRule("hold_object", "hold_object", ("alertname=ObjectAnomaly", "severity=critical"),
+               "oid"),
+    ActionRule("inspect_object", "notify_team", ("alertname=ObjectAnomaly", "severity=warning"),
+               "oid"),
+    ActionRule("line_maintenance", "maintenance_order",
+               ("alertname=~ReadPointAnomalyRate|LineAnomalyRate", "severity=critical"), "line"),
+    ActionRule("stop_machine", "stop_machine", ("alertname=SensorAnomaly", "severity=critical"),
+               "machine_id"),
+    ActionRule("slow_machine", "slow_machine", ("alertname=SensorAnomaly", "severity=warning"),
+               "machine_id"),
+    ActionRule("recalibrate", "recalibrate", ("alertname=SensorDrift",), "model_version"),
+    ActionRule("page_operations", "notify_team", (f"alertname=~{PIPELINE_ALERTS}",), "job"),
+)
+
+
+@dataclass(frozen=True)
+class ActionsConf:
+    """The ``[actions]`` section (conf/actions.toml): which alerts start which actions."""
+
+    enabled: bool = True
+    rules: tuple[ActionRule, ...] = DEFAULT_ACTIONS
+
+
+# ---------------------------------------------------------------------------------------------
 # the real services for development and tests (conf/services.toml; soads.services)
 
 @dataclass(frozen=True)
@@ -359,6 +587,8 @@ class Config:
     simulator: SimulatorConf = field(default_factory=SimulatorConf)
     stream: StreamConf = field(default_factory=StreamConf)
     sensor: SensorConf = field(default_factory=SensorConf)
+    alerts: AlertsConf = field(default_factory=AlertsConf)
+    actions: ActionsConf = field(default_factory=ActionsConf)
     services: ServicesConf = field(default_factory=ServicesConf)
     kafka: KafkaConf = field(default_factory=KafkaConf)
     mariadb: MariaDBConf = field(default_factory=MariaDBConf)
@@ -409,6 +639,10 @@ def _coerce(value: Any, tp, key: str) -> Any:
             raise ConfigError(f"{key}: expected a table, got {value!r}")
         item = typing.get_args(tp)[1]
         return {name: _coerce(v, item, f"{key}.{name}") for name, v in value.items()}
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):  # [[arrays]]
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{key}: expected an array of tables ([[{key}]]), got {value!r}")
+        return tuple(_build(typing.get_args(tp)[0], v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:  # a TOML list, or "a,b,c" from an override
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
@@ -548,6 +782,51 @@ def with_password(url: str, password: str | None, key: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{quote_plus(password)}@{host}"))
 
 
+def _check_alerts(alerts: AlertsConf, actions: ActionsConf) -> None:
+    """The values of ``[alerts]`` and ``[actions]`` a type alone does not check (a tier, a
+    matcher, a regex, a channel), as a one-line ConfigError naming the key."""
+    def check(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {why}")
+
+    try:
+        check(re.compile(alerts.line_pattern).groups >= 1, "alerts.line_pattern",
+              "needs a group (the line)")
+    except re.error as e:
+        raise ConfigError(f"alerts.line_pattern: bad regex ({e})") from None
+    for name in ("evaluation_seconds", "group_wait_seconds", "group_interval_seconds",
+                 "repeat_interval_seconds"):
+        check(getattr(alerts, name) >= 0, f"alerts.{name}", "must be >= 0")
+    check(alerts.evaluation_seconds > 0 and alerts.group_interval_seconds > 0,
+          "alerts.evaluation_seconds", "evaluation and group interval must be > 0")
+    for name in ALERT_RULES:
+        rule = getattr(alerts, name)
+        check(rule.severity in SEVERITIES, f"alerts.{name}.severity",
+              f"expected one of {', '.join(SEVERITIES)}, got {rule.severity!r}")
+        for k, v in dataclasses.asdict(rule).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                check(v >= 0, f"alerts.{name}.{k}", f"must be >= 0, got {v!r}")
+    matchers = [(f"alerts.inhibit[{i}].{side}", m) for i, r in enumerate(alerts.inhibit)
+                for side in ("source_matchers", "target_matchers") for m in getattr(r, side)]
+    for i, a in enumerate(actions.rules):
+        key = f"actions.rules[{i}]"
+        check(bool(a.name), f"{key}.name", "must not be empty")
+        check(a.type in ACTION_TYPES, f"{key}.type",
+              f"expected one of {', '.join(ACTION_TYPES)}, got {a.type!r}")
+        check(a.channel in ACTION_CHANNELS, f"{key}.channel",
+              f"expected kafka or webhook, got {a.channel!r}")
+        check(a.channel != "webhook" or a.url.startswith(("http://", "https://")), f"{key}.url",
+              "a webhook action needs an http(s) url")
+        matchers += [(f"{key}.matchers", m) for m in a.matchers]
+    names = [a.name for a in actions.rules]
+    check(len(set(names)) == len(names), "actions.rules", "action names must be unique")
+    for key, m in matchers:
+        try:
+            split_matcher(m)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
+
+
 def load(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (),
          env: Mapping[str, str] | None = None) -> Config:
     """Read TOML files in order, then the environment, then ``section.key=value`` overrides
@@ -599,6 +878,7 @@ def load(paths: Iterable[str | Path] = (), overrides: Iterable[str] = (),
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}")
     cfg = _build(Config, merged)
+    _check_alerts(cfg.alerts, cfg.actions)
 
     password = db_password(env)
     if password is not None:
