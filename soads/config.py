@@ -18,6 +18,10 @@ into ``storage.db_url`` when it is a MySQL URL that carries a user but no passwo
 
 ``[storage]`` is the one place of the event log and the database: the event job (``[stream]``)
 and the sensor job (``[sensor.stream]``) write where the batch commands read.
+
+``[alerts]`` (a table per rule, ``[[alerts.inhibit]]``) and ``[actions]`` (``[[actions.rules]]``)
+are the alert rules and the actions they start (conf/alerts.toml, conf/actions.toml;
+soads.alerts); an array of tables loads as a tuple of its dataclass.
 """
 from __future__ import annotations
 

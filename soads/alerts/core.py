@@ -446,6 +446,11 @@ class Notification:
     status: str
     at: datetime
 
+    def payload(self, receiver: str, external_url: str, generator_url: str = "") -> dict:
+        """The webhook body of this notification (:func:`webhook_payload`)."""
+        return webhook_payload(receiver, self.group_key, self.group_labels, self.alerts,
+                               external_url, generator_url)
+
 
 @dataclass
 class _Group:
@@ -583,7 +588,7 @@ def _common(dicts: list[dict]) -> dict:
     return {k: v for k, v in first.items() if all(d.get(k) == v for d in dicts[1:])}
 
 
-def webhook_payload(receiver: str, group_key_: str, group_labels_: Mapping[str, str],
+def webhook_payload(receiver: str, group_key: str, group_labels: Mapping[str, str],
                     alerts: Sequence[Alert], external_url: str, generator_url: str = "",
                     max_alerts: int = 0) -> dict:
     """Alertmanager's webhook body, version "4": ``status`` firing when any alert fires;
@@ -592,9 +597,9 @@ def webhook_payload(receiver: str, group_key_: str, group_labels_: Mapping[str, 
     items = [alert_json(a, generator_url) for a in alerts]
     kept = items[:max_alerts] if max_alerts > 0 else items
     return {
-        "version": "4", "groupKey": group_key_, "truncatedAlerts": len(items) - len(kept),
+        "version": "4", "groupKey": group_key, "truncatedAlerts": len(items) - len(kept),
         "status": FIRING if any(i["status"] == FIRING for i in items) else RESOLVED,
-        "receiver": receiver, "groupLabels": dict(group_labels_),
+        "receiver": receiver, "groupLabels": dict(group_labels),
         "commonLabels": _common([i["labels"] for i in items]),
         "commonAnnotations": _common([i["annotations"] for i in items]),
         "externalURL": external_url, "alerts": kept,

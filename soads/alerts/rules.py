@@ -101,7 +101,7 @@ def object_anomaly(rows: Iterable[Mapping], rule, line_pattern: str) -> list[Can
     """
     out = []
     for r in rows:
-        if r.get(S.IS_ANOMALY) is not True and r.get(S.IS_ANOMALY) != 1:
+        if not r.get(S.IS_ANOMALY):  # False, or None: no model run scored it
             continue
         oid, anomaly = r[S.OID], float(r[S.ANOMALY] or 0.0)
         e, text = _explanation(r.get(S.EXPLANATION))
