@@ -127,6 +127,25 @@ def test_for_keeps_an_alert_pending_then_fires_once():
     assert eng.alerts == {}
 
 
+@pytest.mark.parametrize("series, expected", [
+    # prometheus rules/alerting_test.go TestKeepFiringFor: `http_requests > 50`, for 1m,
+    # keep_firing_for 1m, evaluated every minute over 75 85 70 70 10x5
+    ([75, 85, 70, 70, 10, 10], [PENDING, FIRING, FIRING, FIRING, FIRING, RESOLVED]),
+    # ... TestPendingAndKeepFiringFor: 75 10x10: a pending alert is dropped at once
+    ([75, 10], [PENDING, INACTIVE]),
+])
+def test_prometheus_step_tables(series, expected):
+    eng = Engine(conf(consumer_lag={"for_seconds": 60, "keep_firing_for_seconds": 60}))
+    c = Candidate("consumer_lag", {"alertname": "HTTPRequestRateHigh", "job": "app-server",
+                                   "instance": "0"}, {})
+    got, state = [], None
+    for i, value in enumerate(series):
+        out = eng.evaluate(at(60 * i), [c] if value > 50 else [], ["consumer_lag"])
+        state = out[0].state if out else state  # no change: the state it had
+        got.append(state)
+    assert got == expected
+
+
 def test_pending_that_clears_is_dropped_and_for_zero_fires_at_once():
     eng = Engine(conf(stream_stalled={"for_seconds": 60}))
     eng.evaluate(at(0), [cand()], ["stream_stalled"])
