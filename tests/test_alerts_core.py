@@ -414,23 +414,28 @@ def test_object_anomaly_tiers_labels_and_summary():
             **EXPLANATION, "kind": "attribute", "attribute": "disposition",
             "value": "damaged", "expected": "in_progress", "read_point": RP,
             "context": [RP]}),
-        score_row("o3", 3.0, False, None), score_row("o4", 6.0, True, None)],
+        score_row("o3", 3.0, False, None), score_row("o4", 6.0, True, None),
+        score_row("o5", 7.0, True, {**EXPLANATION, "context": ["<start>"], "step": 0,
+                                    "expected": None, "probability": None})],
         rule, r"-L(\d+)-")
     assert [c.labels for c in got] == [
         {"alertname": "ObjectAnomaly", "severity": "critical", "job": "events", "oid": "o1",
          "read_point": EXPLANATION["read_point"], "line": "2"},  # line of the read before
         {"alertname": "ObjectAnomaly", "severity": "warning", "job": "events", "oid": "o2",
          "read_point": RP, "line": "2"},
-        {"alertname": "ObjectAnomaly", "severity": "warning", "job": "events", "oid": "o4"}]
+        {"alertname": "ObjectAnomaly", "severity": "warning", "job": "events", "oid": "o4"},
+        {"alertname": "ObjectAnomaly", "severity": "warning", "job": "events", "oid": "o5",
+         "read_point": EXPLANATION["read_point"]}]  # no line in IRT-03 nor before it
     assert [c.annotations["summary"] for c in got] == [
         "Object o1: a read at IRT-03 after CNV-L2-IRT is unlikely (p=0.00021, expected "
         "CNV-L2-CDC)",
         "Object o2: disposition=damaged at CNV-L2-ASM is unlikely (p=0.00021, expected "
         "in_progress)",
-        "Object o4 is anomalous (score 6.00)"]
+        "Object o4 is anomalous (score 6.00)",
+        "Object o5: a read at IRT-03 as the first read is unlikely"]
     assert json.loads(got[0].annotations["explanation"]) == EXPLANATION
     assert "explanation" not in got[2].annotations
-    assert [c.value for c in got] == [12.0, 5.0, 6.0]
+    assert [c.value for c in got] == [12.0, 5.0, 6.0, 7.0]
     assert got[0].at == datetime(2026, 11, 30, 7, 59, tzinfo=timezone.utc)
 
 

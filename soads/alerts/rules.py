@@ -79,10 +79,12 @@ def _explain(oid: str, anomaly: float, e: dict | None) -> str:
     if not e:
         return f"Object {oid} is anomalous (score {anomaly:.2f})"
     rp, ctx = short(e.get("read_point")), [short(c) for c in e.get("context") or []]
-    after = f" after {ctx[0]}" if ctx else ""
+    # "<start>": the explanation's marker before an object's first read (soads.detect.context)
+    after = "" if not ctx else " as the first read" if ctx[0] == "<start>" else f" after {ctx[0]}"
     p, exp = e.get("probability"), e.get("expected")
-    tail = (f" (p={p:.2g}" if isinstance(p, (int, float)) else " (") + \
-        (f", expected {short(exp) if isinstance(exp, str) else exp})" if exp else ")")
+    notes = ([f"p={p:.2g}"] if isinstance(p, (int, float)) else []) + \
+        ([f"expected {short(exp) if isinstance(exp, str) else exp}"] if exp else [])
+    tail = f" ({', '.join(notes)})" if notes else ""
     if e.get("kind") == "attribute":
         return f"Object {oid}: {e.get('attribute')}={e.get('value')} at {rp} is unlikely{tail}"
     if e.get("kind") == "end":
