@@ -118,12 +118,11 @@ def test_for_keeps_an_alert_pending_then_fires_once():
     (a,) = eng.evaluate(at(60), [c], ["stream_stalled"])
     assert (a.state, a.active_at, a.starts_at) == (FIRING, at(0), at(60))
     assert eng.evaluate(at(61), [c], ["stream_stalled"]) == []       # no repeat
-    # its annotations are refreshed, the alert stays the same one
-    (b,) = eng.evaluate(at(62), [cand(annotations={"summary": "newer"})], ["stream_stalled"])
-    assert (b.fingerprint, b.starts_at, b.annotations) == (a.fingerprint, at(60),
-                                                           {"summary": "newer"})
+    # new annotations: the same alert, refreshed, and no news until its state moves
+    assert eng.evaluate(at(62), [cand(annotations={"summary": "newer"})], ["stream_stalled"]) == []
     (r,) = eng.evaluate(at(90), [], ["stream_stalled"])
-    assert (r.state, r.starts_at, r.ends_at) == (RESOLVED, at(60), at(90))
+    assert (r.fingerprint, r.state, r.starts_at, r.ends_at, r.annotations) == (
+        a.fingerprint, RESOLVED, at(60), at(90), {"summary": "newer"})
     assert eng.alerts == {}
 
 

@@ -310,8 +310,9 @@ class Engine:
         """One evaluation at ``now``: ``candidates`` are the conditions that hold; a rule in
         ``evaluated_rules`` (or with a candidate) that no longer yields an alert clears it (a rule
         not evaluated this time leaves its alerts as they are). Returns the alerts that changed
-        (new pending, fired, refreshed annotations, resolved, dropped as ``inactive``, muting),
-        ordered by rule and fingerprint."""
+        (new pending, fired, kept firing or seen again, resolved, dropped as ``inactive``,
+        muted or unmuted), ordered by rule and fingerprint; each carries the newest annotations
+        and value of its rule."""
         now = as_utc(now)
         changed: dict[str, Alert] = {}
         seen: dict[str, Candidate] = {}
@@ -326,12 +327,16 @@ class Engine:
                 a = Alert(fp, c.rule, dict(c.labels), dict(c.annotations), PENDING, now,
                           updated_at=now, value=c.value)
                 changed[fp] = a
-            elif (a.annotations != c.annotations or a.value != c.value
-                  or a.keep_firing_since is not None):
-                # a firing alert seen again is the same alert; its annotations are refreshed
-                a = dataclasses.replace(a, annotations=dict(c.annotations), value=c.value,
-                                        keep_firing_since=None, updated_at=now)
-                changed[fp] = a
+            else:
+                # seen again: the same alert. Its annotations and value are refreshed (carried
+                # by its next change) but are no change themselves: a lag or an age moves at
+                # every evaluation, and an alert is news only when its state or muting moves
+                if a.keep_firing_since is not None:
+                    changed[fp] = a = dataclasses.replace(a, keep_firing_since=None,
+                                                          updated_at=now)
+                a = dataclasses.replace(a, annotations=dict(c.annotations), value=c.value)
+                if fp in changed:
+                    changed[fp] = a
             if a.state == PENDING and now - a.active_at >= _seconds(hold):
                 a = dataclasses.replace(a, state=FIRING, starts_at=now, updated_at=now)
                 changed[fp] = a
