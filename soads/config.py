@@ -803,6 +803,12 @@ def _check_alerts(alerts: AlertsConf, actions: ActionsConf) -> None:
         check(getattr(alerts, name) >= 0, f"alerts.{name}", "must be >= 0")
     check(alerts.evaluation_seconds > 0 and alerts.group_interval_seconds > 0,
           "alerts.evaluation_seconds", "evaluation and group interval must be > 0")
+    for i, url in enumerate(alerts.webhook_urls):
+        check(url.startswith(("http://", "https://")), f"alerts.webhook_urls[{i}]",
+              f"expected an http(s) URL, got {url!r}")
+    check(alerts.alertmanager_url == "" or alerts.alertmanager_url.startswith(
+        ("http://", "https://")), "alerts.alertmanager_url",
+        f"expected an http(s) URL or \"\" (off), got {alerts.alertmanager_url!r}")
     for name in ALERT_RULES:
         rule = getattr(alerts, name)
         check(rule.severity in SEVERITIES, f"alerts.{name}.severity",

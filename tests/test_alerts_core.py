@@ -606,6 +606,10 @@ def test_alerts_and_actions_files_load_and_are_the_defaults():
      "alerts.inhibit[0].source_matchers: bad matcher 'alertname=~(': missing ), "
      "unterminated subpattern at position 0"),
     ('[alerts]\ninhibit = ["x"]\n', "alerts.inhibit: expected an array of tables"),
+    ('[alerts]\nwebhook_urls = ["127.0.0.1:9000"]\n',
+     "alerts.webhook_urls[0]: expected an http(s) URL, got '127.0.0.1:9000'"),
+    ('[alerts]\nalertmanager_url = "localhost"\n',
+     "alerts.alertmanager_url: expected an http(s) URL or \"\" (off), got 'localhost'"),
     ('[[actions.rules]]\nname = "a"\ntype = "explode"\n',
      "actions.rules[0].type: expected one of hold_object, stop_machine"),
     ('[[actions.rules]]\nname = "a"\nchannel = "webhook"\n',
