@@ -99,6 +99,10 @@ def test_silence_validation_and_activity():
     assert s.matches({"line": "2", "alertname": "LineAnomalyRate"})
     assert not s.matches({"line": "3", "alertname": "LineAnomalyRate"})
     assert Silence.from_dict(json.loads(json.dumps(s.to_dict(), default=str))) == s
+    assert [s.state(at(t)) for t in (-1, 0, 3600)] == ["pending", "active", "expired"]
+    e = s.expire(at(60))
+    assert (e.starts_at, e.ends_at, e.state(at(60))) == (at(0), at(60), "expired")
+    assert e.expire(at(90)) == e and s.expire(at(-10)).ends_at == at(-10)  # pending: never ran
     with pytest.raises(ValueError, match="at least one matcher"):
         Silence.create([], at(0), at(1))
     with pytest.raises(ValueError, match="must not match the empty string"):

@@ -176,6 +176,18 @@ class Silence:
     def active(self, now: datetime) -> bool:
         return self.starts_at <= now < self.ends_at
 
+    def state(self, now: datetime) -> str:
+        """``pending`` (not started), ``active`` or ``expired`` (Alertmanager ``getState``)."""
+        return "pending" if now < self.starts_at else "active" if now < self.ends_at else "expired"
+
+    def expire(self, now: datetime) -> Silence:
+        """The silence ended at ``now`` (``soads alerts unsilence``): an active one ends now, a
+        pending one starts and ends now, an expired one stays as it was (safe to repeat)."""
+        now = as_utc(now)
+        if now >= self.ends_at:
+            return self
+        return dataclasses.replace(self, starts_at=min(self.starts_at, now), ends_at=now)
+
     def matches(self, labels: Mapping[str, str]) -> bool:
         return match_all(self.matchers, labels)
 
