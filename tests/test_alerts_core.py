@@ -254,18 +254,25 @@ def test_engine_restored_from_rows_goes_on_as_the_original():
     steps = [(0, [obj, cand()]), (10, [cand()]), (20, [cand()]), (40, [cand()]), (50, []),
              (80, [obj]), (100, []), (170, []), (200, [cand()])]
     every = ["object_anomaly", "stream_stalled"]
+    sil = [Silence.create(["oid=o1"], at(0), at(45), id="s1")]
     a = Engine(cf)
     for t, cs in steps[:3]:
-        a.evaluate(at(t), cs, every)
+        a.evaluate(at(t), cs, every, sil)
     a.ack(fingerprint(obj.labels), "ann", at(21))
     # stored as a table would hold them: JSON text, naive UTC times
     rows = [{k: (json.dumps(v) if isinstance(v, (dict, list)) else
                  v.replace(tzinfo=None) if isinstance(v, datetime) else v)
              for k, v in x.to_dict().items()} for x in a.alerts.values()]
+    assert list(rows[0]) == [  # the alert table's columns, and value and keep_firing_since
+        "fingerprint", "rule", "labels", "annotations", "state", "active_at", "starts_at",
+        "ends_at", "updated_at", "value", "keep_firing_since", "silenced_by", "inhibited_by",
+        "acked_by", "acked_at", "alert_id", "alertname", "severity"]
+    assert [(r["alertname"], r["silenced_by"], r["acked_by"]) for r in rows] == [
+        ("ObjectAnomaly", "s1", "ann"), ("StreamStalled", None, None)]
     b = Engine(cf, [Alert.from_dict(r) for r in rows])
     assert b.alerts == a.alerts
     for t, cs in steps[3:]:
-        assert b.evaluate(at(t), cs, every) == a.evaluate(at(t), cs, every)
+        assert b.evaluate(at(t), cs, every, sil) == a.evaluate(at(t), cs, every, sil)
     assert b.alerts == a.alerts and [x.state for x in a.alerts.values()] == [PENDING]
 
 
@@ -313,6 +320,9 @@ def test_grouper_timings():
     body = n.payload("soads", "http://127.0.0.1:9095")
     assert (body["groupKey"], body["status"], [x["status"] for x in body["alerts"]]) == (
         n.group_key, "firing", ["resolved", "firing"])
+    row = n.to_dict("webhook", "http://127.0.0.1:9000/hook", "soads", "http://127.0.0.1:9095")
+    assert (len(row["notification_id"]), row["group_key"], json.loads(row["payload"])) == (
+        32, n.group_key, body)
     assert g.due(at(550)) == []                               # and told once
     g.feed([resolved(a2, 560)], at(560))
     (n,) = g.due(at(610))
@@ -564,17 +574,27 @@ def test_actions_of_an_alert_and_their_ids_are_deterministic():
         (a,) = eng.evaluate(at(t), rules.object_anomaly(rows, config.ObjectAnomalyRule(),
                                                          r"-L(\d+)-"), ["object_anomaly"])
         return a, core.action_specs(a, acts)
-    a, specs = run(0)
+    a, specs = run(0.5)
     assert [(s.name, s.type, s.channel, s.target_label, s.target) for s in specs] == [
         ("hold_object", "hold_object", "kafka", "oid", "o1")]
-    assert specs == run(0)[1]                                  # a replay: the same id
-    assert specs[0].action_id == core.action_id(a.fingerprint, at(0), "hold_object")
+    assert specs == run(0.5)[1]                                # a replay: the same id
+    assert a.alert_id == f"{a.fingerprint}-20261130T080000.500000Z"
+    assert specs[0].action_id == core.action_id(a.alert_id, "hold_object")
     assert run(60)[1][0].action_id != specs[0].action_id       # a new alert: a new action
-    assert specs[0].message(a) == {
-        "actionId": specs[0].action_id, "action": "hold_object", "type": "hold_object",
-        "target": {"oid": "o1"}, "fingerprint": a.fingerprint,
-        "startsAt": "2026-11-30T08:00:00Z", "labels": a.labels,
+    # restored from a database that keeps times to the second: the same alert, the same action
+    row = {k: v.replace(microsecond=0, tzinfo=None) if isinstance(v, datetime) else v
+           for k, v in a.to_dict().items()}
+    assert core.action_specs(Alert.from_dict(row), acts) == [
+        dataclasses.replace(specs[0], starts_at=at(0))]
+    assert specs[0].message() == {
+        "actionId": specs[0].action_id, "alertId": a.alert_id, "action": "hold_object",
+        "type": "hold_object", "target": {"oid": "o1"}, "fingerprint": a.fingerprint,
+        "startsAt": "2026-11-30T08:00:00.5Z", "labels": a.labels,
         "summary": a.annotations["summary"]}
+    assert specs[0].to_dict() == {
+        "action_id": specs[0].action_id, "alert_id": a.alert_id, "fingerprint": a.fingerprint,
+        "action_name": "hold_object", "action_type": "hold_object", "target": "o1",
+        "channel": "kafka", "payload": json.dumps(specs[0].message()), "url": ""}
     assert core.action_specs(dataclasses.replace(a, state=PENDING), acts) == []
     assert core.action_specs(a, dataclasses.replace(acts, enabled=False)) == []
     hook = config.ActionsConf(rules=(config.ActionRule(

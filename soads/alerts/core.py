@@ -192,7 +192,8 @@ class Silence:
         return match_all(self.matchers, labels)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "matchers": [str(m) for m in self.matchers],
+        """A row of the ``silence`` table (matchers: a list of text)."""
+        return {"silence_id": self.id, "matchers": [str(m) for m in self.matchers],
                 "starts_at": self.starts_at, "ends_at": self.ends_at,
                 "created_by": self.created_by, "comment": self.comment}
 
@@ -200,8 +201,9 @@ class Silence:
     def from_dict(cls, d: Mapping) -> Silence:
         ms = d["matchers"]
         ms = json.loads(ms) if isinstance(ms, str) else ms
-        return cls(d["id"], tuple(Matcher.parse(m) for m in ms), as_utc(d["starts_at"]),
-                   as_utc(d["ends_at"]), d.get("created_by") or "", d.get("comment") or "")
+        return cls(d.get("silence_id") or d["id"], tuple(Matcher.parse(m) for m in ms),
+                   as_utc(d["starts_at"]), as_utc(d["ends_at"]), d.get("created_by") or "",
+                   d.get("comment") or "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,13 +223,34 @@ class Candidate:
     at: datetime | None = None
 
 
+def alert_id(fp: str, active_at: datetime) -> str:
+    """The id of one alert: its fingerprint and when its condition first held (microseconds).
+    Made once, when the alert is new, and stored with it (a database may keep times to the
+    second only).
+
+    >>> alert_id("7458d0950ea9e2b5", datetime(2026, 11, 30, 8, 0, 1, 250000, tzinfo=timezone.utc))
+    '7458d0950ea9e2b5-20261130T080001.250000Z'
+    """
+    return f"{fp}-{as_utc(active_at):%Y%m%dT%H%M%S.%fZ}"
+
+
+def _ids(v) -> tuple[str, ...]:
+    """silenced_by / inhibited_by from a row: comma-joined text, JSON list text, a list, None."""
+    if v is None or v == "":
+        return ()
+    if isinstance(v, str):
+        v = json.loads(v) if v.startswith("[") else v.split(",")
+    return tuple(v)
+
+
 @dataclass(frozen=True)
 class Alert:
     """One alert: an instance of a fingerprint from when its condition was first seen
-    (``active_at``) until it is resolved. ``starts_at`` is when it fired, ``ends_at`` when it was
-    resolved; ``keep_firing_since`` when its condition was last missed while it kept firing.
-    ``silenced_by`` holds silence ids, ``inhibited_by`` the fingerprints of the alerts muting it.
-    (fingerprint, active_at) identifies it: a fingerprint that comes back is a new alert."""
+    (``active_at``) until it is resolved; ``alert_id`` names it (:func:`alert_id`: a fingerprint
+    that comes back after it resolved is a new alert). ``starts_at`` is when it fired,
+    ``ends_at`` when it was resolved or dropped; ``keep_firing_since`` when its condition was
+    last missed while it kept firing. ``silenced_by`` holds silence ids, ``inhibited_by`` the
+    fingerprints of the firing alerts muting it."""
 
     fingerprint: str
     rule: str
@@ -244,35 +267,45 @@ class Alert:
     inhibited_by: tuple[str, ...] = ()
     acked_by: str | None = None
     acked_at: datetime | None = None
+    alert_id: str = ""
+
+    def __post_init__(self):
+        if not self.alert_id:
+            object.__setattr__(self, "alert_id", alert_id(self.fingerprint, self.active_at))
 
     @property
     def muted(self) -> bool:
         return bool(self.silenced_by or self.inhibited_by)
 
     def to_dict(self) -> dict:
-        """Plain keys and values (labels / annotations: dicts, silenced_by / inhibited_by: lists;
-        times: aware datetimes or None) for a table row."""
+        """A row of the ``alert`` table: alert_id, fingerprint, rule, alertname, severity, labels,
+        annotations (dicts), state, active_at, starts_at, ends_at, updated_at (aware UTC or
+        None), silenced_by, inhibited_by (comma-joined ids or None), acked_by, acked_at, and
+        value, keep_firing_since (for a restart to go on exactly where it stopped)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["alertname"] = self.labels.get("alertname")
+        d["severity"] = self.labels.get("severity")
         d["labels"], d["annotations"] = dict(self.labels), dict(self.annotations)
-        d["silenced_by"], d["inhibited_by"] = list(self.silenced_by), list(self.inhibited_by)
+        d["silenced_by"] = ",".join(self.silenced_by) or None
+        d["inhibited_by"] = ",".join(self.inhibited_by) or None
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Alert:
-        """The alert of a :meth:`to_dict` row (JSON text accepted for the dict and list fields,
-        naive times taken as UTC)."""
-        def loads(v, empty):
+        """The alert of a :meth:`to_dict` row (JSON text accepted for labels and annotations,
+        naive times taken as UTC; a row without value / keep_firing_since has none)."""
+        def loads(v):
             v = json.loads(v) if isinstance(v, str) else v
-            return empty if v is None else v
+            return {} if v is None else dict(v)
 
         kw = {f.name: d.get(f.name) for f in dataclasses.fields(cls)}
         for k in ("active_at", "starts_at", "ends_at", "updated_at", "keep_firing_since",
                   "acked_at"):
             kw[k] = as_utc(kw[k])
-        kw["labels"], kw["annotations"] = loads(kw["labels"], {}), loads(kw["annotations"], {})
-        kw["silenced_by"] = tuple(loads(kw["silenced_by"], []))
-        kw["inhibited_by"] = tuple(loads(kw["inhibited_by"], []))
+        kw["labels"], kw["annotations"] = loads(kw["labels"]), loads(kw["annotations"])
+        kw["silenced_by"], kw["inhibited_by"] = _ids(kw["silenced_by"]), _ids(kw["inhibited_by"])
         kw["value"] = None if kw["value"] is None else float(kw["value"])
+        kw["alert_id"] = kw["alert_id"] or ""
         return cls(**kw)
 
 
@@ -468,6 +501,15 @@ class Notification:
         return webhook_payload(receiver, self.group_key, self.group_labels, self.alerts,
                                external_url, generator_url)
 
+    def to_dict(self, channel: str, target: str, receiver: str, external_url: str) -> dict:
+        """A row of the ``alert_notification`` outbox (without its delivery columns):
+        notification_id (group key, time and target: made once, stored), channel, target,
+        group_key, payload (the webhook body as JSON text)."""
+        nid = hashlib.sha256(f"{self.group_key}|{rfc3339(self.at)}|{channel}|{target}".encode())
+        return {"notification_id": nid.hexdigest()[:32], "channel": channel, "target": target,
+                "group_key": self.group_key, "payload": json.dumps(
+                    self.payload(receiver, external_url), ensure_ascii=False)}
+
 
 @dataclass
 class _Group:
@@ -627,16 +669,15 @@ def webhook_payload(receiver: str, group_key: str, group_labels: Mapping[str, st
 # actions
 
 
-def action_id(fp: str, starts_at: datetime, name: str) -> str:
-    """Deterministic id of action ``name`` of the alert (``fp``, ``starts_at``): a replay or a
-    restart makes the same id, so the action is recorded and sent once.
+def action_id(alert_id_: str, name: str) -> str:
+    """Deterministic id of action ``name`` of one alert (its :func:`alert_id`: fingerprint and
+    when it began; stored, so a database keeping times to the second changes nothing): a replay
+    or a restart makes the same id, so the action is recorded and sent once.
 
-    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    >>> action_id("0123456789abcdef", t, "hold_object") == action_id("0123456789abcdef", t,
-    ...                                                             "hold_object")
-    True
+    >>> action_id("7458d0950ea9e2b5-20261130T080001.250000Z", "hold_object")
+    '488a272b00636966e6f92d10d311edb8'
     """
-    return hashlib.sha256(f"{fp}|{rfc3339(starts_at)}|{name}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{alert_id_}|{name}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -645,31 +686,40 @@ class ActionSpec:
     sent on ``channel`` (kafka: the actions topic; webhook: ``url``)."""
 
     action_id: str
+    alert_id: str
+    fingerprint: str
     name: str
     type: str
     channel: str
     url: str
     target_label: str
     target: str
-    fingerprint: str
     starts_at: datetime
     labels: dict
+    summary: str = ""
 
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    def message(self, alert: Alert | None = None) -> dict:
+    def message(self) -> dict:
         """The action as JSON (the actions topic's message, the webhook's body)."""
-        return {"actionId": self.action_id, "action": self.name, "type": self.type,
+        return {"actionId": self.action_id, "alertId": self.alert_id, "action": self.name,
+                "type": self.type,
                 "target": {self.target_label: self.target} if self.target_label else {},
                 "fingerprint": self.fingerprint, "startsAt": rfc3339(self.starts_at),
-                "labels": dict(self.labels),
-                "summary": (alert.annotations.get("summary", "") if alert else "")}
+                "labels": dict(self.labels), "summary": self.summary}
+
+    def to_dict(self) -> dict:
+        """A row of the ``alert_action`` table (without its delivery columns): action_id,
+        alert_id, fingerprint, action_name, action_type, target, channel, payload (the
+        :meth:`message` as JSON text), and url (a webhook action's)."""
+        return {"action_id": self.action_id, "alert_id": self.alert_id,
+                "fingerprint": self.fingerprint, "action_name": self.name,
+                "action_type": self.type, "target": self.target, "channel": self.channel,
+                "payload": json.dumps(self.message(), ensure_ascii=False), "url": self.url}
 
 
 def action_specs(alert: Alert, actions_conf) -> list[ActionSpec]:
     """The actions ``[actions]`` maps ``alert`` to: every rule whose matchers all match and
-    whose ``target_label`` the alert has. Only a firing alert that is not muted starts actions."""
+    whose ``target_label`` the alert has. Only a firing alert that is not muted starts actions
+    (one muted when it fired starts them when it is unmuted: the same ids)."""
     if not actions_conf.enabled or alert.state != FIRING or alert.muted:
         return []
     out = []
@@ -677,8 +727,8 @@ def action_specs(alert: Alert, actions_conf) -> list[ActionSpec]:
         if r.target_label and r.target_label not in alert.labels:
             continue
         if match_all(matchers(tuple(r.matchers)), alert.labels):
-            out.append(ActionSpec(action_id(alert.fingerprint, alert.starts_at, r.name), r.name,
-                                  r.type, r.channel, r.url, r.target_label,
-                                  alert.labels.get(r.target_label, ""), alert.fingerprint,
-                                  alert.starts_at, dict(alert.labels)))
+            out.append(ActionSpec(
+                action_id(alert.alert_id, r.name), alert.alert_id, alert.fingerprint, r.name,
+                r.type, r.channel, r.url, r.target_label, alert.labels.get(r.target_label, ""),
+                alert.starts_at, dict(alert.labels), alert.annotations.get("summary", "")))
     return out
