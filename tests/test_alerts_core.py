@@ -660,3 +660,34 @@ def test_the_core_imports_nothing_but_the_standard_library_and_soads_basics():
                              [os.path.join(HERE, "..")]
                              + [p for p in [os.environ.get("PYTHONPATH")] if p])})
     assert out.stdout.strip() == "[]"
+
+
+def test_rows_go_through_the_alert_tables_and_come_back(tmp_path):
+    # the contract with storage: to_dict rows fit soads.storage.alerts / soads.query (SQLite)
+    from soads import query
+    from soads.storage import alerts as store, tables
+
+    db = f"sqlite:///{tmp_path}/a.db"
+    tables.create_tables(tables.engine(db))
+    sil = Silence.create(["oid=o1"], at(0), at(600), "ann", "line stop", id="s1")
+    store.add_silence(db, {**sil.to_dict(), "created_at": at(0)})
+    eng, g = Engine(conf()), Grouper(GCONF)
+    obj = rules.object_anomaly([score_row("o1", 12.0, True, EXPLANATION),
+                                score_row("o2", 12.0, True, EXPLANATION)],
+                               config.ObjectAnomalyRule(), r"-L(\d+)-")
+    changed = eng.evaluate(at(0.25), obj, ["object_anomaly"],
+                           [Silence.from_dict(r) for r in query.silences(db)])
+    g.feed(changed, at(0.25))
+    (n,) = g.due(at(60))
+    specs = [s for a in changed for s in core.action_specs(a, config.ActionsConf())]
+    store.write_step(db, alerts=[a.to_dict() for a in changed],
+                     notifications=[n.to_dict("webhook", "http://h", "soads", "")],
+                     actions=[s.to_dict() for s in specs],
+                     groups=[e.to_dict() for e in g.log()])
+    back = {a.fingerprint: a for a in map(Alert.from_dict, query.alerts(db))}
+    # the table keeps no value nor keep_firing_since: a restart has them again at the next sighting
+    assert back == {a.fingerprint: dataclasses.replace(a, value=None) for a in changed}
+    assert {a.labels["oid"]: a.silenced_by for a in back.values()} == {"o1": ("s1",), "o2": ()}
+    assert [NotifyLog.from_dict(r) for r in query.alert_groups(db)] == g.log()
+    assert [(r["action_id"], r["target"]) for r in query.alert_actions(db)] == [
+        (s.action_id, "o2") for s in specs]  # o1 is silenced: no action
