@@ -541,6 +541,8 @@ def test_pipeline_health_rules():
                                     "job": "events"}, 121.0)
     assert c.annotations["summary"] == "Job events has committed no micro-batch for 121 s"
     assert rules.stream_stalled(rows, at(1), rule, backlog={"events": 0}) == []  # idle
+    newest = {"events": {S.BATCH_ID: 8, S.CREATED_AT: datetime(2026, 11, 30, 7, 58)}}
+    assert rules.stream_stalled(newest, at(1), rule) == [c]  # as soads.query.newest_batches
     every = dataclasses.replace(rule, sinks=())
     assert [c.labels["job"] for c in rules.stream_stalled(rows, at(1), every)] == [
         "events", "sensor_anomaly"]

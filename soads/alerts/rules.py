@@ -251,13 +251,16 @@ def sensor_drift(rows: Iterable[Mapping], rule) -> list[Candidate]:
         for mv, r in sorted(newest.items()) if r[S.DRIFTED]]
 
 
-def stream_stalled(rows: Iterable[Mapping], now: datetime, rule,
+def stream_stalled(rows: Iterable[Mapping] | Mapping, now: datetime, rule,
                    backlog: Mapping[str, int] | None = None) -> list[Candidate]:
     """An alert per sink of ``rule.sinks`` (empty: each sink in the rows) whose newest
     micro-batch (sink_batch ``created_at``) is more than ``stalled_seconds`` old. With
     ``backlog`` (records waiting per sink's job) a sink with nothing waiting is idle, not
-    stalled. A sink with no row at all never ran: nothing to say."""
+    stalled. A sink with no row at all never ran: nothing to say. ``rows`` may also be
+    :func:`soads.query.newest_batches`' ``{sink: {"batch_id", "created_at"}}``."""
     now = as_utc(now)
+    if isinstance(rows, Mapping):
+        rows = [{S.SINK: sink, **row} for sink, row in rows.items()]
     newest: dict[str, datetime] = {}
     for r in rows:
         t = as_utc(r[S.CREATED_AT])
