@@ -1052,6 +1052,168 @@ def cmd_jobs(args) -> int:
     return 0
 
 
+# -- alerts (soads.alerts) -----------------------------------------------------------------
+
+ALERTS_CONF = ("conf/alerts.toml", "conf/actions.toml")
+
+
+def _alerts_config(args):
+    """conf/soads.toml, conf/alerts.toml and conf/actions.toml by default (those present)."""
+    if not args.conf:
+        args.conf = [p for p in (DEFAULT_CONF,) + ALERTS_CONF if os.path.exists(p)]
+    return _config(args)
+
+
+def _duration(text: str) -> float:
+    """Seconds of ``90s``, ``30m``, ``2h``, ``1d`` (a bare number is seconds)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text and text[-1] in units:
+            value = float(text[:-1]) * units[text[-1]]
+        else:
+            value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: use 90s, 30m, 2h or 1d")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: must be > 0")
+    return value
+
+
+def _who(args) -> str:
+    return args.by or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+
+
+def cmd_alerts_run(args) -> int:
+    from soads.alerts.process import AlertProcess
+    from soads.job_status import job_started
+
+    cfg = _alerts_config(args)
+    job_started("alerts", args.conf)  # pid file (soads jobs)
+    proc = AlertProcess(cfg, kafka=None if args.kafka is None else args.kafka == "on")
+    _err(f"[soads] alerts: evaluating every {cfg.alerts.evaluation_seconds:g} s over "
+         f"{cfg.storage.db_url}; Kafka topics "
+         f"{'on' if proc.kafka else 'off'}; Alertmanager "
+         f"{cfg.alerts.alertmanager_url or 'off'}; webhooks {len(cfg.alerts.webhook_urls)}")
+    try:
+        proc.run(steps=args.steps)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.close()
+    return 0
+
+
+def _alert_line(r: dict) -> str:
+    lab = r[S.LABELS] or {}
+    what = " ".join(f"{k}={lab[k]}" for k in ("line", "read_point", "machine_id", "oid", "job")
+                    if k in lab)
+    muted = ("silenced" if r[S.SILENCED_BY] else "") + ("inhibited" if r[S.INHIBITED_BY] else "")
+    flags = ", ".join(x for x in (muted, f"acked by {r[S.ACKED_BY]}" if r[S.ACKED_BY] else "")
+                      if x)
+    return (f"{r[S.ALERT_ID]}  {r[S.STATE]:<8} {r[S.SEVERITY] or '-':<8} {r[S.ALERTNAME]:<20} "
+            f"{what}  since {_cell(r[S.STARTS_AT] or r[S.ACTIVE_AT])}"
+            + (f"  ended {_cell(r[S.ENDS_AT])}" if r[S.ENDS_AT] else "")
+            + (f"  [{flags}]" if flags else "")
+            + f"\n    {(r[S.ANNOTATIONS] or {}).get('summary', '')}")
+
+
+def cmd_alerts_list(args) -> int:
+    from soads import query
+
+    cfg = _alerts_config(args)
+    states = None if args.state == "all" else [args.state]
+    rows = query.alerts(cfg.storage.db_url, states=states, limit=args.limit)
+    for r in rows:
+        _out(json.dumps(r, default=str) if args.json else _alert_line(r))
+    if not rows and not args.json:
+        _out(f"no {'' if args.state == 'all' else args.state + ' '}alerts")
+    return 0
+
+
+def cmd_alerts_ack(args) -> int:
+    from soads.storage import alerts as store
+
+    cfg = _alerts_config(args)
+    if args.action:
+        ok = store.ack_action(cfg.storage.db_url, args.id, _who(args))
+    else:
+        ok = store.ack_alert(cfg.storage.db_url, args.id, _who(args))
+    if not ok:
+        raise UsageError(f"no {'action' if args.action else 'alert'} {args.id!r} "
+                         f"(soads alerts {'actions' if args.action else 'list'} shows the ids)")
+    _out(f"acknowledged {'action' if args.action else 'alert'} {args.id} by {_who(args)}")
+    return 0
+
+
+def cmd_alerts_silence(args) -> int:
+    import datetime as dt
+
+    from soads.alerts import core
+    from soads.storage import alerts as store
+
+    cfg = _alerts_config(args)
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        sil = core.Silence.create(args.matchers, now, now + dt.timedelta(seconds=args.duration),
+                                  created_by=_who(args), comment=args.comment or "")
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    row = {k: v.astimezone(dt.timezone.utc).replace(tzinfo=None) if isinstance(v, dt.datetime)
+           else v for k, v in sil.to_dict().items()}
+    store.add_silence(cfg.storage.db_url, {**row, S.CREATED_AT: now.replace(tzinfo=None)})
+    _out(f"silence {sil.id}: {' '.join(str(m) for m in sil.matchers)} until "
+         f"{sil.ends_at:%Y-%m-%d %H:%M:%S} UTC (soads alerts unsilence {sil.id} ends it)")
+    return 0
+
+
+def cmd_alerts_unsilence(args) -> int:
+    from soads.storage import alerts as store
+
+    cfg = _alerts_config(args)
+    if not store.expire_silence(cfg.storage.db_url, args.id):
+        raise UsageError(f"no silence {args.id!r} (soads alerts silences shows the ids)")
+    _out(f"silence {args.id} ended")
+    return 0
+
+
+def cmd_alerts_silences(args) -> int:
+    import datetime as dt
+
+    from soads import query
+
+    cfg = _alerts_config(args)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    rows = query.silences(cfg.storage.db_url)
+    for r in rows:
+        state = "active" if r[S.STARTS_AT] <= now < r[S.ENDS_AT] else \
+            "pending" if now < r[S.STARTS_AT] else "expired"
+        _out(f"{r[S.SILENCE_ID]}  {state:<8} {' '.join(r[S.MATCHERS])}  until "
+             f"{_cell(r[S.ENDS_AT])}  by {r[S.CREATED_BY] or '-'}"
+             + (f"  ({r[S.COMMENT]})" if r[S.COMMENT] else ""))
+    if not rows:
+        _out("no silences")
+    return 0
+
+
+def cmd_alerts_actions(args) -> int:
+    from soads import query
+
+    cfg = _alerts_config(args)
+    rows = query.alert_actions(cfg.storage.db_url, status=args.status)[-args.limit:]
+    for r in rows:
+        if args.json:
+            _out(json.dumps(r, default=str))
+            continue
+        _out(f"{r[S.ACTION_ID]}  {r[S.STATUS]:<9} {r[S.ACTION_TYPE]:<17} target {r[S.TARGET]}  "
+             f"via {r[S.CHANNEL]}  alert {r[S.ALERT_ID]}  at {_cell(r[S.CREATED_AT])}"
+             + (f"  attempts {r[S.ATTEMPTS]}" if r[S.ATTEMPTS] else "")
+             + (f"  error: {r[S.ERROR]}" if r[S.ERROR] else "")
+             + (f"  acked by {r[S.ACKED_BY]}" if r[S.ACKED_BY] else ""))
+    if not rows and not args.json:
+        _out("no actions")
+    return 0
+
+
 def cmd_sensor_publish(args) -> int:
     import datetime as dt
 
@@ -1204,6 +1366,48 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     _add_conf(s)
     s.set_defaults(func=cmd_quarantine)
+
+    s = sub.add_parser("alerts", help="alerts and actions over the live scores (Alertmanager "
+                                      "semantics): run the process, list, ack, silence")
+    asub = s.add_subparsers(dest="alerts_command", required=True, metavar="ALERTS_COMMAND")
+    a = asub.add_parser("run", help="the long-running alert process (conf/alerts.toml, "
+                                    "conf/actions.toml)")
+    a.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                   help="stop after N evaluations (default: run until interrupted)")
+    a.add_argument("--kafka", choices=("on", "off"), default=None,
+                   help="alerts and actions topics (default: on when [stream] source = kafka)")
+    a.set_defaults(func=cmd_alerts_run)
+    a = asub.add_parser("list", help="alerts, newest change first")
+    a.add_argument("--state", choices=("firing", "pending", "resolved", "inactive", "all"),
+                   default="firing", help="default firing")
+    a.add_argument("--limit", type=_positive_int, default=50, metavar="N")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a.set_defaults(func=cmd_alerts_list)
+    a = asub.add_parser("ack", help="acknowledge an alert (or, with --action, an action)")
+    a.add_argument("id", metavar="ID", help="alert id (soads alerts list) or action id")
+    a.add_argument("--action", action="store_true", help="ID is an action's")
+    a.add_argument("--by", metavar="NAME", help="who acknowledges (default $USER)")
+    a.set_defaults(func=cmd_alerts_ack)
+    a = asub.add_parser("silence", help="mute the alerts matching every matcher for a while")
+    a.add_argument("matchers", nargs="+", metavar="MATCHER",
+                   help="label matchers: name=value, name!=value, name=~regex, name!~regex")
+    a.add_argument("--for", dest="duration", type=_duration, default=3600.0, metavar="DURATION",
+                   help="how long: 90s, 30m, 2h, 1d (default 1h)")
+    a.add_argument("--by", metavar="NAME", help="who silences (default $USER)")
+    a.add_argument("--comment", metavar="TEXT", help="why")
+    a.set_defaults(func=cmd_alerts_silence)
+    a = asub.add_parser("unsilence", help="end a silence now")
+    a.add_argument("id", metavar="SILENCE_ID")
+    a.set_defaults(func=cmd_alerts_unsilence)
+    a = asub.add_parser("silences", help="silences, newest first")
+    a.set_defaults(func=cmd_alerts_silences)
+    a = asub.add_parser("actions", help="the actions alerts started, oldest first")
+    a.add_argument("--status", choices=("pending", "delivered", "failed", "acked"), default=None)
+    a.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="newest N")
+    a.add_argument("--json", action="store_true", help="one JSON object per line")
+    a.set_defaults(func=cmd_alerts_actions)
+    for a in asub.choices.values():
+        _add_conf(a)
 
     s = sub.add_parser("jobs", help="which jobs (jobs/*.py) are running, from their pid files")
     s.add_argument("--dir", metavar="DIR",

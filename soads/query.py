@@ -38,6 +38,8 @@ Reads
 :func:`alert_actions`       ``alert_action``: oldest first
 :func:`alert_cursors`       how far the alert process has read each source
 :func:`alert_groups`        ``alert_group``: each group's last notification
+:func:`stream_offsets`      the Kafka offsets a streaming query's checkpoint has committed
+:func:`topic_end_offsets`   a Kafka topic's end offsets per partition
 =========================== ===============================================================
 """
 from __future__ import annotations
@@ -160,8 +162,24 @@ def object_scores(db, run_id: str | None = None, limit: int | None = None) -> li
                  limit)
 
 
-def alignment_windows(db, run_id: str | None = None) -> list[dict]:
-    """ALIGNMENT SCORE TABLE rows by (window_start, run_id).
+def _newest_windows(db, name: str, n: int, where: Sequence) -> list:
+    """The clause keeping table ``name`` to its ``n`` newest window_start values."""
+    t = tables.TABLE[name]
+    stmt = sa.select(t.c[S.WINDOW_START]).distinct()
+    for clause in where:
+        stmt = stmt.where(clause)
+    stmt = stmt.order_by(t.c[S.WINDOW_START].desc()).limit(int(n))
+    with _connect(db) as conn:
+        if not sa.inspect(conn).has_table(name):
+            return []
+        starts = [r[0] for r in conn.execute(stmt)]
+    return [t.c[S.WINDOW_START] >= min(starts)] if starts else []
+
+
+def alignment_windows(db, run_id: str | None = None,
+                      newest_windows: int | None = None) -> list[dict]:
+    """ALIGNMENT SCORE TABLE rows by (window_start, run_id); ``newest_windows`` keeps to that
+    many newest windows.
 
     Returns
     -------
@@ -169,6 +187,8 @@ def alignment_windows(db, run_id: str | None = None) -> list[dict]:
     """
     t = tables.TABLE["alignment_score"]
     where = [] if run_id is None else [t.c[S.RUN_ID] == run_id]
+    if newest_windows is not None and not _missing_sqlite(db):
+        where += _newest_windows(db, "alignment_score", newest_windows, where)
     return _rows(db, "alignment_score", where, [t.c[S.WINDOW_START], t.c[S.RUN_ID]])
 
 
@@ -241,9 +261,11 @@ def detector_model(db, run_id: str, conf=None, missed_read_rate: float | None = 
         stored_rate if missed_read_rate is None else missed_read_rate)
 
 
-def anomaly_rates(db, model_run_id: str | None = None, writer: str | None = None) -> list[dict]:
+def anomaly_rates(db, model_run_id: str | None = None, writer: str | None = None,
+                  newest_windows: int | None = None) -> list[dict]:
     """``anomaly_rate`` rows by (window_start, read_point, model_run_id, writer); ``writer``
-    "batch" (``soads score``) or "stream" (the event job) keeps to one job's rows.
+    "batch" (``soads score``) or "stream" (the event job) keeps to one job's rows,
+    ``newest_windows`` to that many newest windows (of those rows).
 
     Returns
     -------
@@ -254,6 +276,8 @@ def anomaly_rates(db, model_run_id: str | None = None, writer: str | None = None
     where = [] if model_run_id is None else [t.c[S.MODEL_RUN_ID] == model_run_id]
     if writer is not None:
         where.append(t.c[S.WRITER] == writer)
+    if newest_windows is not None and not _missing_sqlite(db):
+        where += _newest_windows(db, "anomaly_rate", newest_windows, where)
     return _rows(db, "anomaly_rate", where,
                  [t.c[S.WINDOW_START], t.c[S.READ_POINT], t.c[S.MODEL_RUN_ID], t.c[S.WRITER]])
 
@@ -520,3 +544,48 @@ def topic_quarantine(bootstrap: str, topic: str, limit: int = 20,
                     **{c: value.get(c) for c in S.QUARANTINE_COLUMNS}})
     return out
 
+
+
+# -- Kafka progress of a streaming job (the alert process's lag and quarantine rules) ---------
+
+
+def stream_offsets(checkpoint: str) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): offset}`` up to which the streaming query with checkpoint
+    directory ``checkpoint`` (local files) has committed its micro-batches (Spark's
+    ``commits/<id>`` and ``offsets/<id>`` files); ``{}`` before its first commit."""
+    commits = os.path.join(checkpoint, "commits")
+    try:
+        done = [int(f) for f in os.listdir(commits) if f.isdigit()]
+    except FileNotFoundError:
+        return {}
+    if not done:
+        return {}
+    with open(os.path.join(checkpoint, "offsets", str(max(done)))) as fh:
+        lines = fh.read().splitlines()
+    out = {}
+    for line in lines[2:]:  # v1, the batch's metadata, then one line per source
+        try:
+            source = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(source, dict):
+            for topic, parts in source.items():
+                if isinstance(parts, dict):
+                    out.update({(topic, int(p)): int(o) for p, o in parts.items()})
+    return out
+
+
+def topic_end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+    """``{partition: end offset}`` of a Kafka topic (``{}`` when it does not exist)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             group_id=None, request_timeout_ms=int(timeout_s * 1000) + 1000)
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return {}
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
+        return {tp.partition: int(o) for tp, o in ends.items()}
+    finally:
+        consumer.close()

@@ -153,7 +153,8 @@ CTX_ORDER = "ctx_order"
 CONTEXT = "context"
 """JSON list of a count row's context, nearest read point first (null element = START)."""
 VALUE = "value"
-"""A count row's next read point (null = END) or attribute value."""
+"""A count row's next read point (null = END) or attribute value; an alert's: the number its rule
+compared (a score, a rate, seconds since the last micro-batch)."""
 COUNT = "count"
 ROW_ID = "row_id"
 """Position of a count row in its run (the core's row order, ContextModel.to_rows)."""
@@ -287,13 +288,16 @@ ANNOTATIONS = "annotations"
 STATE = "state"
 """An alert's state: pending (condition holds, its ``for`` not yet over), firing, resolved."""
 ACTIVE_AT, STARTS_AT, ENDS_AT, UPDATED_AT = "active_at", "starts_at", "ends_at", "updated_at"
+KEEP_FIRING_SINCE = "keep_firing_since"
 SILENCED_BY, INHIBITED_BY = "silenced_by", "inhibited_by"
+"""JSON lists: the silences (ids) and the firing alerts (fingerprints) muting an alert."""
 ACKED_BY, ACKED_AT = "acked_by", "acked_at"
 TABLES["alert"] = ((ALERT_ID, "text"), (FINGERPRINT, "text"), (RULE, "text"),
                    (ALERTNAME, "text"), (SEVERITY, "text"), (LABELS, "json"),
                    (ANNOTATIONS, "json"), (STATE, "text"), (ACTIVE_AT, "timestamp"),
                    (STARTS_AT, "timestamp"), (ENDS_AT, "timestamp"), (UPDATED_AT, "timestamp"),
-                   (SILENCED_BY, "text"), (INHIBITED_BY, "text"), (ACKED_BY, "text"),
+                   (VALUE, "float"), (KEEP_FIRING_SINCE, "timestamp"),
+                   (SILENCED_BY, "json"), (INHIBITED_BY, "json"), (ACKED_BY, "text"),
                    (ACKED_AT, "timestamp"))
 SILENCE_ID = "silence_id"
 MATCHERS = "matchers"

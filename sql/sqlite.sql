@@ -152,8 +152,10 @@ CREATE TABLE IF NOT EXISTS alert (
 	starts_at DATETIME,
 	ends_at DATETIME,
 	updated_at DATETIME,
-	silenced_by VARCHAR(255),
-	inhibited_by VARCHAR(255),
+	value DOUBLE,
+	keep_firing_since DATETIME,
+	silenced_by TEXT,
+	inhibited_by TEXT,
 	acked_by VARCHAR(255),
 	acked_at DATETIME,
 	PRIMARY KEY (alert_id)

@@ -19,7 +19,8 @@ T0 = dt.datetime(2024, 3, 4, 8, 0, 0)
 
 
 def test_import_loads_neither_pyspark_nor_torch():
-    code = ("import sys, soads.query; "
+    # the read module, and the alert process that reads through it (no JVM, starts in a second)
+    code = ("import sys, soads.query, soads.alerts.process; "
             "print(sorted(m for m in ('pyspark', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping, Sequence
 
+from soads import schema as S
 from soads.config import split_matcher
 
 logger = logging.getLogger(__name__)
@@ -193,17 +194,17 @@ class Silence:
 
     def to_dict(self) -> dict:
         """A row of the ``silence`` table (matchers: a list of text)."""
-        return {"silence_id": self.id, "matchers": [str(m) for m in self.matchers],
-                "starts_at": self.starts_at, "ends_at": self.ends_at,
-                "created_by": self.created_by, "comment": self.comment}
+        return {S.SILENCE_ID: self.id, S.MATCHERS: [str(m) for m in self.matchers],
+                S.STARTS_AT: self.starts_at, S.ENDS_AT: self.ends_at,
+                S.CREATED_BY: self.created_by, S.COMMENT: self.comment}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Silence:
-        ms = d["matchers"]
+        ms = d[S.MATCHERS]
         ms = json.loads(ms) if isinstance(ms, str) else ms
-        return cls(d.get("silence_id") or d["id"], tuple(Matcher.parse(m) for m in ms),
-                   as_utc(d["starts_at"]), as_utc(d["ends_at"]), d.get("created_by") or "",
-                   d.get("comment") or "")
+        return cls(d[S.SILENCE_ID], tuple(Matcher.parse(m) for m in ms),
+                   as_utc(d[S.STARTS_AT]), as_utc(d[S.ENDS_AT]), d.get(S.CREATED_BY) or "",
+                   d.get(S.COMMENT) or "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,35 +279,41 @@ class Alert:
         return bool(self.silenced_by or self.inhibited_by)
 
     def to_dict(self) -> dict:
-        """A row of the ``alert`` table: alert_id, fingerprint, rule, alertname, severity, labels,
-        annotations (dicts), state, active_at, starts_at, ends_at, updated_at (aware UTC or
-        None), silenced_by, inhibited_by (comma-joined ids or None), acked_by, acked_at, and
-        value, keep_firing_since (for a restart to go on exactly where it stopped)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["alertname"] = self.labels.get("alertname")
-        d["severity"] = self.labels.get("severity")
-        d["labels"], d["annotations"] = dict(self.labels), dict(self.annotations)
-        d["silenced_by"] = ",".join(self.silenced_by) or None
-        d["inhibited_by"] = ",".join(self.inhibited_by) or None
-        return d
+        """A row of the ``alert`` table (:data:`soads.schema.TABLES`): alert_id, fingerprint,
+        rule, alertname, severity, labels, annotations (dicts), state, active_at, starts_at,
+        ends_at, updated_at (aware UTC or None), value, keep_firing_since (for a restart to go
+        on exactly where it stopped), silenced_by, inhibited_by (lists of ids), acked_by,
+        acked_at."""
+        return {S.ALERT_ID: self.alert_id, S.FINGERPRINT: self.fingerprint, S.RULE: self.rule,
+                S.ALERTNAME: self.labels.get("alertname"),
+                S.SEVERITY: self.labels.get("severity"), S.LABELS: dict(self.labels),
+                S.ANNOTATIONS: dict(self.annotations), S.STATE: self.state,
+                S.ACTIVE_AT: self.active_at, S.STARTS_AT: self.starts_at,
+                S.ENDS_AT: self.ends_at, S.UPDATED_AT: self.updated_at, S.VALUE: self.value,
+                S.KEEP_FIRING_SINCE: self.keep_firing_since,
+                S.SILENCED_BY: list(self.silenced_by), S.INHIBITED_BY: list(self.inhibited_by),
+                S.ACKED_BY: self.acked_by, S.ACKED_AT: self.acked_at}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Alert:
-        """The alert of a :meth:`to_dict` row (JSON text accepted for labels and annotations,
-        naive times taken as UTC; a row without value / keep_firing_since has none)."""
+        """The alert of a :meth:`to_dict` row (JSON text accepted for labels, annotations and
+        the id lists, naive times taken as UTC; a row without value / keep_firing_since has
+        none)."""
         def loads(v):
             v = json.loads(v) if isinstance(v, str) else v
             return {} if v is None else dict(v)
 
-        kw = {f.name: d.get(f.name) for f in dataclasses.fields(cls)}
-        for k in ("active_at", "starts_at", "ends_at", "updated_at", "keep_firing_since",
-                  "acked_at"):
-            kw[k] = as_utc(kw[k])
-        kw["labels"], kw["annotations"] = loads(kw["labels"]), loads(kw["annotations"])
-        kw["silenced_by"], kw["inhibited_by"] = _ids(kw["silenced_by"]), _ids(kw["inhibited_by"])
-        kw["value"] = None if kw["value"] is None else float(kw["value"])
-        kw["alert_id"] = kw["alert_id"] or ""
-        return cls(**kw)
+        value = d.get(S.VALUE)
+        return cls(
+            fingerprint=d[S.FINGERPRINT], rule=d[S.RULE], labels=loads(d[S.LABELS]),
+            annotations=loads(d[S.ANNOTATIONS]), state=d[S.STATE],
+            active_at=as_utc(d[S.ACTIVE_AT]), starts_at=as_utc(d.get(S.STARTS_AT)),
+            ends_at=as_utc(d.get(S.ENDS_AT)), updated_at=as_utc(d.get(S.UPDATED_AT)),
+            value=None if value is None else float(value),
+            keep_firing_since=as_utc(d.get(S.KEEP_FIRING_SINCE)),
+            silenced_by=_ids(d.get(S.SILENCED_BY)), inhibited_by=_ids(d.get(S.INHIBITED_BY)),
+            acked_by=d.get(S.ACKED_BY), acked_at=as_utc(d.get(S.ACKED_AT)),
+            alert_id=d.get(S.ALERT_ID) or "")
 
 
 def ack(alert: Alert, who: str, when: datetime) -> Alert:
@@ -476,14 +483,14 @@ class NotifyLog:
     notified_at: datetime
 
     def to_dict(self) -> dict:
-        return {"group_key": self.group_key, "firing": list(self.firing),
-                "resolved": list(self.resolved), "notified_at": self.notified_at}
+        return {S.GROUP_KEY: self.group_key, S.FIRING: list(self.firing),
+                S.RESOLVED: list(self.resolved), S.NOTIFIED_AT: self.notified_at}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> NotifyLog:
         def ls(v):
             return tuple(json.loads(v) if isinstance(v, str) else v or ())
-        return cls(d["group_key"], ls(d["firing"]), ls(d["resolved"]), as_utc(d["notified_at"]))
+        return cls(d[S.GROUP_KEY], ls(d[S.FIRING]), ls(d[S.RESOLVED]), as_utc(d[S.NOTIFIED_AT]))
 
 
 @dataclass(frozen=True)
@@ -506,8 +513,8 @@ class Notification:
         notification_id (group key, time and target: made once, stored), channel, target,
         group_key, payload (the webhook body as JSON text)."""
         nid = hashlib.sha256(f"{self.group_key}|{rfc3339(self.at)}|{channel}|{target}".encode())
-        return {"notification_id": nid.hexdigest()[:32], "channel": channel, "target": target,
-                "group_key": self.group_key, "payload": json.dumps(
+        return {S.NOTIFICATION_ID: nid.hexdigest()[:32], S.CHANNEL: channel, S.TARGET: target,
+                S.GROUP_KEY: self.group_key, S.PAYLOAD: json.dumps(
                     self.payload(receiver, external_url), ensure_ascii=False)}
 
 
@@ -710,10 +717,10 @@ class ActionSpec:
         """A row of the ``alert_action`` table (without its delivery columns): action_id,
         alert_id, fingerprint, action_name, action_type, target, channel, payload (the
         :meth:`message` as JSON text), and url (a webhook action's)."""
-        return {"action_id": self.action_id, "alert_id": self.alert_id,
-                "fingerprint": self.fingerprint, "action_name": self.name,
-                "action_type": self.type, "target": self.target, "channel": self.channel,
-                "payload": json.dumps(self.message(), ensure_ascii=False), "url": self.url}
+        return {S.ACTION_ID: self.action_id, S.ALERT_ID: self.alert_id,
+                S.FINGERPRINT: self.fingerprint, S.ACTION_NAME: self.name,
+                S.ACTION_TYPE: self.type, S.TARGET: self.target, S.CHANNEL: self.channel,
+                S.PAYLOAD: json.dumps(self.message(), ensure_ascii=False), "url": self.url}
 
 
 def action_specs(alert: Alert, actions_conf) -> list[ActionSpec]:

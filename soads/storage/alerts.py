@@ -40,7 +40,9 @@ def write_step(db, alerts: Sequence[dict] = (), notifications: Sequence[dict] = 
     try:
         with eng.begin() as conn:
             if alerts:
-                tables.upsert(conn, "alert", [tables._to_row("alert", a) for a in alerts])
+                # an acknowledgement is written by whoever acks (ack_alert), never undone here
+                tables.upsert(conn, "alert", [tables._to_row("alert", a) for a in alerts],
+                              keep=(S.ACKED_BY, S.ACKED_AT))
             if groups:
                 tables.upsert(conn, "alert_group", [tables._to_row("alert_group", g)
                                                     for g in groups])

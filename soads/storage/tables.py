@@ -97,8 +97,10 @@ def _insert(eng: sa.Engine, name: str):
     return insert(TABLE[name])
 
 
-def upsert(conn: sa.Connection, name: str, rows: Sequence[dict]) -> int:
-    """Insert ``rows`` into table ``name``, replacing rows with the same primary key.
+def upsert(conn: sa.Connection, name: str, rows: Sequence[dict],
+           keep: Sequence[str] = ()) -> int:
+    """Insert ``rows`` into table ``name``, replacing rows with the same primary key (but for
+    the columns in ``keep``, which an existing row keeps).
 
     Idempotent: the same rows upserted twice leave the table as after once.
     """
@@ -106,7 +108,7 @@ def upsert(conn: sa.Connection, name: str, rows: Sequence[dict]) -> int:
         return 0
     stmt = _insert(conn.engine, name)
     keys = S.PRIMARY_KEYS[name]
-    values = [c for c, _ in S.TABLES[name] if c not in keys]
+    values = [c for c, _ in S.TABLES[name] if c not in keys and c not in keep]
     if conn.dialect.name == "sqlite":
         stmt = stmt.on_conflict_do_update(
             index_elements=list(keys), set_={c: stmt.excluded[c] for c in values})
