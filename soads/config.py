@@ -438,6 +438,13 @@ class AlertsConf:
     """0: a group that has not changed is never notified again."""
     receiver: str = "soads"
     webhook_urls: tuple[str, ...] = ()
+    webhook_retries: int = 3
+    """Retries of a webhook POST that failed in a way that may pass (5xx, 408, 429, a timeout,
+    a refused connection) before it is recorded as failed."""
+    webhook_backoff_seconds: float = 0.5
+    """Wait before the first retry, doubled at each next one (at most 30 s)."""
+    webhook_timeout_seconds: float = 5.0
+    """How long one webhook POST may take."""
     alertmanager_url: str = "http://127.0.0.1:9095"
     external_url: str = "http://127.0.0.1:9095"
     alerts_topic: str = "soads-alerts"
@@ -799,8 +806,9 @@ def _check_alerts(alerts: AlertsConf, actions: ActionsConf) -> None:
     except re.error as e:
         raise ConfigError(f"alerts.line_pattern: bad regex ({e})") from None
     for name in ("evaluation_seconds", "group_wait_seconds", "group_interval_seconds",
-                 "repeat_interval_seconds"):
+                 "repeat_interval_seconds", "webhook_retries", "webhook_backoff_seconds"):
         check(getattr(alerts, name) >= 0, f"alerts.{name}", "must be >= 0")
+    check(alerts.webhook_timeout_seconds > 0, "alerts.webhook_timeout_seconds", "must be > 0")
     check(alerts.evaluation_seconds > 0 and alerts.group_interval_seconds > 0,
           "alerts.evaluation_seconds", "evaluation and group interval must be > 0")
     for i, url in enumerate(alerts.webhook_urls):

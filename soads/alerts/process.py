@@ -312,7 +312,10 @@ class AlertProcess:
                     continue
                 url = r[S.TARGET] if key == S.NOTIFICATION_ID else self._action_url(r)
                 res = delivery.send_webhook(url, json.loads(r[S.PAYLOAD]),
-                                            headers={"Idempotency-Key": r[key]})
+                                            headers={"Idempotency-Key": r[key]},
+                                            retries=self.conf.webhook_retries,
+                                            backoff_seconds=self.conf.webhook_backoff_seconds,
+                                            timeout=self.conf.webhook_timeout_seconds)
                 # a failed webhook is recorded as failed with its error, never dropped
                 mark(self.eng, r[key], store.DELIVERED if res.delivered else store.FAILED,
                      res.attempts, None if res.delivered else res.error)
