@@ -352,9 +352,9 @@ def newest_batches(db) -> dict[str, dict]:
 
 
 def alerts(db, states: Sequence[str] | None = None, alert_id: str | None = None,
-           limit: int | None = None) -> list[dict]:
+           limit: int | None = None, fingerprints: Sequence[str] | None = None) -> list[dict]:
     """``alert`` rows, newest change first (then alert_id); ``states`` keeps to those states
-    (pending, firing, resolved).
+    (pending, firing, resolved), ``fingerprints`` to those fingerprints.
 
     Returns
     -------
@@ -368,6 +368,8 @@ def alerts(db, states: Sequence[str] | None = None, alert_id: str | None = None,
         where.append(t.c[S.STATE].in_(list(states)))
     if alert_id is not None:
         where.append(t.c[S.ALERT_ID] == alert_id)
+    if fingerprints is not None:
+        where.append(t.c[S.FINGERPRINT].in_(list(fingerprints)))
     return _rows(db, "alert", where, [t.c[S.UPDATED_AT].desc(), t.c[S.ALERT_ID]], limit)
 
 

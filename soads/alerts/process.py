@@ -110,12 +110,25 @@ class AlertProcess:
                 for r in query.alerts(self.eng, states=[core.PENDING, core.FIRING])]
         self.engine = core.Engine(self.conf, live)
         logs = [core.NotifyLog.from_dict(r) for r in query.alert_groups(self.eng)]
-        self.grouper = core.Grouper(self.conf, logs, [a for a in live if a.state == core.FIRING])
+        self.grouper = core.Grouper(self.conf, logs, [a for a in live if a.state == core.FIRING]
+                                    + self._resolved_untold(logs, live))
         self.cursors = query.alert_cursors(self.eng)
         if self.kafka:
             topics.ensure_topics(self.bootstrap, [self.conf.alerts_topic,
                                                   self.conf.actions_topic])
             self._reconcile()
+
+    def _resolved_untold(self, logs, live) -> list[core.Alert]:
+        """Resolved alerts whose group was last notified while they fired: their resolution
+        is still to be notified (the grouper held them until its next flush when the process
+        stopped), so the restored grouper gets them back (Grouper's restore contract)."""
+        told = sorted({fp for e in logs for fp in e.firing} - {a.fingerprint for a in live})
+        out: dict[str, core.Alert] = {}
+        for i in range(0, len(told), 500):
+            for r in query.alerts(self.eng, states=[core.RESOLVED],
+                                  fingerprints=told[i:i + 500]):
+                out.setdefault(r[S.FINGERPRINT], core.Alert.from_dict(r))  # newest first
+        return [out[fp] for fp in sorted(out)]
 
     def _reconcile(self) -> None:
         """Outbox rows a killed process had already put in their topic: marked delivered."""
