@@ -388,8 +388,10 @@ def silences(db, active_at: dt.datetime | None = None) -> list[dict]:
     return _rows(db, "silence", where, [t.c[S.STARTS_AT].desc(), t.c[S.SILENCE_ID]])
 
 
-def alert_notifications(db, status: str | None = None, limit: int | None = None) -> list[dict]:
-    """``alert_notification`` rows (the outbox), oldest first (then notification_id).
+def alert_notifications(db, status: str | None = None, limit: int | None = None,
+                        notification_ids: Sequence[str] | None = None) -> list[dict]:
+    """``alert_notification`` rows (the outbox), oldest first (then notification_id);
+    ``notification_ids`` keeps to those ids.
 
     Returns
     -------
@@ -398,6 +400,8 @@ def alert_notifications(db, status: str | None = None, limit: int | None = None)
     """
     t = tables.TABLE["alert_notification"]
     where = [] if status is None else [t.c[S.STATUS] == status]
+    if notification_ids is not None:
+        where.append(t.c[S.NOTIFICATION_ID].in_(list(notification_ids)))
     return _rows(db, "alert_notification", where, [t.c[S.CREATED_AT], t.c[S.NOTIFICATION_ID]],
                  limit)
 

@@ -263,8 +263,10 @@ class AlertProcess:
         rows = []
         pending = {S.STATUS: store.PENDING, S.ATTEMPTS: 0, S.CREATED_AT: _naive(now)}
         if self.kafka:
+            told = self._fired_told(a for a in changed if a.state == core.RESOLVED and a.muted)
             for a in changed:
-                if a.state not in (core.FIRING, core.RESOLVED) or a.muted:
+                if a.state not in (core.FIRING, core.RESOLVED) or \
+                        (a.muted and a.alert_id not in told):
                     continue
                 rows.append({S.NOTIFICATION_ID: _digest(a.alert_id, a.state), S.CHANNEL: KAFKA,
                              S.TARGET: self.conf.alerts_topic, S.GROUP_KEY: None,
@@ -275,6 +277,21 @@ class AlertProcess:
                 rows.append({**n.to_dict(WEBHOOK, url, self.conf.receiver,
                                          self.conf.external_url), **pending})
         return rows
+
+    def _fired_told(self, alerts) -> set[str]:
+        """The alert ids among ``alerts`` whose firing is on the alerts topic (or on its way:
+        its outbox row): a muted alert that resolves is announced resolved if its firing was
+        (a consumer of the topic must not be left with an alert that never ends); one muted
+        from the start stays unannounced."""
+        by_id = {_digest(a.alert_id, core.FIRING): a.alert_id for a in alerts}
+        if not by_id:
+            return set()
+        ids = sorted(by_id)
+        found = set()
+        for i in range(0, len(ids), 500):
+            found |= {by_id[r[S.NOTIFICATION_ID]] for r in query.alert_notifications(
+                self.eng, notification_ids=ids[i:i + 500])}
+        return found
 
     def _actions(self, changed, now) -> list[dict]:
         """Outbox rows of the actions of every firing, unmuted alert: their ids come from the
@@ -347,7 +364,10 @@ class AlertProcess:
         if not url:
             return
         now_m = time.monotonic()
-        send = [a for a in changed if a.state in (core.FIRING, core.RESOLVED) and not a.muted]
+        # a resolution is pushed muted or not: Alertmanager may have the alert from before it
+        # was muted (one it never had is stored resolved and notifies nobody)
+        send = [a for a in changed if (a.state == core.FIRING and not a.muted)
+                or a.state == core.RESOLVED]
         if now_m - self._last_push >= AM_REPUSH_SECONDS:
             send = [a for a in self.engine.alerts.values()
                     if a.state == core.FIRING and not a.muted] + \
