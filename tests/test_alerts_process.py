@@ -611,6 +611,48 @@ def wait_for(cond, seconds, job, tmp_path, every=0.02):
         time.sleep(every)
 
 
+def test_a_muted_alert_whose_firing_was_published_publishes_its_resolution(db, tmp_path):
+    from soads import services
+
+    conf = services_conf("kafka")
+    bootstrap = services.kafka_bootstrap(conf)
+    tag = uuid.uuid4().hex[:10]
+    topic, actions = f"soads-alerts-{tag}", f"soads-actions-{tag}"
+    cfg = load(db, f"stream.kafka_bootstrap={bootstrap}", f"stream.topic=soads-none-{tag}",
+               "stream.quarantine_topic=", f"stream.checkpoint_root={tmp_path}/checkpoints",
+               f"alerts.alerts_topic={topic}", f"alerts.actions_topic={actions}",
+               "alerts.object_anomaly.keep_firing_for_seconds=5")
+    clock = Clock()
+
+    def silence(oid):
+        sil = core.Silence.create([f"oid={oid}"], clock(), clock() + dt.timedelta(hours=1))
+        store.add_silence(db, {k: v.replace(tzinfo=None) if isinstance(v, dt.datetime) else v
+                               for k, v in sil.to_dict().items()})
+
+    try:
+        silence("obj-c")  # muted from the start: never announced
+        write_batch(db, 0, [verdict(o, 6.5, True, explanation("CNV-L2-ASM"))
+                            for o in ("obj-a", "obj-b", "obj-c")], clock())
+        proc = process.AlertProcess(cfg, kafka=True, clock=clock)
+        proc.step()
+        silence("obj-b")  # muted after its firing was published
+        clock.advance(1)
+        proc.step()
+        assert [r[S.SILENCED_BY] != [] for r in sorted(query.alerts(db),
+                                                       key=lambda r: r[S.LABELS]["oid"])] == [
+            False, True, True]
+        clock.advance(5)
+        assert sorted(a.state for a in proc.step().changed) == ["resolved"] * 3
+        proc.close()
+        msgs = [(m["labels"]["oid"], m["status"]) for _, m in read_topic(bootstrap, topic)]
+        assert sorted(msgs[:2]) == [("obj-a", "firing"), ("obj-b", "firing")]
+        assert sorted(msgs[2:]) == [("obj-a", "resolved"), ("obj-b", "resolved")]
+        assert sorted(json.loads(m[S.PAYLOAD])["target"]["oid"]
+                      for m in query.alert_actions(db)) == ["obj-a", "obj-b"]
+    finally:
+        delete_topics(bootstrap, [topic, actions])
+
+
 def test_exactly_once_when_the_job_is_killed_with_sigkill(place, tmp_path):
     """jobs/alerts.py on the real parts, killed with SIGKILL again and again while micro-batches
     of verdicts arrive: every flagged object ends with one alert, one message in the alerts
