@@ -91,7 +91,11 @@ def mark_notification(db, notification_id: str, status: str, attempts: int,
 
 def mark_action(db, action_id: str, status: str, attempts: int, error: str | None = None,
                 sent_at: dt.datetime | None = None) -> None:
-    """Record an action's delivery outcome (as :func:`mark_notification`)."""
+    """Record an action's delivery outcome (as :func:`mark_notification`); one acknowledged
+    while it was pending is acked once delivered."""
+    t = tables.TABLE["alert_action"]
+    if status == DELIVERED:
+        status = sa.case((t.c[S.ACKED_BY].is_not(None), ACKED), else_=DELIVERED)
     _update(db, "alert_action", S.ACTION_ID, action_id, {
         S.STATUS: status, S.ATTEMPTS: int(attempts), S.ERROR: error,
         S.SENT_AT: sent_at or _now()})
@@ -104,9 +108,19 @@ def ack_alert(db, alert_id: str, who: str, when: dt.datetime | None = None) -> b
 
 
 def ack_action(db, action_id: str, who: str, when: dt.datetime | None = None) -> bool:
-    """Acknowledge an action (its status becomes acked); False when there is no such action."""
-    return _update(db, "alert_action", S.ACTION_ID, action_id,
-                   {S.STATUS: ACKED, S.ACKED_BY: who, S.ACKED_AT: when or _now()}) > 0
+    """Acknowledge an action: who and when are recorded; a delivered action's status becomes
+    acked, a pending or failed one keeps its status (acknowledging it must not stop its
+    delivery, nor hide that it failed). False when there is no such action."""
+    eng, own = _engine(db)
+    t = tables.TABLE["alert_action"]
+    try:
+        with eng.begin() as conn:
+            return conn.execute(t.update().where(t.c[S.ACTION_ID] == action_id).values({
+                S.STATUS: sa.case((t.c[S.STATUS] == DELIVERED, ACKED), else_=t.c[S.STATUS]),
+                S.ACKED_BY: who, S.ACKED_AT: when or _now()})).rowcount > 0
+    finally:
+        if own:
+            eng.dispose()
 
 
 def add_silence(db, row: dict) -> None:
@@ -122,6 +136,22 @@ def add_silence(db, row: dict) -> None:
 
 
 def expire_silence(db, silence_id: str, when: dt.datetime | None = None) -> bool:
-    """End a silence now (Alertmanager "expire": it stays listed, no longer in force); False
-    when there is no such silence."""
-    return _update(db, "silence", S.SILENCE_ID, silence_id, {S.ENDS_AT: when or _now()}) > 0
+    """End a silence now (Alertmanager "expire", as :meth:`soads.alerts.core.Silence.expire`:
+    it stays listed, no longer in force): an active one ends now, a pending one starts and ends
+    now, an expired one stays as it was (safe to repeat). False when there is no such
+    silence."""
+    now = when or _now()
+    eng, own = _engine(db)
+    t = tables.TABLE["silence"]
+    try:
+        with eng.begin() as conn:
+            found = conn.execute(sa.select(t.c[S.SILENCE_ID]).where(
+                t.c[S.SILENCE_ID] == silence_id)).first() is not None
+            conn.execute(t.update().where(t.c[S.SILENCE_ID] == silence_id,
+                                          t.c[S.ENDS_AT] > now).values({
+                S.STARTS_AT: sa.case((t.c[S.STARTS_AT] > now, now), else_=t.c[S.STARTS_AT]),
+                S.ENDS_AT: now}))
+            return found
+    finally:
+        if own:
+            eng.dispose()
