@@ -251,6 +251,10 @@ def test_a_silence_mutes_a_new_alert_until_unsilence_then_its_actions_start(db, 
 
         assert cli.main(["alerts", "unsilence", sid, *cli_args(db)]) == 0
         assert capsys.readouterr().out.strip() == f"silence {sid} ended"
+        (ended,) = query.silences(db)
+        assert ended[S.STARTS_AT] == sil[S.STARTS_AT] and ended[S.ENDS_AT] < sil[S.ENDS_AT]
+        assert cli.main(["alerts", "unsilence", sid, *cli_args(db)]) == 0  # safe to repeat
+        assert query.silences(db) == [ended]
         assert cli.main(["alerts", "unsilence", "nope", *cli_args(db)]) == 2
         assert capsys.readouterr().err == ("soads alerts: no silence 'nope' (soads alerts "
                                            "silences shows the ids)\n")
@@ -268,6 +272,15 @@ def test_a_silence_mutes_a_new_alert_until_unsilence_then_its_actions_start(db, 
         proc.step()
         assert [p[2]["alerts"][0]["labels"]["oid"] for p in hook.posts] == ["obj-a"]
         proc.close()
+    # a silence that has not started yet: unsilence starts and ends it now (never an end
+    # before its start)
+    later = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=2)
+    store.add_silence(db, {S.SILENCE_ID: "later", S.MATCHERS: ["oid=obj-z"],
+                           S.STARTS_AT: later, S.ENDS_AT: later + dt.timedelta(hours=1)})
+    assert cli.main(["alerts", "unsilence", "later", *cli_args(db)]) == 0
+    (pend,) = [r for r in query.silences(db) if r[S.SILENCE_ID] == "later"]
+    assert pend[S.STARTS_AT] == pend[S.ENDS_AT] < later
+    capsys.readouterr()
     # a silence with a bad matcher is a one-line error
     assert cli.main(["alerts", "silence", "oid=~(", *cli_args(db)]) == 2
     assert capsys.readouterr().err == ("soads alerts: bad matcher 'oid=~(': missing ), "
@@ -296,8 +309,8 @@ def test_an_ack_survives_the_process_writes(db, capsys):
         (row,) = by_oid(db)["obj-a"]
         assert row[S.ACKED_BY] == "op-7" and row[S.ACKED_AT] is not None
     assert row[S.STATE] == "resolved"
-    (act,) = query.alert_actions(db)
-    assert (act[S.STATUS], act[S.ACKED_BY]) == (store.ACKED, "op-7")
+    (act,) = query.alert_actions(db)  # acknowledged, and still says it failed (no Kafka)
+    assert (act[S.STATUS], act[S.ACKED_BY]) == (store.FAILED, "op-7")
     capsys.readouterr()
     assert cli.main(["alerts", "list", "--state", "resolved", *cli_args(db)]) == 0
     assert "acked by op-7" in capsys.readouterr().out
@@ -649,6 +662,46 @@ def test_a_muted_alert_whose_firing_was_published_publishes_its_resolution(db, t
         assert sorted(msgs[2:]) == [("obj-a", "resolved"), ("obj-b", "resolved")]
         assert sorted(json.loads(m[S.PAYLOAD])["target"]["oid"]
                       for m in query.alert_actions(db)) == ["obj-a", "obj-b"]
+    finally:
+        delete_topics(bootstrap, [topic, actions])
+
+
+def test_an_action_acknowledged_while_pending_is_still_sent_then_acked(db, tmp_path, capsys):
+    from soads import services
+
+    conf = services_conf("kafka")
+    bootstrap = services.kafka_bootstrap(conf)
+    tag = uuid.uuid4().hex[:10]
+    topic, actions = f"soads-alerts-{tag}", f"soads-actions-{tag}"
+    sets = (f"stream.kafka_bootstrap={bootstrap}", f"stream.topic=soads-none-{tag}",
+            "stream.quarantine_topic=", f"stream.checkpoint_root={tmp_path}/checkpoints",
+            f"alerts.alerts_topic={topic}", f"alerts.actions_topic={actions}")
+    clock = Clock()
+    try:
+        write_batch(db, 0, [verdict("obj-a", 6.5, True, explanation("CNV-L2-ASM"))], clock())
+        proc = process.AlertProcess(load(db, *sets), kafka=True, clock=clock)
+        proc.step(deliver=False)
+        (act,) = query.alert_actions(db)
+        assert cli.main(["alerts", "ack", act[S.ACTION_ID], "--action", "--by", "op-3",
+                         *cli_args(db, *sets)]) == 0
+        (act,) = query.alert_actions(db)
+        assert (act[S.STATUS], act[S.ACKED_BY]) == (store.PENDING, "op-3")
+        assert proc.deliver() == (2, 0)  # the alert's message and its action
+        proc.close()
+        (act,) = query.alert_actions(db)
+        assert (act[S.STATUS], act[S.ACKED_BY], act[S.ATTEMPTS]) == (store.ACKED, "op-3", 1)
+        assert [k for k, _ in read_topic(bootstrap, actions)] == [act[S.ACTION_ID]]
+        # acknowledging a delivered action makes it acked
+        clock.advance(1)
+        write_batch(db, 1, [verdict("obj-b", 6.5, True, explanation("CNV-L2-ASM"))], clock())
+        proc = process.AlertProcess(load(db, *sets), kafka=True, clock=clock)
+        proc.step()
+        proc.close()
+        (b,) = [r for r in query.alert_actions(db) if r[S.TARGET] == "obj-b"]
+        assert b[S.STATUS] == store.DELIVERED
+        assert cli.main(["alerts", "ack", b[S.ACTION_ID], "--action", *cli_args(db)]) == 0
+        (b,) = [r for r in query.alert_actions(db) if r[S.TARGET] == "obj-b"]
+        assert b[S.STATUS] == store.ACKED and b[S.ACKED_BY]
     finally:
         delete_topics(bootstrap, [topic, actions])
 
