@@ -329,13 +329,28 @@ class AlertProcess:
             for r in kafka_rows:
                 by_topic.setdefault(topic_of(r), []).append(r)
             for topic, rs in by_topic.items():
+                # a row sent before without an acknowledgement (a timeout) may be in the topic
+                # all the same: looked for there first, so it is never in it twice
+                tried = [r for r in rs if (r[S.ATTEMPTS] or 0) > 0]
+                found = topics.published_ids(self.bootstrap, topic, min(
+                    r[S.CREATED_AT] for r in tried)) if tried else set()
+                for r in tried:
+                    if r[key] in found:
+                        mark(self.eng, r[key], store.DELIVERED, r[S.ATTEMPTS])
+                        ok += 1
+                        logger.info("%s was already in topic %s: marked delivered", r[key], topic)
+                rs = [r for r in rs if r[key] not in found]
+                if not rs:
+                    continue
                 for (i, err), r in zip(topics.send(self._prod(), topic,
                                                    [(r[key], r[S.PAYLOAD].encode()) for r in rs]),
                                        rs):
                     if err is None:
                         mark(self.eng, i, store.DELIVERED, (r[S.ATTEMPTS] or 0) + 1)
                         ok += 1
-                    else:  # stays pending: sent again next evaluation
+                    else:  # stays pending, the attempt and its error recorded: sent again next
+                        # evaluation, unless it turns out to be in the topic after all
+                        mark(self.eng, i, store.PENDING, (r[S.ATTEMPTS] or 0) + 1, err)
                         logger.warning("%s to topic %s not acknowledged: %s", i, topic, err)
             for r in rows:
                 if r[S.CHANNEL] != WEBHOOK:
