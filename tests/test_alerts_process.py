@@ -706,6 +706,46 @@ def test_an_action_acknowledged_while_pending_is_still_sent_then_acked(db, tmp_p
         delete_topics(bootstrap, [topic, actions])
 
 
+def test_a_send_kafka_did_not_acknowledge_is_looked_for_before_it_is_sent_again(db,
+                                                                                 tmp_path):
+    """A message Kafka wrote but whose acknowledgement never came (a timeout): the row stays
+    pending with the attempt recorded; the next delivery finds it in the topic and marks it
+    instead of sending it a second time."""
+    from soads import services
+    from soads.alerts import topics
+
+    conf = services_conf("kafka")
+    bootstrap = services.kafka_bootstrap(conf)
+    tag = uuid.uuid4().hex[:10]
+    topic, actions = f"soads-alerts-{tag}", f"soads-actions-{tag}"
+    sets = (f"stream.kafka_bootstrap={bootstrap}", f"stream.topic=soads-none-{tag}",
+            "stream.quarantine_topic=", f"stream.checkpoint_root={tmp_path}/checkpoints",
+            f"alerts.alerts_topic={topic}", f"alerts.actions_topic={actions}")
+    clock = Clock(lead=0)
+    try:
+        write_batch(db, 0, [verdict("obj-a", 6.5, True, explanation("CNV-L2-ASM"))], clock())
+        proc = process.AlertProcess(load(db, *sets), kafka=True, clock=clock)
+        proc.step(deliver=False)
+        (n,) = query.alert_notifications(db)
+        prod = topics.producer(bootstrap)
+        try:  # it reached the topic ...
+            assert topics.send(prod, topic, [(n[S.NOTIFICATION_ID], n[S.PAYLOAD].encode())]) \
+                == [(n[S.NOTIFICATION_ID], None)]
+        finally:
+            prod.close()
+        # ... but the process saw a timeout
+        store.mark_notification(db, n[S.NOTIFICATION_ID], store.PENDING, 1,
+                                "KafkaTimeoutError: Timeout after waiting for 10 secs.")
+        assert proc.deliver() == (2, 0)
+        proc.close()
+        (n,) = query.alert_notifications(db)
+        assert (n[S.STATUS], n[S.ATTEMPTS]) == (store.DELIVERED, 1)
+        assert [k for k, _ in read_topic(bootstrap, topic)] == [n[S.NOTIFICATION_ID]]
+        assert len(read_topic(bootstrap, actions)) == 1
+    finally:
+        delete_topics(bootstrap, [topic, actions])
+
+
 def marking(db, oids):
     """Whether the alert process is marking the alerts topic's messages of these objects: some
     marked delivered, some still pending (they were all sent, and acknowledged, before the
