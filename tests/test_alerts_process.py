@@ -15,6 +15,7 @@ import json
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -541,7 +542,7 @@ def delete_topics(bootstrap, names):
 
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        admin.delete_topics([n for n in names])
+        admin.delete_topics(list(names))
         admin.close()
     except Exception:  # noqa: BLE001 - cleanup only
         pass
@@ -554,7 +555,7 @@ def place(tmp_path):
     tag = uuid.uuid4().hex[:10]
     p.alerts_topic, p.actions_topic = f"soads-alerts-{tag}", f"soads-actions-{tag}"
     p.conf = conf
-    p.sets = (f"stream.source=kafka", f"stream.kafka_bootstrap={p.bootstrap}",
+    p.sets = ("stream.source=kafka", f"stream.kafka_bootstrap={p.bootstrap}",
               f"stream.topic={p.topic}", f"stream.quarantine_topic={p.qtopic}",
               f"stream.checkpoint_root={tmp_path}/checkpoints",
               f"alerts.alerts_topic={p.alerts_topic}", f"alerts.actions_topic={p.actions_topic}")
@@ -763,14 +764,11 @@ def test_exactly_once_when_the_job_is_killed_with_sigkill(place, tmp_path):
     db = place.db_url
     toml = tmp_path / "alerts-test.toml"
     toml.write_text(f"[storage]\ndb_url = {json.dumps(db)}\n")
-    cmd = ["python", "jobs/alerts.py", *[a for c in CONFS for a in ("--conf", c)],
+    cmd = [sys.executable, "jobs/alerts.py", *[a for c in CONFS for a in ("--conf", c)],
            "--conf", str(toml)]
     for s in (*place.sets, "alerts.alertmanager_url=", "alerts.evaluation_seconds=0.2",
               "alerts.stream_stalled.enabled=false"):
         cmd += ["--set", s]
-    import sys
-    cmd[0] = sys.executable
-    tables.create_tables(tables.engine(db))
     flagged, batches, kills, caught = set(), 8, 0, 0
     logs = open(tmp_path / "job.log", "a")
     job = start(cmd, logs)
