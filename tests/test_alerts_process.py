@@ -769,6 +769,11 @@ def test_exactly_once_when_the_job_is_killed_with_sigkill(place, tmp_path):
     for s in (*place.sets, "alerts.alertmanager_url=", "alerts.evaluation_seconds=0.2",
               "alerts.stream_stalled.enabled=false"):
         cmd += ["--set", s]
+    # the tables exist before the job starts, as the event job made them (two processes
+    # creating the same MySQL tables at once may fail: "Table ... already exists")
+    eng = tables.engine(db)
+    tables.create_tables(eng)
+    eng.dispose()
     flagged, batches, kills, caught = set(), 8, 0, 0
     logs = open(tmp_path / "job.log", "a")
     job = start(cmd, logs)
