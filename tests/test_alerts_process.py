@@ -192,6 +192,27 @@ def test_verdicts_fire_object_alerts_once_with_labels_tiers_and_recorded_actions
     proc.close()
 
 
+def test_soads_alerts_run_list_and_actions_on_the_embedded_default(db, capsys):
+    write_batch(db, 0, [verdict("obj-a", 6.5, True, explanation("CNV-L2-ASM"))],
+                dt.datetime.now(dt.timezone.utc))
+    assert cli.main(["alerts", "run", "--steps", "2",
+                     *cli_args(db, "alerts.evaluation_seconds=0.05")]) == 0
+    err = capsys.readouterr().err
+    assert "Kafka topics off; Alertmanager off; webhooks 0" in err
+    (row,) = query.alerts(db)
+    assert cli.main(["alerts", "list", *cli_args(db)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{row[S.ALERT_ID]}  firing   warning  ObjectAnomaly ")
+    assert "line=2 read_point=" + SGLN + "CNV-L2-ASM oid=obj-a job=events" in out[0]
+    assert out[1].strip() == row[S.ANNOTATIONS]["summary"]
+    assert cli.main(["alerts", "actions", "--json", *cli_args(db)]) == 0
+    (act,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (act[S.ACTION_NAME], act[S.STATUS], act[S.ALERT_ID]) == (
+        "inspect_object", "failed", row[S.ALERT_ID])
+    assert cli.main(["alerts", "list", "--state", "resolved", *cli_args(db)]) == 0
+    assert capsys.readouterr().out == "no resolved alerts\n"
+
+
 def test_an_object_alert_resolves_keep_firing_for_after_it_was_last_seen(db):
     clock = Clock()
     cfg = load(db, "alerts.object_anomaly.keep_firing_for_seconds=30")
