@@ -273,6 +273,8 @@ class AlertProcess:
                              S.PAYLOAD: json.dumps({"alertId": a.alert_id, **core.alert_json(
                                  a, self.conf.external_url)}, ensure_ascii=False), **pending})
         for n in due:
+            if not n.alerts:  # every alert of the group muted: nothing to say (Alertmanager's
+                continue      # pipeline stops when its mute stage leaves no alert)
             for url in self.conf.webhook_urls:
                 rows.append({**n.to_dict(WEBHOOK, url, self.conf.receiver,
                                          self.conf.external_url), **pending})
