@@ -500,6 +500,27 @@ def test_a_resolution_not_yet_notified_is_notified_after_a_restart(db):
         assert len(hook.posts) == 2
 
 
+def test_a_group_whose_alerts_are_all_muted_sends_no_empty_notification(db):
+    clock = Clock()
+    with Receiver() as hook:
+        cfg = load(db, f"alerts.webhook_urls={hook.url}", "alerts.group_wait_seconds=0",
+                   "alerts.group_interval_seconds=5",
+                   "alerts.object_anomaly.keep_firing_for_seconds=5")
+        write_batch(db, 0, [verdict("obj-a", 6.5, True, explanation("CNV-L2-ASM"))], clock())
+        proc = process.AlertProcess(cfg, clock=clock)
+        proc.step()
+        sil = core.Silence.create(["oid=obj-a"], clock(), clock() + dt.timedelta(hours=1))
+        store.add_silence(db, {k: v.replace(tzinfo=None) if isinstance(v, dt.datetime) else v
+                               for k, v in sil.to_dict().items()})
+        for _ in range(4):  # silenced, then resolved while silenced
+            clock.advance(3)
+            proc.step()
+        proc.close()
+        assert [r[S.STATE] for r in query.alerts(db)] == ["resolved"]
+        assert [(p[2]["status"], len(p[2]["alerts"])) for p in hook.posts] == [("firing", 1)]
+        assert len(query.alert_notifications(db)) == 1
+
+
 def test_a_webhook_answering_500_is_retried_then_recorded_failed(db):
     clock = Clock()
     with Receiver(status=500) as hook:
