@@ -856,6 +856,15 @@ def cmd_bench(args) -> int:
         lines = run(events=args.events, rate=args.rate, seconds=args.seconds,
                     maximal_only=args.maximal_only, spark_conf=job.spark, job=job.stream,
                     operators=tuple(args.operator or ("jvm", "python")))
+    elif args.bench == "alerts":
+        from soads.benchmarks.alerts import run
+
+        if not args.conf:
+            args.conf = [p for p in (DEFAULT_CONF, "conf/services-stream.toml")
+                         if os.path.exists(p)]
+        job = _config(args)
+        lines = run(rate=args.rate, seconds=args.seconds, events=args.events,
+                    spark_conf=job.spark, job=job.stream)
     elif args.bench == "detect":
         from soads.benchmarks.detect import TruthError, run
         from soads.cases import CaseError
@@ -929,6 +938,19 @@ def _add_bench(sub) -> None:
                         "default jvm and python; the latency run uses the first)")
     b.add_argument("--conf", action="append", metavar="TOML",
                    help="the job's config files for its [spark] and [stream] sections "
+                        "(repeatable; default conf/soads.toml and conf/services-stream.toml)")
+    b.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("alerts", help="Kafka -> event job -> alert process -> alerts and "
+                                       "actions topics: latency, quality, throughput")
+    b.add_argument("--rate", type=float, default=2000.0, metavar="EVENTS_PER_S",
+                   help="publishing rate of the latency run (flat events/s, default 2000)")
+    b.add_argument("--seconds", type=float, default=60.0, help="latency run length (default 60)")
+    b.add_argument("--events", type=_positive_int, default=650_000,
+                   help="flat events of the sustained run (default 650,000)")
+    b.add_argument("--conf", action="append", metavar="TOML",
+                   help="the event job's config files for its [spark] and [stream] sections "
                         "(repeatable; default conf/soads.toml and conf/services-stream.toml)")
     b.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     b.set_defaults(func=cmd_bench)
