@@ -168,6 +168,12 @@ class AlertProcess:
             "sensor_drifts": query.sensor_drifts(self.eng, limit=50),
             "sink_batches": [{S.SINK: k, **v} for k, v in query.newest_batches(self.eng).items()],
         }
+        if self.cfg.stream.source == "files":
+            # the file stream is stalled only when files wait that arrived after its newest
+            # micro-batch (an idle one, nothing arriving, is not)
+            newest = {r[S.SINK]: r[S.CREATED_AT] for r in inputs["sink_batches"]}
+            inputs["backlog"] = {rules.JOB_EVENTS: _files_after(
+                self.cfg.stream.input_path, newest.get(rules.JOB_EVENTS))}
         if self.kafka and time.monotonic() - self._last_kafka_rules >= KAFKA_RULES_SECONDS:
             self._last_kafka_rules = time.monotonic()
             try:
@@ -394,3 +400,16 @@ class AlertProcess:
             self._consumer.close()
         self.eng.dispose()
 
+
+
+def _files_after(directory: str, since: dt.datetime | None) -> int:
+    """Files in ``directory`` modified after ``since`` (naive UTC; None: every file)."""
+    try:
+        entries = [e for e in os.scandir(directory) if e.is_file()
+                   and not e.name.startswith((".", "_"))]
+    except FileNotFoundError:
+        return 0
+    if since is None:
+        return len(entries)
+    cut = since.replace(tzinfo=dt.timezone.utc).timestamp()
+    return sum(1 for e in entries if e.stat().st_mtime > cut)
