@@ -92,11 +92,16 @@ def _verbose_spark_launch() -> None:
         f"--driver-java-options -Dlog4j2.configurationFile={path} pyspark-shell"
 
 
-def _spark(cfg, quiet: bool = True):
+def _spark(cfg, quiet: bool = True, stream: bool = False):
     from soads.session import build
 
     t0 = time.perf_counter()
-    spark = build(cfg.spark, extra=_SPARK_EXTRA)
+    extra = dict(_SPARK_EXTRA)
+    if stream:  # the event job's state operator jar (the demo's live part)
+        from soads.stream.job import spark_jars
+
+        extra.update(spark_jars(cfg.stream))
+    spark = build(cfg.spark, extra=extra)
     logger.info("spark %s up in %.1f s (%s)", spark.version, time.perf_counter() - t0,
                 spark.sparkContext.master)
     return spark
@@ -642,7 +647,10 @@ def cmd_demo(args) -> int:
     if os.path.exists(cfg.storage.db_url.replace("sqlite:///", "")) and \
             cfg.storage.db_url.startswith("sqlite:///"):
         os.remove(cfg.storage.db_url.replace("sqlite:///", ""))  # a demo starts from scratch
-    spark = _spark(cfg)
+    import shutil as _sh
+    for d in (cfg.stream.checkpoint_root, cfg.stream.input_path):
+        _sh.rmtree(d, ignore_errors=True)  # the live part's stream starts from scratch too
+    spark = _spark(cfg, stream=args.live > 0)
     _err("[soads] demo: ingesting EPCIS -> event log (Parquet) + quarantine")
     pipeline.ingest(spark, [epcis_dir], cfg, report, replace=True)  # from scratch
     _err("[soads] demo: sequences and the relational dependency table")
@@ -656,12 +664,100 @@ def cmd_demo(args) -> int:
          f" and model run {detector.run_id}")
     scored = pipeline.score(spark, seqs, rel, pats, report.run_id, cfg, report, detector)
     pipeline.evaluate(spark, scored, os.path.join(epcis_dir, "truth.csv"), report)
+    live = _demo_live(spark, cfg, args.live, objects) if args.live > 0 else None
     report.seconds["total"] = time.perf_counter() - t0
     _out(format_report(report))
+    if live:
+        _out("")
+        _out(live)
     _out(f"\ntables in {config.redact(cfg.storage.db_url)}; event log in "
          f"{config.event_log_location(cfg)}; "
          f"simulated {stats.get('events', '?'):,} reads")
     return 0
+
+
+def _demo_live(spark, cfg, n_live: int, n_batch: int) -> str:
+    """The demo's live part: a further stretch of the plant through the event job (the file
+    stream, embedded default) scored against the model run just fitted, then the alert process
+    over what it wrote. Returns the report's lines."""
+    import dataclasses
+    import datetime as dt
+    import glob
+    import shutil
+
+    from soads import query
+    from soads.alerts.process import AlertProcess
+    from soads.simulator.generate import default_start, simulate
+    from soads.stream.job import start_event_queries
+
+    root = os.path.abspath(cfg.storage.root)
+    live_dir = os.path.join(root, "live")
+    _err(f"[soads] demo: live: {n_live:,} more objects through the event job (file stream) "
+         "and the alert process")
+    t0 = time.perf_counter()
+    shutil.rmtree(live_dir, ignore_errors=True)
+    stats = simulate(live_dir, n_objects=n_live, seed=cfg.simulator.seed + 1,
+                     anomaly_rate=cfg.simulator.anomaly_rate,
+                     noise_rate=cfg.simulator.noise_rate,
+                     attribute_anomaly_rate=cfg.simulator.attribute_anomaly_rate,
+                     fmt=cfg.simulator.format, events_per_file=2000,
+                     start=default_start() + dt.timedelta(days=7), first_serial=n_batch + 1)
+    incoming = os.path.abspath(cfg.stream.input_path)
+    os.makedirs(incoming, exist_ok=True)
+    for f in sorted(glob.glob(os.path.join(live_dir, "events-*"))):
+        os.replace(f, os.path.join(incoming, os.path.basename(f)))  # whole files only
+    queries = start_event_queries(spark, cfg, trigger=False)
+    try:
+        queries.process_all_available()
+    finally:
+        queries.stop()
+    t_stream = time.perf_counter() - t0
+    # no Kafka and (maybe) no Alertmanager here: the alerts go to the table
+    acfg = dataclasses.replace(cfg, alerts=dataclasses.replace(cfg.alerts, alertmanager_url=""))
+    proc = AlertProcess(acfg, kafka=False)
+    try:
+        proc.step()
+        proc.step()
+    finally:
+        proc.close()
+    truth = {}
+    with open(os.path.join(live_dir, "truth.csv")) as fh:
+        next(fh)
+        for line in fh:
+            oid, label, kind, _ = line.rstrip("\n").split(",")
+            truth[oid] = (label == "1", kind)
+    alerts = query.alerts(cfg.storage.db_url)
+    objects = [a for a in alerts if a[S.ALERTNAME] == "ObjectAnomaly"]
+    flagged = {a[S.LABELS].get("oid") for a in objects}
+    judged = {r[S.OID] for r in query.verdicts_since(cfg.storage.db_url, -1)}
+    tp = sum(1 for o in flagged if truth.get(o, (False,))[0])
+    anomalous = {o for o in judged if truth.get(o, (False,))[0]}
+    by = {}
+    for a in alerts:
+        by[(a[S.ALERTNAME], a[S.SEVERITY])] = by.get((a[S.ALERTNAME], a[S.SEVERITY]), 0) + 1
+    actions = query.alert_actions(cfg.storage.db_url)
+    kinds = {}
+    for r in actions:
+        kinds[r[S.ACTION_TYPE]] = kinds.get(r[S.ACTION_TYPE], 0) + 1
+    lines = [f"live: {stats.get('events', 0):,} reads of {n_live:,} more objects through the "
+             f"event job (file stream, {t_stream:.0f} s): {len(judged):,} objects judged "
+             "against the model run above; the alert process raised "
+             f"{len(alerts)} alerts:"]
+    lines += [f"  {n:5d}  {name} {sev}" for (name, sev), n in sorted(by.items())]
+    if flagged:
+        lines.append(f"  ObjectAnomaly vs the simulator's labels: precision "
+                     f"{tp / len(flagged):.3f}, recall {tp / max(len(anomalous), 1):.3f} "
+                     f"({tp} of {len(anomalous)} anomalous objects judged so far)")
+    for a in sorted(objects, key=lambda a: -(a[S.VALUE] or 0))[:3]:
+        kind = truth.get(a[S.LABELS].get("oid"), (False, ""))[1] or "normal"
+        lines.append(f"  e.g. [{a[S.SEVERITY]}] {(a[S.ANNOTATIONS] or {}).get('summary', '')}"
+                     f"  (truth: {kind})")
+    if actions:
+        lines.append("  actions: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+                     + " (recorded in alert_action; without Kafka on the embedded default they "
+                     "are not sent: `soads alerts actions`)")
+    lines.append("  soads alerts list  shows them (docs/alerts.md)")
+    return "\n".join(lines)
 
 
 SKAB_PUBLISHED = [  # SKAB's published outlier-detection table (github.com/waico/SKAB), recomputed
@@ -856,6 +952,15 @@ def cmd_bench(args) -> int:
         lines = run(events=args.events, rate=args.rate, seconds=args.seconds,
                     maximal_only=args.maximal_only, spark_conf=job.spark, job=job.stream,
                     operators=tuple(args.operator or ("jvm", "python")))
+    elif args.bench == "alerts":
+        from soads.benchmarks.alerts import run
+
+        if not args.conf:
+            args.conf = [p for p in (DEFAULT_CONF, "conf/services-stream.toml")
+                         if os.path.exists(p)]
+        job = _config(args)
+        lines = run(rate=args.rate, seconds=args.seconds, events=args.events,
+                    spark_conf=job.spark, job=job.stream)
     elif args.bench == "detect":
         from soads.benchmarks.detect import TruthError, run
         from soads.cases import CaseError
@@ -929,6 +1034,19 @@ def _add_bench(sub) -> None:
                         "default jvm and python; the latency run uses the first)")
     b.add_argument("--conf", action="append", metavar="TOML",
                    help="the job's config files for its [spark] and [stream] sections "
+                        "(repeatable; default conf/soads.toml and conf/services-stream.toml)")
+    b.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    b.set_defaults(func=cmd_bench)
+
+    b = bsub.add_parser("alerts", help="Kafka -> event job -> alert process -> alerts and "
+                                       "actions topics: latency, quality, throughput")
+    b.add_argument("--rate", type=float, default=2000.0, metavar="EVENTS_PER_S",
+                   help="publishing rate of the latency run (flat events/s, default 2000)")
+    b.add_argument("--seconds", type=float, default=60.0, help="latency run length (default 60)")
+    b.add_argument("--events", type=_positive_int, default=650_000,
+                   help="flat events of the sustained run (default 650,000)")
+    b.add_argument("--conf", action="append", metavar="TOML",
+                   help="the event job's config files for its [spark] and [stream] sections "
                         "(repeatable; default conf/soads.toml and conf/services-stream.toml)")
     b.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     b.set_defaults(func=cmd_bench)
@@ -1353,6 +1471,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="simulate, ingest, mine, score and evaluate (embedded default)")
     s.add_argument("--objects", type=_positive_int, help="default: [simulator] objects in conf")
+    s.add_argument("--live", type=int, default=2000, metavar="N",
+                   help="then N more objects through the event job (file stream) and the "
+                        "alert process (default 2000; 0: batch only)")
     _add_conf(s)
     s.set_defaults(func=cmd_demo)
 

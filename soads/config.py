@@ -428,7 +428,7 @@ class AlertsConf:
     """The ``[alerts]`` section (conf/alerts.toml; soads.alerts): evaluation, grouping and
     delivery, one table per rule, and ``[[alerts.inhibit]]`` rules. Durations in seconds."""
 
-    evaluation_seconds: float = 1.0
+    evaluation_seconds: float = 0.5
     line_pattern: str = r"-L(\d+)-"
     """Regex whose group 1 is a read point's line (the simulator's ``CNV-L2-ASM``: line 2)."""
     group_by: tuple[str, ...] = ("alertname", "line")

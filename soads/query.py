@@ -581,12 +581,16 @@ def stream_offsets(checkpoint: str) -> dict[tuple[str, int], int]:
     return out
 
 
-def topic_end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
-    """``{partition: end offset}`` of a Kafka topic (``{}`` when it does not exist)."""
+def topic_end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0,
+                      consumer=None) -> dict[int, int]:
+    """``{partition: end offset}`` of a Kafka topic (``{}`` when it does not exist).
+    ``consumer``: a kafka-python consumer the caller keeps (making one costs ~0.1 s)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             group_id=None, request_timeout_ms=int(timeout_s * 1000) + 1000)
+    own = consumer is None
+    if own:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                 group_id=None, request_timeout_ms=int(timeout_s * 1000) + 1000)
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
@@ -594,4 +598,5 @@ def topic_end_offsets(bootstrap: str, topic: str, timeout_s: float = 10.0) -> di
         ends = consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
         return {tp.partition: int(o) for tp, o in ends.items()}
     finally:
-        consumer.close()
+        if own:
+            consumer.close()

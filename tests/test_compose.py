@@ -16,7 +16,8 @@ from soads.services import hbase as hbase_service
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 COMPOSE = os.path.join(ROOT, "docker-compose.yml")
-REQUIRED = {"kafka", "hbase", "mysql", "spark-master", "spark-worker", "stream-events", "miner"}
+REQUIRED = {"kafka", "hbase", "mysql", "spark-master", "spark-worker", "stream-events", "miner",
+            "alertmanager", "alerts"}
 ENV = {"SOADS_DB_PASSWORD": "from-env"}  # what compose passes from .env
 
 
@@ -61,7 +62,7 @@ def test_ports_bind_loopback_and_volumes_are_declared(compose):
 
 
 def test_commands_name_real_jobs_and_loadable_conf(compose):
-    for name in ("stream-events", "miner"):
+    for name in ("stream-events", "miner", "alerts"):
         cmd = compose["services"][name]["command"]
         job = next(c for c in cmd if c.startswith("jobs/"))
         assert os.path.isfile(os.path.join(ROOT, job)), job
@@ -126,3 +127,22 @@ def test_secrets_come_from_the_env_file():
     with_password = re.compile(r"mysql\+pymysql://[^@/\s]+:[^@/\s]+@")
     for name in ("conf/docker.toml", "conf/services-stream.toml", "conf/services.toml"):
         assert not with_password.search(open(os.path.join(ROOT, name)).read()), name
+
+
+def test_alertmanager_runs_the_config_make_up_renders(compose):
+    from soads.services import alertmanager
+
+    am = compose["services"]["alertmanager"]
+    tested = config.load([services.DEFAULT_CONF], env={})
+    assert am["image"] == f"prom/alertmanager:v{alertmanager.VERSION}"
+    assert f"--web.listen-address=:{tested.alertmanager.port}" in am["command"]
+    assert "--cluster.listen-address=" in am["command"]
+    src = am["volumes"][0].split(":")[0]
+    with open(os.path.join(ROOT, src)) as fh:
+        shipped = yaml.safe_load(fh)
+    assert shipped == yaml.safe_load(alertmanager.render_config(tested))
+    # the alert process pushes to it by its compose name
+    cfg = config.load([os.path.join(ROOT, c) for c in (
+        "conf/soads.toml", "conf/services-stream.toml", "conf/alerts.toml", "conf/actions.toml",
+        "conf/docker.toml")], env=ENV)
+    assert cfg.alerts.alertmanager_url == f"http://alertmanager:{tested.alertmanager.port}"

@@ -49,6 +49,10 @@ AM_REPUSH_SECONDS = 60.0
 """Firing alerts are pushed to Alertmanager again this often (its resolve_timeout is 5 min)."""
 QUARANTINE_SPAN_SECONDS = 300.0
 """The quarantine rate is measured over the last five minutes of the Kafka topics."""
+KAFKA_RULES_SECONDS = 5.0
+"""The consumer-lag and quarantine-rate rules read Kafka's offsets this often (not at every
+evaluation: asking the broker costs tens of milliseconds; between two reads they are not
+evaluated, so their alerts stay as they are)."""
 
 
 def utcnow() -> dt.datetime:
@@ -98,6 +102,8 @@ class AlertProcess:
         self.eng = tables.engine(self.db)
         tables.create_tables(self.eng)
         self._producer = None
+        self._consumer = None
+        self._last_kafka_rules = -KAFKA_RULES_SECONDS
         self._last_push = 0.0
         self._offsets: list[tuple[float, int, int]] = []  # (time, events end, quarantine end)
         self.restore()
@@ -175,7 +181,14 @@ class AlertProcess:
             "sensor_drifts": query.sensor_drifts(self.eng, limit=50),
             "sink_batches": [{S.SINK: k, **v} for k, v in query.newest_batches(self.eng).items()],
         }
-        if self.kafka:
+        if self.cfg.stream.source == "files":
+            # the file stream is stalled only when files wait that arrived after its newest
+            # micro-batch (an idle one, nothing arriving, is not)
+            newest = {r[S.SINK]: r[S.CREATED_AT] for r in inputs["sink_batches"]}
+            inputs["backlog"] = {rules.JOB_EVENTS: _files_after(
+                self.cfg.stream.input_path, newest.get(rules.JOB_EVENTS))}
+        if self.kafka and time.monotonic() - self._last_kafka_rules >= KAFKA_RULES_SECONDS:
+            self._last_kafka_rules = time.monotonic()
             try:
                 lag = self._lag()
                 inputs["lags"] = {rules.JOB_EVENTS: lag}
@@ -185,13 +198,16 @@ class AlertProcess:
                     inputs["quarantine"] = {rules.JOB_EVENTS: q}
             except Exception as e:  # Kafka unreachable: those rules wait, the others go on
                 logger.warning("Kafka lag/quarantine not read (%s): those rules wait", e)
+                if self._consumer is not None:
+                    self._consumer.close()
+                    self._consumer = None
         return inputs
 
     def _lag(self) -> int:
         st = self.cfg.stream
         ck = os.path.join(os.path.expanduser(st.checkpoint_root), "events")
         done = query.stream_offsets(ck)
-        ends = query.topic_end_offsets(self.bootstrap, st.topic)
+        ends = query.topic_end_offsets(self.bootstrap, st.topic, consumer=self._offsets_reader())
         return sum(max(0, end - done.get((st.topic, p), 0)) for p, end in ends.items())
 
     def _quarantine(self) -> tuple[int, int] | None:
@@ -199,13 +215,23 @@ class AlertProcess:
         if not st.quarantine_topic:
             return None
         t = time.monotonic()
-        ev = sum(query.topic_end_offsets(self.bootstrap, st.topic).values())
-        qu = sum(query.topic_end_offsets(self.bootstrap, st.quarantine_topic).values())
+        reader = self._offsets_reader()
+        ev = sum(query.topic_end_offsets(self.bootstrap, st.topic, consumer=reader).values())
+        qu = sum(query.topic_end_offsets(self.bootstrap, st.quarantine_topic,
+                                         consumer=reader).values())
         self._offsets.append((t, ev, qu))
         while len(self._offsets) > 2 and self._offsets[1][0] < t - QUARANTINE_SPAN_SECONDS:
             self._offsets.pop(0)
         t0, ev0, qu0 = self._offsets[0]
         return qu - qu0, ev - ev0
+
+    def _offsets_reader(self):
+        if self._consumer is None:
+            from kafka import KafkaConsumer
+
+            self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                           enable_auto_commit=False)
+        return self._consumer
 
     def _sticky(self, candidates: list[core.Candidate]) -> list[core.Candidate]:
         """An object's candidate takes the labels of its firing alert (one alert per object)."""
@@ -423,5 +449,20 @@ class AlertProcess:
     def close(self) -> None:
         if self._producer is not None:
             self._producer.close()
+        if self._consumer is not None:
+            self._consumer.close()
         self.eng.dispose()
 
+
+
+def _files_after(directory: str, since: dt.datetime | None) -> int:
+    """Files in ``directory`` modified after ``since`` (naive UTC; None: every file)."""
+    try:
+        entries = [e for e in os.scandir(directory) if e.is_file()
+                   and not e.name.startswith((".", "_"))]
+    except FileNotFoundError:
+        return 0
+    if since is None:
+        return len(entries)
+    cut = since.replace(tzinfo=dt.timezone.utc).timestamp()
+    return sum(1 for e in entries if e.stat().st_mtime > cut)

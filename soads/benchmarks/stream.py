@@ -22,6 +22,7 @@ Usage::
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -199,7 +200,9 @@ def _percentile(xs: list[float], q: float) -> float:
 
 def sustained(spark, conf, patterns, run, events: int, workdir: str, job,
               events_per_file: int, maximal_only: bool = False, operator: str = "jvm",
-              model: tuple | None = None) -> dict:
+              model: tuple | None = None, alongside=None) -> dict:
+    """Part (a). ``alongside(place, checkpoint root)``, a context manager, runs something
+    beside the query while it works (``soads bench alerts``: the alert process)."""
     from soads.simulator.publish import publish
 
     p = _place(conf, "a")
@@ -214,13 +217,14 @@ def sustained(spark, conf, patterns, run, events: int, workdir: str, job,
         for n in counts:
             cum.append(cum[-1] + n)  # cum[k] = flat events in offsets < k
         ck = os.path.join(workdir, f"ck-a-{operator}")
-        t0 = time.time()
-        queries = _start(spark, p, ck, job, maximal_only, operator)
-        try:
-            _wait_committed(ck, len(counts), queries, timeout=3600)
-            profile = _durations(queries)
-        finally:
-            queries.stop()
+        with (alongside(p, ck) if alongside is not None else contextlib.nullcontext()):
+            t0 = time.time()
+            queries = _start(spark, p, ck, job, maximal_only, operator)
+            try:
+                _wait_committed(ck, len(counts), queries, timeout=3600)
+                profile = _durations(queries)
+            finally:
+                queries.stop()
         commits = _commits(ck, QUERY)
         # steady part: after the first micro-batch, until the last one
         start_t, start_off = commits[0]

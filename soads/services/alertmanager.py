@@ -28,6 +28,10 @@ PACKAGE = "prometheus-alertmanager"
 BINARY = "prometheus-alertmanager"
 
 
+VERSION = "0.25.0"
+"""The Alertmanager the tests run (Debian's prometheus-alertmanager here; docker-compose.yml runs
+the same version's image)."""
+
 def home(cfg: Config) -> Path:
     return Path(os.path.expanduser(cfg.services.root)) / "alertmanager"
 
