@@ -339,9 +339,12 @@ def test_an_ack_survives_the_process_writes(db, capsys):
     proc.close()
 
 
-def test_a_stalled_stream_inhibits_the_object_alerts_of_its_job(db):
+def test_a_stalled_stream_inhibits_the_object_alerts_of_its_job(db, tmp_path):
     clock = Clock()
-    cfg = load(db)
+    incoming = tmp_path / "incoming"  # the file stream's input: a file waits there
+    incoming.mkdir()
+    (incoming / "events-1.json").write_text("{}")
+    cfg = load(db, f"stream.input_path={incoming}")
     stalled = cfg.alerts.stream_stalled.stalled_seconds
     write_batch(db, 0, [verdict("obj-a", 6.5, True, explanation("CNV-L2-ASM"))],
                 clock() - dt.timedelta(seconds=stalled + 30))
