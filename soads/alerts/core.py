@@ -607,7 +607,9 @@ class Grouper:
             shown = sorted((a for a in g.alerts.values() if not a.muted), key=_sort_key)
             firing = {a.fingerprint for a in shown if a.state == FIRING}
             resolved = {a.fingerprint for a in shown if a.state == RESOLVED}
-            if needs_update(self.entries.get(key), firing, resolved, now, self.repeat):
+            # every alert muted: Alertmanager's pipeline stops at its mute stages, before the
+            # dedup stage, so nothing is sent and the notification log stays as it was
+            if shown and needs_update(self.entries.get(key), firing, resolved, now, self.repeat):
                 out.append(Notification(key, dict(g.labels), tuple(shown),
                                         FIRING if firing else RESOLVED, now))
                 self.entries[key] = NotifyLog(key, tuple(sorted(firing)),

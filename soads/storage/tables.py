@@ -63,7 +63,14 @@ def create_tables(eng: sa.Engine) -> None:
     ``object_score.surprisal``): they are all nullable value columns, so they are added with
     ``ALTER TABLE`` (logged). A missing key column cannot be added that way and raises.
     """
-    metadata.create_all(eng)
+    try:
+        metadata.create_all(eng)
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as e:
+        # another process (a job starting beside this one) created a table between the check
+        # and the CREATE: what it made is what this one wanted, so go on from there
+        if "already exists" not in str(e):
+            raise
+        metadata.create_all(eng)
     inspector = sa.inspect(eng)
     for name, t in TABLE.items():
         have = {c["name"] for c in inspector.get_columns(name)}
