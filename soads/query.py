@@ -31,6 +31,7 @@ Reads
 :func:`topic_quarantine`    the event job's quarantine topic (Kafka)
 :func:`verdicts_since`      object_score rows the event job wrote after a micro-batch id
 :func:`newest_batches`      the ledger's newest micro-batch per sink (id, commit time)
+:func:`last_batch_before`   the ledger's newest micro-batch of a sink committed before a time
 :func:`sensor_drifts`       sensor_drift rows: newest window first
 :func:`alerts`              ``alert``: newest change first
 :func:`silences`            ``silence``: newest start first
@@ -349,6 +350,21 @@ def newest_batches(db) -> dict[str, dict]:
         if not sa.inspect(conn).has_table("sink_batch"):
             return {}
         return {sink: {S.BATCH_ID: b, S.CREATED_AT: c} for sink, b, c in conn.execute(stmt)}
+
+
+def last_batch_before(db, sink: str, before: dt.datetime) -> int:
+    """The newest micro-batch id of ``sink`` committed before ``before`` (naive UTC) in the
+    ledger (``sink_batch``), or -1."""
+    if _missing_sqlite(db):
+        return -1
+    t = tables.TABLE["sink_batch"]
+    stmt = sa.select(sa.func.max(t.c[S.BATCH_ID])).where(t.c[S.SINK] == sink,
+                                                          t.c[S.CREATED_AT] < before)
+    with _connect(db) as conn:
+        if not sa.inspect(conn).has_table("sink_batch"):
+            return -1
+        got = conn.execute(stmt).scalar()
+    return -1 if got is None else int(got)
 
 
 def alerts(db, states: Sequence[str] | None = None, alert_id: str | None = None,

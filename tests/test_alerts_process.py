@@ -889,3 +889,19 @@ def test_exactly_once_when_the_job_is_killed_with_sigkill(place, tmp_path):
     assert len(akeys) == len(set(akeys)), "a duplicate key in the actions topic"
     assert set(akeys) == {r[S.ACTION_ID] for r in acts}
     assert all(r[S.STATUS] == store.DELIVERED for r in acts)
+
+
+def test_a_first_start_reads_the_verdicts_of_recent_micro_batches_only(db):
+    # a database with history: a first start alerts on the batches of the last
+    # keep_firing_for_seconds (alerts that would still fire), not on every verdict ever made
+    clock = Clock()
+    cfg = load(db)
+    keep = cfg.alerts.object_anomaly.keep_firing_for_seconds
+    write_batch(db, 0, [verdict("old", 7.0, True, explanation("CNV-L2-ASM"))],
+                clock() - dt.timedelta(seconds=keep + 60))
+    write_batch(db, 1, [verdict("new", 7.0, True, explanation("CNV-L2-ASM"))],
+                clock() - dt.timedelta(seconds=keep - 60))
+    proc = process.AlertProcess(cfg, clock=clock)
+    assert [a.labels["oid"] for a in proc.step().changed] == ["new"]
+    assert query.alert_cursors(db) == {process.OBJECT_CURSOR: 1}
+    proc.close()

@@ -119,6 +119,13 @@ class AlertProcess:
         self.grouper = core.Grouper(self.conf, logs, [a for a in live if a.state == core.FIRING]
                                     + self._resolved_untold(logs, live))
         self.cursors = query.alert_cursors(self.eng)
+        if OBJECT_CURSOR not in self.cursors:
+            # a first start reads the verdicts of the micro-batches committed within the last
+            # keep_firing_for_seconds (those whose alerts would still fire), not a database's
+            # whole history
+            since = _naive(self.clock()) - dt.timedelta(
+                seconds=self.conf.rule("object_anomaly").keep_firing_for_seconds)
+            self.cursors[OBJECT_CURSOR] = query.last_batch_before(self.eng, "events", since)
         if self.kafka:
             topics.ensure_topics(self.bootstrap, [self.conf.alerts_topic,
                                                   self.conf.actions_topic])
