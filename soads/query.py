@@ -340,16 +340,20 @@ def verdicts_since(db, batch_id: int, limit: int | None = None) -> list[dict]:
 
 def newest_batches(db) -> dict[str, dict]:
     """The newest ledger row of every streaming sink (``sink_batch``): ``{sink: {"batch_id",
-    "created_at"}}`` (the commit time, naive UTC); ``{}`` before the first micro-batch."""
+    "created_at"}}`` (the commit time, naive UTC); ``{}`` before the first micro-batch. Reads
+    one row per sink by the ledger's key (the alert process asks every evaluation)."""
     if _missing_sqlite(db):
         return {}
     t = tables.TABLE["sink_batch"]
-    stmt = sa.select(t.c[S.SINK], sa.func.max(t.c[S.BATCH_ID]), sa.func.max(t.c[S.CREATED_AT])
-                     ).group_by(t.c[S.SINK])
     with _connect(db) as conn:
         if not sa.inspect(conn).has_table("sink_batch"):
             return {}
-        return {sink: {S.BATCH_ID: b, S.CREATED_AT: c} for sink, b, c in conn.execute(stmt)}
+        out = {}
+        for (sink,) in conn.execute(sa.select(t.c[S.SINK]).distinct()).all():
+            b, c = conn.execute(sa.select(t.c[S.BATCH_ID], t.c[S.CREATED_AT]).where(
+                t.c[S.SINK] == sink).order_by(t.c[S.BATCH_ID].desc()).limit(1)).one()
+            out[sink] = {S.BATCH_ID: b, S.CREATED_AT: c}
+        return out
 
 
 def last_batch_before(db, sink: str, before: dt.datetime) -> int:

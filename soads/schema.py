@@ -366,11 +366,13 @@ PRIMARY_KEYS = {
 
 # Secondary indexes: one run's object_score rows by last_time, i.e. the objects of a window;
 # object_score by batch_id, the verdicts a micro-batch wrote (the alert process reads on from
-# the last one it saw); alerts, notifications and actions by state.
+# the last one it saw); sensor_anomaly by window_end (the newest windows, every evaluation);
+# alerts, notifications and actions by state.
 # (The stream no longer recomputes a window from them: it moves each window's mean and count by
 # the micro-batch's replaced and new scores, soads.storage.sinks.write_updates.)
 INDEXES = {
     "object_score": ((RUN_ID, LAST_TIME), (BATCH_ID,)),
+    "sensor_anomaly": ((WINDOW_END,),),
     "alert": ((STATE,), (FINGERPRINT,), (UPDATED_AT,)),
     "alert_notification": ((STATUS,),),
     "alert_action": ((STATUS,), (ALERT_ID,)),

@@ -120,6 +120,8 @@ CREATE TABLE IF NOT EXISTS sensor_anomaly (
 	PRIMARY KEY (machine_id, window_end)
 );
 
+CREATE INDEX IF NOT EXISTS ix_sensor_anomaly_window_end ON sensor_anomaly (window_end);
+
 CREATE TABLE IF NOT EXISTS sensor_drift (
 	model_version VARCHAR(255) NOT NULL,
 	window_start DATETIME NOT NULL,
