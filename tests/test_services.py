@@ -105,7 +105,7 @@ def _amtool():
 def test_alertmanager_runs_our_rendered_config_on_loopback_without_gossip(tmp_path):
     conf = Config(services=ServicesConf(root=str(tmp_path)),
                   alertmanager=AlertmanagerConf(webhook_url="http://127.0.0.1:8080/hook"))
-    argv = am_part._argv(conf, "/usr/bin/prometheus-alertmanager")
+    argv = am_part._argv(conf, am_part.BINARY)
     assert "--web.listen-address=127.0.0.1:9095" in argv
     assert "--cluster.listen-address=" in argv  # one node: no gossip port
     assert f"--config.file={tmp_path / 'alertmanager' / 'alertmanager.yml'}" in argv
