@@ -25,7 +25,7 @@ from soads import query, schema as S
 from soads import scoring as scorer
 from soads.detect import runs
 from soads.storage import tables
-from soads.stream.state import decode_attributes, update_struct
+from soads.stream.state import _KV, _PAIR, decode_attributes, update_struct
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,70 @@ def judge_objects(objects: Sequence[tuple], models: "ModelCache", refresh: bool 
         [list(o[0]) for o in objects],
         [None if o[1] is None else [decode_attributes(a) for a in o[1]] for o in objects],
         [bool(o[2]) for o in objects])
+    return [(*runs.verdict_columns(v), run_id) for v in verdicts]
+
+
+def judge_arrow(sequences, attributes, closed, models: "ModelCache", sequence_lists=None
+                ) -> list[tuple]:
+    """:func:`judge_objects` on the Arrow columns of the object rows (``sequence``
+    list<string>, ``attributes`` list<string> of :func:`~soads.stream.state.encode_attributes`
+    strings, ``closed``) against the run ``models`` last read: the visits' attributes are split
+    by Arrow's string kernels and handed to
+    :meth:`~soads.detect.context.ContextModel.score_steps` as arrays, without a dict per visit
+    (a micro-batch carries ~230,000 visits). Same verdicts as :func:`judge_objects`.
+    ``sequence_lists``: ``sequences.to_pylist()`` when the caller has it already."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(sequences)
+    run_id, model = models.run_id, models.model
+    if run_id is None or not n:
+        return [(None, None, None, None)] * n
+    lengths = pc.fill_null(pc.list_value_length(sequences), 0).to_numpy().astype(np.int64)
+    steps = pc.dictionary_encode(sequences.flatten(), null_encoding="encode")
+    names = steps.dictionary.to_pylist()
+    ids = steps.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    # the step number of every visit that has an attributes entry (objects with a null list
+    # have none; the others one per step, as score_many checks)
+    has = pc.is_valid(attributes).to_numpy(zero_copy_only=False)
+    n_attr = pc.fill_null(pc.list_value_length(attributes), 0).to_numpy().astype(np.int64)
+    bad = has & (n_attr != lengths)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"attributes has {n_attr[i]} entries for a sequence of {lengths[i]} "
+                         f"steps (one per step)")
+    first = np.cumsum(lengths) - lengths
+    m = n_attr[has]
+    visit_step = (np.repeat(first[has] - (np.cumsum(m) - m), m) + np.arange(int(m.sum()))
+                  ).astype(np.int64)
+    visits = attributes.flatten()
+    pairs = pc.split_pattern(visits, _PAIR)
+    pair_visit = pc.list_parent_indices(pairs).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pairs.flatten()
+    keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)  # "" is a visit without any
+    if not keep.all():
+        flat, pair_visit = flat.filter(pa.array(keep)), pair_visit[keep]
+    kv = pc.split_pattern(flat, _KV, max_splits=1)
+    if len(kv) and pc.min(pc.list_value_length(kv)).as_py() < 2:
+        i = int(np.argmax(pc.list_value_length(kv).to_numpy(zero_copy_only=False) < 2))
+        raise ValueError(f"not encoded visit attributes: {flat[i].as_py()!r}")
+    keys = pc.dictionary_encode(pc.list_element(kv, 0))
+    values = pc.list_element(kv, 1)
+    key_ids = keys.indices.to_numpy(zero_copy_only=False)
+    pair_step = visit_step[pair_visit]
+    features = []
+    # in order of each key's first appearance, as score_many meets them
+    uniq, at = np.unique(key_ids, return_index=True)
+    for k in uniq[np.argsort(at)]:
+        on = key_ids == k
+        vals = pc.dictionary_encode(values.filter(pa.array(on)))
+        features.append((keys.dictionary[int(k)].as_py(), pair_step[on],
+                         vals.dictionary.to_pylist(),
+                         vals.indices.to_numpy(zero_copy_only=False).astype(np.int64)))
+    verdicts = model.score_steps(lengths, pc.fill_null(closed, False).to_numpy(
+        zero_copy_only=False), names, ids, features,
+        sequences.to_pylist() if sequence_lists is None else sequence_lists)
     return [(*runs.verdict_columns(v), run_id) for v in verdicts]
 
 
@@ -139,14 +203,14 @@ class ObjectScorer:
                     cache.newest()
                     models.newest()
                     fresh = False
-                oids = b.column(S.OID).to_pylist()
-                seqs = b.column(S.SEQUENCE).to_pylist()
-                attrs = b.column(S.ATTRIBUTES).to_pylist()
-                closed = b.column(S.CLOSED).to_pylist()
-                aligned = score_objects([(oids[i], seqs[i], None) for i in rows], cache,
-                                        self.scoring, refresh=False)
-                judged = judge_objects([(seqs[i], attrs[i], closed[i]) for i in rows],
-                                       models, refresh=False)
+                objs = b.take(pa.array(rows, pa.int64()))
+                seqs = objs.column(S.SEQUENCE)
+                seq_lists = seqs.to_pylist()
+                aligned = score_objects([(oid, seq, None) for oid, seq in zip(
+                    objs.column(S.OID).to_pylist(), seq_lists)], cache, self.scoring,
+                    refresh=False)
+                judged = judge_arrow(seqs, objs.column(S.ATTRIBUTES), objs.column(S.CLOSED),
+                                     models, seq_lists)
                 for i, got, verdict in zip(rows, aligned, judged):
                     scores[i] = got[3:] + verdict
             extra = [pa.array([x[j] if x else None for x in scores], schema.field(c).type)
