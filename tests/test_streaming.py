@@ -98,6 +98,14 @@ def test_read_attributes_follow_the_batch_rule():
         S.SENSOR_ALERT: "ALARM_CONDITION,ERROR_CONDITION"}
     assert list(read_attributes(event)) == [k for k in S.VISIT_ATTRIBUTES if k != S.DISPOSITION]
     assert read_attributes({S.SENSOR_REPORTS: '[{"sensorReport":[{"type":"T"}]}]'}) == {}
+    # the parse stage builds the same values a column at a time
+    from soads.stream.parse_stage import _attribute_column
+
+    events = [event, {S.SENSOR_REPORTS: '[{"sensorReport":[{"type":"T"}]}]'}, {S.ACTION: "ADD"},
+              {S.SENSOR_REPORTS: ""}]
+    assert [dict((k, v) for k, v in zip(S.VISIT_ATTRIBUTES, vs) if v is not None)
+            for vs in zip(*(_attribute_column(events, k) for k in S.VISIT_ATTRIBUTES))
+            ] == [read_attributes(e) for e in events]
 
 
 def test_stream_visit_attributes_equal_the_batch_sequences(spark, epcis_examples):
