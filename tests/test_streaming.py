@@ -687,6 +687,7 @@ def test_checkpoint_refuses_the_other_state_operator(tmp_path):
     "jvm",                   # the state was a bean before it was bytes: the mark says only "jvm"
     "jvm state-format-1",    # keyed by the bare oid before the (hash, oid) key
     "jvm state-format-2",    # before the visits' attributes
+    "jvm state-format-3",    # each visit's attributes as key, value strings
     "python",                # the Python state before the visits' attributes
 ])
 def test_checkpoint_refuses_an_older_state_format(tmp_path, made):

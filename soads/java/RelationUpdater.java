@@ -78,6 +78,8 @@ public final class RelationUpdater {
   });
 
   private static final String[] NO_ATTRIBUTES = new String[0];
+  /** A read or visit without attributes (soads.stream.state.encode_attributes of {}). */
+  private static final String NO_ATTRIBUTE = "";
 
   /**
    * Per-oid state. The state store holds it as bytes ({@link #toBytes}, Encoders.BINARY): a bean
@@ -87,15 +89,19 @@ public final class RelationUpdater {
   public static final class ObjectState implements Serializable {
     /**
      * The first byte of {@link #toBytes}; a change of layout takes a new number (2: the
-     * visits' attributes).
+     * visits' attributes; 3: each visit's attributes as one encoded string).
      */
-    static final byte FORMAT = 2;
+    static final byte FORMAT = 3;
 
     String readPoint;
     long timeUs;
     List<String> visits = new ArrayList<>();
-    /** Per visit, the attributes of its first read as key, value, key, value, ... */
-    List<String[]> attributes = new ArrayList<>();
+    /**
+     * Per visit, the attributes of its first read, encoded as the object rows carry them
+     * (soads.stream.state.encode_attributes): encoded once when the read arrives, not again
+     * for every micro-batch that writes the object's row.
+     */
+    List<String> attributes = new ArrayList<>();
     List<String> seenA = new ArrayList<>();
     List<String> seenB = new ArrayList<>();
 
@@ -119,11 +125,8 @@ public final class RelationUpdater {
           writeString(out, seenB.get(k));
         }
         out.writeInt(attributes.size());
-        for (String[] kv : attributes) {
-          out.writeInt(kv.length);
-          for (String x : kv) {
-            writeString(out, x);
-          }
+        for (String a : attributes) {
+          writeString(out, a);
         }
         out.flush();
         return buf.toByteArray();
@@ -159,11 +162,7 @@ public final class RelationUpdater {
         n = in.readInt();
         st.attributes = new ArrayList<>(n + 1);
         for (int k = 0; k < n; k++) {
-          String[] kv = new String[in.readInt()];
-          for (int j = 0; j < kv.length; j++) {
-            kv[j] = readString(in);
-          }
-          st.attributes.add(kv);
+          st.attributes.add(readString(in));
         }
         return st;
       } catch (java.io.IOException e) {
@@ -186,20 +185,20 @@ public final class RelationUpdater {
     }
   }
 
-  /** One read: read point, event time (µs), source identity, attributes (key, value, ...). */
+  /** One read: read point, event time (µs), source identity, attributes (encoded). */
   public static final class Read {
     final String readPoint;
     final long timeUs;
     final String source;
-    final String[] attributes;
+    final String attributes;
     private String arrivalPrefix;  // parsed on first use: only reads with equal times need it
     private String arrivalNumber;  // digits without leading zeros ("" = 0)
 
-    public Read(String readPoint, long timeUs, String source, String[] attributes) {
+    public Read(String readPoint, long timeUs, String source, String attributes) {
       this.readPoint = readPoint;
       this.timeUs = timeUs;
       this.source = source;
-      this.attributes = attributes == null ? NO_ATTRIBUTES : attributes;
+      this.attributes = attributes == null ? NO_ATTRIBUTE : attributes;
     }
 
     private void parseArrival() {
@@ -368,19 +367,7 @@ public final class RelationUpdater {
           r.source, null, null, null, null));
     }
     if ((out.changed || closed) && st != null) {
-      List<String> maps = new ArrayList<>(st.attributes.size());
-      StringBuilder sb = new StringBuilder();
-      for (String[] kv : st.attributes) {
-        // keys in the order of the attribute columns, as the Python operator writes them
-        sb.setLength(0);
-        for (int j = 0; j + 1 < kv.length; j += 2) {
-          if (j > 0) {
-            sb.append('\u001e');
-          }
-          sb.append(kv[j]).append('\u001f').append(kv[j + 1]);
-        }
-        maps.add(sb.toString());
-      }
+      List<String> maps = new ArrayList<>(st.attributes);
       rows.add(RowFactory.create(KIND_OBJECT, oid, null, null, null, null, null, null, null,
           scala.jdk.javaapi.CollectionConverters.asScala(new ArrayList<>(st.visits)).toSeq(),
           st.timeUs, scala.jdk.javaapi.CollectionConverters.asScala(maps).toSeq(), closed));
@@ -388,26 +375,36 @@ public final class RelationUpdater {
     return rows;
   }
 
-  /** A read's attributes (key, value, ...) from its non-null attribute columns. */
-  static String[] attributesOf(Row r, String[] keys, int[] index) {
-    int n = 0;
+  /**
+   * A read's attributes from its non-null attribute columns, encoded as
+   * soads.stream.state.encode_attributes does: "key\u001fvalue\u001ekey\u001fvalue", keys in
+   * the order of the attribute columns, as the Python operator writes them ("" = none).
+   */
+  static String attributesOf(Row r, String[] keys, int[] index) {
+    StringBuilder sb = null;
     for (int j = 0; j < keys.length; j++) {
       if (!r.isNullAt(index[j])) {
-        n++;
+        if (sb == null) {
+          sb = new StringBuilder(64);
+        } else {
+          sb.append('\u001e');
+        }
+        sb.append(keys[j]).append('\u001f').append(r.getString(index[j]));
       }
     }
-    if (n == 0) {
-      return NO_ATTRIBUTES;
-    }
-    String[] kv = new String[2 * n];
-    int k = 0;
-    for (int j = 0; j < keys.length; j++) {
-      if (!r.isNullAt(index[j])) {
-        kv[k++] = keys[j];
-        kv[k++] = r.getString(index[j]);
+    return sb == null ? NO_ATTRIBUTE : sb.toString();
+  }
+
+  /** key, value, key, value, ... as attributesOf encodes them. */
+  static String encodeAttributes(String[] kv) {
+    StringBuilder sb = new StringBuilder();
+    for (int j = 0; j + 1 < kv.length; j += 2) {
+      if (j > 0) {
+        sb.append('\u001e');
       }
+      sb.append(kv[j]).append('\u001f').append(kv[j + 1]);
     }
-    return kv;
+    return sb.toString();
   }
 
   /** ceil(x / y) for y > 0. */
@@ -542,7 +539,7 @@ public final class RelationUpdater {
       st.timeUs = stateTimeUs;
       st.visits = new ArrayList<>(List.of(stateVisits));
       for (String a : stateAttributes) {
-        st.attributes.add(splitAttributes(a));
+        st.attributes.add(encodeAttributes(splitAttributes(a)));
       }
       st.seenA = new ArrayList<>(List.of(seenA));
       st.seenB = new ArrayList<>(List.of(seenB));
@@ -550,7 +547,8 @@ public final class RelationUpdater {
     }
     List<Read> reads = new ArrayList<>();
     for (int k = 0; k < rps.length; k++) {
-      reads.add(new Read(rps[k], times[k], sources[k], splitAttributes(readAttributes[k])));
+      reads.add(new Read(rps[k], times[k], sources[k],
+          encodeAttributes(splitAttributes(readAttributes[k]))));
     }
     StepOut out = new StepOut();
     ObjectState next = step(st, reads, watermarkUs, dwellUs, idleUs, maxVisits, out);
@@ -569,8 +567,9 @@ public final class RelationUpdater {
     String[] nextState = null;
     if (next != null) {
       List<String> attrs = new ArrayList<>();
-      for (String[] kv : next.attributes) {
-        attrs.add(String.join("\u0001", kv));
+      for (String a : next.attributes) {
+        // back to key, value, ... joined by U+0001 (the test's form)
+        attrs.add(a.isEmpty() ? "" : a.replace('\u001e', '\u0001').replace('\u001f', '\u0001'));
       }
       nextState = new String[] {next.readPoint, Long.toString(next.timeUs),
           String.join("\u0000", next.visits), String.join("\u0000", attrs)};

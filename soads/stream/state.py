@@ -220,8 +220,9 @@ OPERATORS = ("jvm", "python")
 # what a checkpoint's state holds per operator (soads.stream.checkpoint refuses another): the
 # operator and its state layout (the JVM operator's ObjectState.FORMAT and its (hash, oid) key
 # since format 2; the Python one stores _encode's tuple; both keep the visits' attributes
-# since format 2; the visits' attributes since jvm format 3 / python format 2)
-STATE_FORMATS = {"jvm": "jvm state-format-3", "python": "python state-format-2"}
+# since format 2; the visits' attributes since jvm format 3 / python format 2; jvm format 4
+# keeps each visit's attributes as one encoded string)
+STATE_FORMATS = {"jvm": "jvm state-format-4", "python": "python state-format-2"}
 _WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"  # Spark's EventTimeWatermark.delayKey
 _NEVER_LATE = "2200-01-01 00:00:00"  # within pandas' nanosecond range
 
