@@ -31,13 +31,14 @@ logger = logging.getLogger(__name__)
 
 
 def scored_struct():
-    """:func:`soads.stream.state.update_struct` plus score, raw, pattern (array<string>) and
-    run_id (:data:`soads.schema.SCORED_COLUMNS`), then anomaly, is_anomaly, explanation (JSON
-    text) and model_run_id (:data:`soads.schema.VERDICT_COLUMNS`): set on object rows by
-    :class:`ObjectScorer`, null elsewhere."""
+    """:func:`soads.stream.state.update_struct` without the visits' attributes (judged here,
+    needed no further: they were most of the bytes handed back to the JVM), plus score, raw,
+    pattern (array<string>) and run_id (:data:`soads.schema.SCORED_COLUMNS`), then anomaly,
+    is_anomaly, explanation (JSON text) and model_run_id (:data:`soads.schema.VERDICT_COLUMNS`):
+    set on object rows by :class:`ObjectScorer`, null elsewhere."""
     from pyspark.sql import types as T
 
-    return T.StructType(list(update_struct().fields) + [
+    return T.StructType(_passed_fields() + [
         T.StructField(S.SCORE, T.DoubleType(), True),
         T.StructField(S.RAW, T.DoubleType(), True),
         T.StructField(S.PATTERN, T.ArrayType(T.StringType(), True), True),
@@ -47,6 +48,11 @@ def scored_struct():
         T.StructField(S.EXPLANATION, T.StringType(), True),
         T.StructField(S.MODEL_RUN_ID, T.StringType(), True),
     ])
+
+
+def _passed_fields() -> list:
+    """The update rows' fields the score stage hands on (all but the attributes)."""
+    return [f for f in update_struct().fields if f.name != S.ATTRIBUTES]
 
 
 _WORKER_CACHES: dict = {}  # (db_url, maximal_only) -> PatternCache, per Python worker process
@@ -176,7 +182,8 @@ class ObjectScorer:
 
     def __call__(self, batches):
         """Arrow batches of :func:`~soads.stream.state.update_struct` rows -> the same rows
-        with :data:`soads.schema.SCORED_COLUMNS` (:func:`scored_struct`)."""
+        without the attributes, with :data:`soads.schema.SCORED_COLUMNS` and
+        :data:`soads.schema.VERDICT_COLUMNS` (:func:`scored_struct`)."""
         import pyarrow as pa
         import pyarrow.compute as pc
         from pyspark.sql.pandas.types import to_arrow_schema
@@ -191,6 +198,7 @@ class ObjectScorer:
         if models is None:
             models = _WORKER_MODELS[key] = ModelCache(tables.engine(self.db_url), self.detector)
         schema = to_arrow_schema(scored_struct())
+        passed = [f.name for f in _passed_fields()]
         added = S.SCORED_COLUMNS + S.VERDICT_COLUMNS
         fresh = True
         for b in batches:
@@ -215,7 +223,8 @@ class ObjectScorer:
                     scores[i] = got[3:] + verdict
             extra = [pa.array([x[j] if x else None for x in scores], schema.field(c).type)
                      for j, c in enumerate(added)]
-            yield pa.RecordBatch.from_arrays(b.columns + extra, schema=schema)
+            yield pa.RecordBatch.from_arrays([b.column(c) for c in passed] + extra,
+                                             schema=schema)
 
 
 class ModelCache:
