@@ -69,15 +69,14 @@ public final class RelationUpdater {
     DataTypes.createStructField("sequence",
         DataTypes.createArrayType(DataTypes.StringType, true), true),
     DataTypes.createStructField("last_us", DataTypes.LongType, true),
-    // one string per visit, "key\u001fvalue\u001ekey\u001fvalue" (soads.stream.state.encode_attributes):
-    // a string per visit costs the state, the Arrow hand-over and the score stage far less than
-    // a map per visit
+    // one string per visit (soads.stream.state.encode_attributes, made by the parse stage and
+    // kept as it is): a string per visit costs the state, the Arrow hand-over and the score
+    // stage far less than a map per visit
     DataTypes.createStructField("attributes",
         DataTypes.createArrayType(DataTypes.StringType, true), true),
     DataTypes.createStructField("closed", DataTypes.BooleanType, true),
   });
 
-  private static final String[] NO_ATTRIBUTES = new String[0];
   /** A read or visit without attributes (soads.stream.state.encode_attributes of {}). */
   private static final String NO_ATTRIBUTE = "";
 
@@ -97,9 +96,9 @@ public final class RelationUpdater {
     long timeUs;
     List<String> visits = new ArrayList<>();
     /**
-     * Per visit, the attributes of its first read, encoded as the object rows carry them
-     * (soads.stream.state.encode_attributes): encoded once when the read arrives, not again
-     * for every micro-batch that writes the object's row.
+     * Per visit, the attributes of its first read, as the read brought them (the parse stage's
+     * soads.stream.state.encode_attributes string, opaque here): not rebuilt for every
+     * micro-batch that writes the object's row.
      */
     List<String> attributes = new ArrayList<>();
     List<String> seenA = new ArrayList<>();
@@ -375,37 +374,7 @@ public final class RelationUpdater {
     return rows;
   }
 
-  /**
-   * A read's attributes from its non-null attribute columns, encoded as
-   * soads.stream.state.encode_attributes does: "key\u001fvalue\u001ekey\u001fvalue", keys in
-   * the order of the attribute columns, as the Python operator writes them ("" = none).
-   */
-  static String attributesOf(Row r, String[] keys, int[] index) {
-    StringBuilder sb = null;
-    for (int j = 0; j < keys.length; j++) {
-      if (!r.isNullAt(index[j])) {
-        if (sb == null) {
-          sb = new StringBuilder(64);
-        } else {
-          sb.append('\u001e');
-        }
-        sb.append(keys[j]).append('\u001f').append(r.getString(index[j]));
-      }
-    }
-    return sb == null ? NO_ATTRIBUTE : sb.toString();
-  }
 
-  /** key, value, key, value, ... as attributesOf encodes them. */
-  static String encodeAttributes(String[] kv) {
-    StringBuilder sb = new StringBuilder();
-    for (int j = 0; j + 1 < kv.length; j += 2) {
-      if (j > 0) {
-        sb.append('\u001e');
-      }
-      sb.append(kv[j]).append('\u001f').append(kv[j + 1]);
-    }
-    return sb.toString();
-  }
 
   /** ceil(x / y) for y > 0. */
   static long ceilDiv(long x, long y) {
@@ -416,25 +385,22 @@ public final class RelationUpdater {
    * soads.stream.state.object_updates on the JVM: group the prepared reads by oid and run the
    * step with per-oid state and an event-time timeout.
    *
-   * @param reads oid, read_point, time_us, source, the attribute columns, plus the watermark
+   * @param reads oid, read_point, time_us, source, the attributes column, plus the watermark
    *     column the Python side attaches (the policy records late reads instead of letting Spark
    *     drop them)
-   * @param attributeKeys the attribute columns' names, comma-separated
-   *     (soads.schema.VISIT_ATTRIBUTES): they key each visit's attribute map
+   * @param attributesColumn the name of the column holding each read's attributes as one
+   *     encoded string (soads.stream.state.encode_attributes; null or "" = none), kept as it
+   *     is for the visit the read starts
    */
   public static Dataset<Row> apply(Dataset<Row> reads, double dwellSeconds, double idleSeconds,
-                                   int maxVisits, String attributeKeys) {
+                                   int maxVisits, String attributesColumn) {
     final long dwellUs = (long) (dwellSeconds * 1_000_000);
     final long idleUs = (long) (idleSeconds * 1_000_000);
     final int iOid = reads.schema().fieldIndex("oid");
     final int iRp = reads.schema().fieldIndex("read_point");
     final int iT = reads.schema().fieldIndex("time_us");
     final int iSrc = reads.schema().fieldIndex("source");
-    final String[] keys = attributeKeys.isEmpty() ? NO_ATTRIBUTES : attributeKeys.split(",");
-    final int[] iAttr = new int[keys.length];
-    for (int j = 0; j < keys.length; j++) {
-      iAttr[j] = reads.schema().fieldIndex(keys[j]);
-    }
+    final int iAttr = reads.schema().fieldIndex(attributesColumn);
     FlatMapGroupsWithStateFunction<Tuple2<Long, String>, Row, byte[], Row> fn =
         (Tuple2<Long, String> key, Iterator<Row> it, GroupState<byte[]> state) -> {
           String oid = key._2();
@@ -451,7 +417,7 @@ public final class RelationUpdater {
           while (it.hasNext()) {
             Row r = it.next();
             batch.add(new Read(r.getString(iRp), r.getLong(iT), r.getString(iSrc),
-                attributesOf(r, keys, iAttr)));
+                r.isNullAt(iAttr) ? NO_ATTRIBUTE : r.getString(iAttr)));
           }
           StepOut out = new StepOut();
           ObjectState next = step(current, batch, watermarkUs, dwellUs, idleUs, maxVisits, out);
@@ -523,8 +489,8 @@ public final class RelationUpdater {
 
   /**
    * The step on plain arrays, for the tests' comparison with the Python oracle (py4j). A visit's
-   * or read's attributes travel as one string: key, value, key, value, ... joined by U+0001
-   * ("" = none). Returns [state or null, relations, newSupport, late sources, changed]; the
+   * or read's attributes travel as one string, kept as it is (the tests pass key, value, ...
+   * joined by U+0001; "" = none). Returns [state or null, relations, newSupport, late sources, changed]; the
    * state is [read point, time, visits joined by U+0000, attributes joined by U+0000].
    */
   public static Object[] stepForTest(String stateRp, long stateTimeUs, String[] stateVisits,
@@ -538,17 +504,14 @@ public final class RelationUpdater {
       st.readPoint = stateRp;
       st.timeUs = stateTimeUs;
       st.visits = new ArrayList<>(List.of(stateVisits));
-      for (String a : stateAttributes) {
-        st.attributes.add(encodeAttributes(splitAttributes(a)));
-      }
+      st.attributes = new ArrayList<>(List.of(stateAttributes));
       st.seenA = new ArrayList<>(List.of(seenA));
       st.seenB = new ArrayList<>(List.of(seenB));
       st = ObjectState.fromBytes(st.toBytes());  // through the stored form
     }
     List<Read> reads = new ArrayList<>();
     for (int k = 0; k < rps.length; k++) {
-      reads.add(new Read(rps[k], times[k], sources[k],
-          encodeAttributes(splitAttributes(readAttributes[k]))));
+      reads.add(new Read(rps[k], times[k], sources[k], readAttributes[k]));
     }
     StepOut out = new StepOut();
     ObjectState next = step(st, reads, watermarkUs, dwellUs, idleUs, maxVisits, out);
@@ -566,18 +529,9 @@ public final class RelationUpdater {
     }
     String[] nextState = null;
     if (next != null) {
-      List<String> attrs = new ArrayList<>();
-      for (String a : next.attributes) {
-        // back to key, value, ... joined by U+0001 (the test's form)
-        attrs.add(a.isEmpty() ? "" : a.replace('\u001e', '\u0001').replace('\u001f', '\u0001'));
-      }
       nextState = new String[] {next.readPoint, Long.toString(next.timeUs),
-          String.join("\u0000", next.visits), String.join("\u0000", attrs)};
+          String.join("\u0000", next.visits), String.join("\u0000", next.attributes)};
     }
     return new Object[] {nextState, rel, sup, late, out.changed};
-  }
-
-  private static String[] splitAttributes(String joined) {
-    return joined == null || joined.isEmpty() ? NO_ATTRIBUTES : joined.split("\u0001", -1);
   }
 }

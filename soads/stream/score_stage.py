@@ -25,7 +25,7 @@ from soads import query, schema as S
 from soads import scoring as scorer
 from soads.detect import runs
 from soads.storage import tables
-from soads.stream.state import _KV, _PAIR, decode_attributes, update_struct
+from soads.stream.state import _ABSENT, _SLOT, decode_attributes, update_struct
 
 logger = logging.getLogger(__name__)
 
@@ -122,27 +122,28 @@ def judge_arrow(sequences, attributes, closed, models: "ModelCache", sequence_li
     visit_step = (np.repeat(first[has] - (np.cumsum(m) - m), m) + np.arange(int(m.sum()))
                   ).astype(np.int64)
     visits = attributes.flatten()
-    pairs = pc.split_pattern(visits, _PAIR)
-    pair_visit = pc.list_parent_indices(pairs).to_numpy(zero_copy_only=False).astype(np.int64)
-    flat = pairs.flatten()
-    keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)  # "" is a visit without any
+    # "" (or null) is a visit without attributes; the others have one slot per key
+    keep = pc.fill_null(pc.not_equal(visits, ""), False).to_numpy(zero_copy_only=False)
     if not keep.all():
-        flat, pair_visit = flat.filter(pa.array(keep)), pair_visit[keep]
-    kv = pc.split_pattern(flat, _KV, max_splits=1)
-    if len(kv) and pc.min(pc.list_value_length(kv)).as_py() < 2:
-        i = int(np.argmax(pc.list_value_length(kv).to_numpy(zero_copy_only=False) < 2))
-        raise ValueError(f"not encoded visit attributes: {flat[i].as_py()!r}")
-    keys = pc.dictionary_encode(pc.list_element(kv, 0))
-    values = pc.list_element(kv, 1)
-    key_ids = keys.indices.to_numpy(zero_copy_only=False)
-    pair_step = visit_step[pair_visit]
+        visits, visit_step = visits.filter(pa.array(keep)), visit_step[keep]
+    slots = pc.split_pattern(visits, _SLOT)
+    n_keys = len(S.VISIT_ATTRIBUTES)
+    if len(slots) and not (pc.list_value_length(slots).to_numpy(zero_copy_only=False)
+                           == n_keys).all():
+        i = int(np.argmax(pc.list_value_length(slots).to_numpy(zero_copy_only=False) != n_keys))
+        raise ValueError(f"not encoded visit attributes: {visits[i].as_py()!r}")
+    values = slots.flatten()
+    slot_key = np.tile(np.arange(n_keys), len(slots))
+    slot_step = np.repeat(visit_step, n_keys)
+    present = pc.not_equal(values, _ABSENT).to_numpy(zero_copy_only=False)
     features = []
-    # in order of each key's first appearance, as score_many meets them
-    uniq, at = np.unique(key_ids, return_index=True)
+    # in order of each key's first appearance over the steps, as score_many meets them
+    key_of = slot_key[present]
+    uniq, at = np.unique(key_of, return_index=True)
     for k in uniq[np.argsort(at)]:
-        on = key_ids == k
+        on = present & (slot_key == k)
         vals = pc.dictionary_encode(values.filter(pa.array(on)))
-        features.append((keys.dictionary[int(k)].as_py(), pair_step[on],
+        features.append((S.VISIT_ATTRIBUTES[int(k)], slot_step[on],
                          vals.dictionary.to_pylist(),
                          vals.indices.to_numpy(zero_copy_only=False).astype(np.int64)))
     verdicts = model.score_steps(lengths, pc.fill_null(closed, False).to_numpy(
