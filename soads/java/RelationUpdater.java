@@ -490,8 +490,9 @@ public final class RelationUpdater {
   /**
    * The step on plain arrays, for the tests' comparison with the Python oracle (py4j). A visit's
    * or read's attributes travel as one string, kept as it is (the tests pass key, value, ...
-   * joined by U+0001; "" = none). Returns [state or null, relations, newSupport, late sources, changed]; the
-   * state is [read point, time, visits joined by U+0000, attributes joined by U+0000].
+   * joined by U+0001; "" = none). Returns [state or null, relations, newSupport, late sources,
+   * changed]; the state is [read point, time, visits joined by U+0000, attributes joined by
+   * U+0000].
    */
   public static Object[] stepForTest(String stateRp, long stateTimeUs, String[] stateVisits,
                                      String[] stateAttributes, String[] seenA, String[] seenB,
