@@ -3,6 +3,7 @@ a file source, Parquet event log, SQLite tables."""
 import datetime as dt
 import json
 import os
+import random
 import time
 
 import pytest
@@ -15,8 +16,8 @@ from soads.stream import checkpoint
 from soads.stream.job import start_event_queries
 from soads.detect import runs
 from soads.detect.context import ContextModel
-from soads.stream.score_stage import (ModelCache, ObjectScorer, PatternCache, judge_objects,
-                                      score_objects, scored_struct)
+from soads.stream.score_stage import (ModelCache, ObjectScorer, PatternCache, judge_arrow,
+                                      judge_objects, score_objects, scored_struct)
 from soads.stream.state import (ObjectState, combine_relations, encode_attributes,
                                 recompute_sequences, recompute_sessions, should_evict, step,
                                 update_struct)
@@ -97,6 +98,14 @@ def test_read_attributes_follow_the_batch_rule():
         S.SENSOR_ALERT: "ALARM_CONDITION,ERROR_CONDITION"}
     assert list(read_attributes(event)) == [k for k in S.VISIT_ATTRIBUTES if k != S.DISPOSITION]
     assert read_attributes({S.SENSOR_REPORTS: '[{"sensorReport":[{"type":"T"}]}]'}) == {}
+    # the parse stage builds the same values a column at a time
+    from soads.stream.parse_stage import _attribute_column
+
+    events = [event, {S.SENSOR_REPORTS: '[{"sensorReport":[{"type":"T"}]}]'}, {S.ACTION: "ADD"},
+              {S.SENSOR_REPORTS: ""}]
+    assert [dict((k, v) for k, v in zip(S.VISIT_ATTRIBUTES, vs) if v is not None)
+            for vs in zip(*(_attribute_column(events, k) for k in S.VISIT_ATTRIBUTES))
+            ] == [read_attributes(e) for e in events]
 
 
 def test_stream_visit_attributes_equal_the_batch_sequences(spark, epcis_examples):
@@ -632,6 +641,41 @@ def test_model_cache_follows_the_newest_model_run(tmp_path):
     assert got == want + want[:1] and got[0][1] is True and got[1][1] is False
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_judge_arrow_equals_judge_objects_on_random_objects(seed):
+    """The score stage's Arrow path (attributes split by Arrow, no dict per visit) gives the
+    verdicts of the plain one, unknown read points and values, revisits, visits without
+    attributes, objects without an attributes list and empty paths included."""
+    import pyarrow as pa
+
+    rng = random.Random(seed)
+    rps = ["A", "B", "C", "D"]
+    keys = [S.BIZ_STEP, S.DISPOSITION, S.ACTION]
+
+    def case(n_rp, n_val):
+        seq = [rng.choice(rps[:n_rp]) for _ in range(rng.randint(0 if n_rp > 4 else 1, 7))]
+        attrs = [{k: f"v{(rps.index(r) if r in rps else 0) + (rng.random() < 0.1 * n_val)}"
+                  for k in rng.sample(keys, rng.randint(0, 3))} for r in seq]
+        return seq, attrs, rng.random() < 0.3
+
+    model = ContextModel.fit([case(4, 0)[:2] for _ in range(300)], missed_read_rate=0.01)
+    rps += ["X", "Y"]  # never seen when fitting
+    probe = [case(6, 1) for _ in range(60)]
+    probe = [(seq, None if rng.random() < 0.15 else [encode_attributes(a) for a in attrs], c)
+             for seq, attrs, c in probe]
+    models = ModelCache(None)
+    models.run_id, models.model = "ctx-1", model
+    want = judge_objects(probe, models, refresh=False)
+    got = judge_arrow(pa.array([p[0] for p in probe], pa.list_(pa.string())),
+                      pa.array([p[1] for p in probe], pa.list_(pa.string())),
+                      pa.array([p[2] for p in probe]), models)
+    assert got == want and any(w[1] for w in want)
+    with pytest.raises(ValueError, match="entries for a sequence"):
+        judge_arrow(pa.array([["A", "B"]]), pa.array([[""]]), pa.array([False]), models)
+    with pytest.raises(ValueError, match="not encoded"):
+        judge_arrow(pa.array([["A"]]), pa.array([["biz_step"]]), pa.array([False]), models)
+
+
 def test_checkpoint_refuses_the_other_state_operator(tmp_path):
     checkpoint.check_operator(str(tmp_path / "ck"), "jvm")
     checkpoint.check_operator(str(tmp_path / "ck"), "jvm")
@@ -643,6 +687,7 @@ def test_checkpoint_refuses_the_other_state_operator(tmp_path):
     "jvm",                   # the state was a bean before it was bytes: the mark says only "jvm"
     "jvm state-format-1",    # keyed by the bare oid before the (hash, oid) key
     "jvm state-format-2",    # before the visits' attributes
+    "jvm state-format-3",    # each visit's attributes as key, value strings
     "python",                # the Python state before the visits' attributes
 ])
 def test_checkpoint_refuses_an_older_state_format(tmp_path, made):

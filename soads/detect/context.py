@@ -602,22 +602,82 @@ class ContextModel:
             raise ValueError("sequences, attributes and closed must have one entry per object")
         rp = self.read_points_
         unknown = self._unknown
-        K = self.conf.max_context
-        a, tau = self.conf.pseudo_count, self.conf.threshold
-
         # control flow: one row per step (and the END step of closed objects), contexts shifted
         # reads of the flat blocks; attributes (and the revisit flag): one row per (step, key)
         st = _Steps.gather(zip(sequences, attributes, closed),
-                           lambda seq: [rp.get(x, unknown) for x in seq], K)
-        n_len = np.array(st.lengths, dtype=np.int64)
+                           lambda seq: [rp.get(x, unknown) for x in seq], self.conf.max_context)
+        features = [(REVISIT, None, ["0", "1"],
+                     np.array([v == "1" for v in st.revisit], dtype=np.int64))]
+        for key, (steps, values) in st.by_feature.items():
+            names: list = []
+            features.append((key, np.array(steps, dtype=np.int64), names,
+                             np.array(_codes(values, {}, names), dtype=np.int64)))
+        return self._judge(n_obj, np.array(st.lengths, dtype=np.int64),
+                           np.array([bool(c) for c in closed], dtype=bool),
+                           np.array(st.codes, dtype=np.int64), features, sequences)
+
+    def score_steps(self, lengths, closed, names: Sequence[str], ids, features,
+                    sequences: Sequence[Sequence[str]]) -> list[Verdict]:
+        """:meth:`score_many` on objects already flattened into arrays (the event job's score
+        stage builds them from its Arrow columns without a Python object per visit).
+
+        Parameters
+        ----------
+        lengths : int array
+            Steps per object; the objects' steps are consecutive in ``ids``.
+        closed : bool array
+            Per object (see :meth:`score_many`).
+        names, ids : list of str, int array
+            The distinct read points and, per step, the index of its read point in ``names``.
+        features : list of (key, steps, value names, value ids)
+            Per attribute, in order of its first appearance over the steps: the (ascending)
+            step numbers that carry it (into ``ids``), the distinct values and each step's
+            index into them.
+        sequences : list of list of str
+            The objects' read points (the explanations name them).
+        """
+        lengths = np.asarray(lengths, dtype=np.int64)
+        ids = np.asarray(ids, dtype=np.int64)
+        n_obj = len(lengths)
+        if len(sequences) != n_obj or int(lengths.sum()) != len(ids):
+            raise ValueError("lengths, ids and sequences must describe the same objects")
+        rp, unknown = self.read_points_, self._unknown
+        codes = np.array([rp.get(x, unknown) for x in names], dtype=np.int64)
+        step_obj = np.repeat(np.arange(n_obj), lengths)
+        # "1" where the read point (as a string: unknown ones share a code) occurred earlier
+        # in the object's path
+        revisit = np.ones(len(ids), dtype=np.int64)
+        revisit[np.unique(step_obj * max(len(names), 1) + ids, return_index=True)[1]] = 0
+        return self._judge(n_obj, lengths, np.asarray(closed, dtype=bool),
+                           codes[ids] if len(ids) else np.zeros(0, dtype=np.int64),
+                           [(REVISIT, None, ["0", "1"], revisit)] + list(features), sequences)
+
+    def _judge(self, n_obj, n_len, closed, step_rp, features, sequences) -> list[Verdict]:
+        """The vectorised passes of :meth:`score_many` and :meth:`score_steps`: ``n_len`` steps
+        per object, ``closed`` per object, ``step_rp`` the read-point code of every step,
+        ``features`` as :meth:`score_steps` takes them, the revisit flag first (steps None:
+        every step)."""
+        K = self.conf.max_context
+        a, tau = self.conf.pseudo_count, self.conf.threshold
+        starts_obj = np.cumsum(n_len) - n_len
         step_obj = np.repeat(np.arange(n_obj), n_len)
-        step_idx = np.arange(int(n_len.sum())) - np.repeat(np.cumsum(n_len) - n_len, n_len)
-        step_rp = np.array(st.codes, dtype=np.int64)
-        step_prev = np.array(st.prevs, dtype=np.int64)
+        step_idx = np.arange(int(n_len.sum())) - np.repeat(starts_obj, n_len)
+        # the read point before each step: START (0) for a first step
+        step_prev = np.zeros(len(step_rp), dtype=np.int64)
+        step_prev[1:] = step_rp[:-1]
+        step_prev[starts_obj[n_len > 0]] = _BOUNDARY
         parts = []
         ctl = self.tables_.get(CONTROL)
-        if ctl is not None and any(st.n_targets):
-            arr, pos, step, n_t = st.control_positions()
+        n_t = n_len + closed.astype(np.int64)
+        if ctl is not None and n_t.any():
+            # each object as a block [K START pads, its codes, END if closed] (START and END
+            # are both code 0), so a step's context is the K codes before it in its block
+            block = K + n_t
+            starts = np.cumsum(block) - block + K
+            arr = np.zeros(int(block.sum()), dtype=np.int64)
+            arr[np.repeat(starts, n_len) + step_idx] = step_rp
+            step = np.arange(int(n_t.sum())) - np.repeat(np.cumsum(n_t) - n_t, n_t)
+            pos = np.repeat(starts, n_t) + step
             obj = np.repeat(np.arange(n_obj), n_t)
             vals = arr[pos]
             ctx = [arr[pos - 1 - j] for j in range(K)]
@@ -630,19 +690,19 @@ class ContextModel:
                 p2, ent2, *_ = skip.lookup(ctx, vals, a, tau, favourable=True)
                 via_miss = -math.log(eps) + np.maximum(-np.log(p2) - ent2, 0.0)
                 ex = np.where(np.isnan(p2), ex, np.minimum(ex, via_miss))
-            parts.append((obj, step, ex, pr, expd, order, None, vals))
-        for key, (steps, v_l) in [(REVISIT, (None, st.revisit))] + list(st.by_feature.items()):
+            parts.append((obj, step, ex, pr, expd, order, None, None))
+        for key, steps, names, ids in features:
             table = self.tables_.get(key)
-            if table is None or not v_l:  # skipped as unique, or never seen when fitting
+            if table is None or not len(ids):  # skipped as unique, or never seen when fitting
                 continue
             unseen = len(table.val_vocab) + 1
             get = table.val_vocab.get
-            v = np.array([get(val, unseen) for val in v_l], dtype=np.int64)
-            g = slice(None) if steps is None else np.array(steps, dtype=np.int64)
+            v = np.array([get(val, unseen) for val in names], dtype=np.int64)[ids]
+            g = slice(None) if steps is None else steps
             cols = [step_rp[g], step_prev[g]][:self.conf.attribute_context]
             pr, ent, expd, _, order = table.lookup(cols, v, a, tau)
             ex = np.maximum(-np.log(pr) - ent, 0.0)
-            parts.append((step_obj[g], step_idx[g], ex, pr, expd, order, key, v_l))
+            parts.append((step_obj[g], step_idx[g], ex, pr, expd, order, key, (names, ids)))
         return self._verdicts(n_obj, parts, sequences)
 
     def _verdicts(self, n_obj, parts, sequences) -> list[Verdict]:
@@ -677,7 +737,7 @@ class ContextModel:
                 read_point = None if at_end else seq[step]
                 value = None
             else:
-                kind, read_point, value = KIND_ATTRIBUTE, seq[step], vals[idx]
+                kind, read_point, value = KIND_ATTRIBUTE, seq[step], vals[0][vals[1][idx]]
             k = int(order[idx])
             if feature is None:
                 ctx = [START if j < 0 else seq[j] for j in range(step - 1, step - 1 - k, -1)]

@@ -69,15 +69,16 @@ public final class RelationUpdater {
     DataTypes.createStructField("sequence",
         DataTypes.createArrayType(DataTypes.StringType, true), true),
     DataTypes.createStructField("last_us", DataTypes.LongType, true),
-    // one string per visit, "key\u001fvalue\u001ekey\u001fvalue" (soads.stream.state.encode_attributes):
-    // a string per visit costs the state, the Arrow hand-over and the score stage far less than
-    // a map per visit
+    // one string per visit (soads.stream.state.encode_attributes, made by the parse stage and
+    // kept as it is): a string per visit costs the state, the Arrow hand-over and the score
+    // stage far less than a map per visit
     DataTypes.createStructField("attributes",
         DataTypes.createArrayType(DataTypes.StringType, true), true),
     DataTypes.createStructField("closed", DataTypes.BooleanType, true),
   });
 
-  private static final String[] NO_ATTRIBUTES = new String[0];
+  /** A read or visit without attributes (soads.stream.state.encode_attributes of {}). */
+  private static final String NO_ATTRIBUTE = "";
 
   /**
    * Per-oid state. The state store holds it as bytes ({@link #toBytes}, Encoders.BINARY): a bean
@@ -87,15 +88,19 @@ public final class RelationUpdater {
   public static final class ObjectState implements Serializable {
     /**
      * The first byte of {@link #toBytes}; a change of layout takes a new number (2: the
-     * visits' attributes).
+     * visits' attributes; 3: each visit's attributes as one encoded string).
      */
-    static final byte FORMAT = 2;
+    static final byte FORMAT = 3;
 
     String readPoint;
     long timeUs;
     List<String> visits = new ArrayList<>();
-    /** Per visit, the attributes of its first read as key, value, key, value, ... */
-    List<String[]> attributes = new ArrayList<>();
+    /**
+     * Per visit, the attributes of its first read, as the read brought them (the parse stage's
+     * soads.stream.state.encode_attributes string, opaque here): not rebuilt for every
+     * micro-batch that writes the object's row.
+     */
+    List<String> attributes = new ArrayList<>();
     List<String> seenA = new ArrayList<>();
     List<String> seenB = new ArrayList<>();
 
@@ -119,11 +124,8 @@ public final class RelationUpdater {
           writeString(out, seenB.get(k));
         }
         out.writeInt(attributes.size());
-        for (String[] kv : attributes) {
-          out.writeInt(kv.length);
-          for (String x : kv) {
-            writeString(out, x);
-          }
+        for (String a : attributes) {
+          writeString(out, a);
         }
         out.flush();
         return buf.toByteArray();
@@ -159,11 +161,7 @@ public final class RelationUpdater {
         n = in.readInt();
         st.attributes = new ArrayList<>(n + 1);
         for (int k = 0; k < n; k++) {
-          String[] kv = new String[in.readInt()];
-          for (int j = 0; j < kv.length; j++) {
-            kv[j] = readString(in);
-          }
-          st.attributes.add(kv);
+          st.attributes.add(readString(in));
         }
         return st;
       } catch (java.io.IOException e) {
@@ -186,20 +184,20 @@ public final class RelationUpdater {
     }
   }
 
-  /** One read: read point, event time (µs), source identity, attributes (key, value, ...). */
+  /** One read: read point, event time (µs), source identity, attributes (encoded). */
   public static final class Read {
     final String readPoint;
     final long timeUs;
     final String source;
-    final String[] attributes;
+    final String attributes;
     private String arrivalPrefix;  // parsed on first use: only reads with equal times need it
     private String arrivalNumber;  // digits without leading zeros ("" = 0)
 
-    public Read(String readPoint, long timeUs, String source, String[] attributes) {
+    public Read(String readPoint, long timeUs, String source, String attributes) {
       this.readPoint = readPoint;
       this.timeUs = timeUs;
       this.source = source;
-      this.attributes = attributes == null ? NO_ATTRIBUTES : attributes;
+      this.attributes = attributes == null ? NO_ATTRIBUTE : attributes;
     }
 
     private void parseArrival() {
@@ -368,19 +366,7 @@ public final class RelationUpdater {
           r.source, null, null, null, null));
     }
     if ((out.changed || closed) && st != null) {
-      List<String> maps = new ArrayList<>(st.attributes.size());
-      StringBuilder sb = new StringBuilder();
-      for (String[] kv : st.attributes) {
-        // keys in the order of the attribute columns, as the Python operator writes them
-        sb.setLength(0);
-        for (int j = 0; j + 1 < kv.length; j += 2) {
-          if (j > 0) {
-            sb.append('\u001e');
-          }
-          sb.append(kv[j]).append('\u001f').append(kv[j + 1]);
-        }
-        maps.add(sb.toString());
-      }
+      List<String> maps = new ArrayList<>(st.attributes);
       rows.add(RowFactory.create(KIND_OBJECT, oid, null, null, null, null, null, null, null,
           scala.jdk.javaapi.CollectionConverters.asScala(new ArrayList<>(st.visits)).toSeq(),
           st.timeUs, scala.jdk.javaapi.CollectionConverters.asScala(maps).toSeq(), closed));
@@ -388,27 +374,7 @@ public final class RelationUpdater {
     return rows;
   }
 
-  /** A read's attributes (key, value, ...) from its non-null attribute columns. */
-  static String[] attributesOf(Row r, String[] keys, int[] index) {
-    int n = 0;
-    for (int j = 0; j < keys.length; j++) {
-      if (!r.isNullAt(index[j])) {
-        n++;
-      }
-    }
-    if (n == 0) {
-      return NO_ATTRIBUTES;
-    }
-    String[] kv = new String[2 * n];
-    int k = 0;
-    for (int j = 0; j < keys.length; j++) {
-      if (!r.isNullAt(index[j])) {
-        kv[k++] = keys[j];
-        kv[k++] = r.getString(index[j]);
-      }
-    }
-    return kv;
-  }
+
 
   /** ceil(x / y) for y > 0. */
   static long ceilDiv(long x, long y) {
@@ -419,25 +385,22 @@ public final class RelationUpdater {
    * soads.stream.state.object_updates on the JVM: group the prepared reads by oid and run the
    * step with per-oid state and an event-time timeout.
    *
-   * @param reads oid, read_point, time_us, source, the attribute columns, plus the watermark
+   * @param reads oid, read_point, time_us, source, the attributes column, plus the watermark
    *     column the Python side attaches (the policy records late reads instead of letting Spark
    *     drop them)
-   * @param attributeKeys the attribute columns' names, comma-separated
-   *     (soads.schema.VISIT_ATTRIBUTES): they key each visit's attribute map
+   * @param attributesColumn the name of the column holding each read's attributes as one
+   *     encoded string (soads.stream.state.encode_attributes; null or "" = none), kept as it
+   *     is for the visit the read starts
    */
   public static Dataset<Row> apply(Dataset<Row> reads, double dwellSeconds, double idleSeconds,
-                                   int maxVisits, String attributeKeys) {
+                                   int maxVisits, String attributesColumn) {
     final long dwellUs = (long) (dwellSeconds * 1_000_000);
     final long idleUs = (long) (idleSeconds * 1_000_000);
     final int iOid = reads.schema().fieldIndex("oid");
     final int iRp = reads.schema().fieldIndex("read_point");
     final int iT = reads.schema().fieldIndex("time_us");
     final int iSrc = reads.schema().fieldIndex("source");
-    final String[] keys = attributeKeys.isEmpty() ? NO_ATTRIBUTES : attributeKeys.split(",");
-    final int[] iAttr = new int[keys.length];
-    for (int j = 0; j < keys.length; j++) {
-      iAttr[j] = reads.schema().fieldIndex(keys[j]);
-    }
+    final int iAttr = reads.schema().fieldIndex(attributesColumn);
     FlatMapGroupsWithStateFunction<Tuple2<Long, String>, Row, byte[], Row> fn =
         (Tuple2<Long, String> key, Iterator<Row> it, GroupState<byte[]> state) -> {
           String oid = key._2();
@@ -454,7 +417,7 @@ public final class RelationUpdater {
           while (it.hasNext()) {
             Row r = it.next();
             batch.add(new Read(r.getString(iRp), r.getLong(iT), r.getString(iSrc),
-                attributesOf(r, keys, iAttr)));
+                r.isNullAt(iAttr) ? NO_ATTRIBUTE : r.getString(iAttr)));
           }
           StepOut out = new StepOut();
           ObjectState next = step(current, batch, watermarkUs, dwellUs, idleUs, maxVisits, out);
@@ -526,9 +489,10 @@ public final class RelationUpdater {
 
   /**
    * The step on plain arrays, for the tests' comparison with the Python oracle (py4j). A visit's
-   * or read's attributes travel as one string: key, value, key, value, ... joined by U+0001
-   * ("" = none). Returns [state or null, relations, newSupport, late sources, changed]; the
-   * state is [read point, time, visits joined by U+0000, attributes joined by U+0000].
+   * or read's attributes travel as one string, kept as it is (the tests pass key, value, ...
+   * joined by U+0001; "" = none). Returns [state or null, relations, newSupport, late sources,
+   * changed]; the state is [read point, time, visits joined by U+0000, attributes joined by
+   * U+0000].
    */
   public static Object[] stepForTest(String stateRp, long stateTimeUs, String[] stateVisits,
                                      String[] stateAttributes, String[] seenA, String[] seenB,
@@ -541,16 +505,14 @@ public final class RelationUpdater {
       st.readPoint = stateRp;
       st.timeUs = stateTimeUs;
       st.visits = new ArrayList<>(List.of(stateVisits));
-      for (String a : stateAttributes) {
-        st.attributes.add(splitAttributes(a));
-      }
+      st.attributes = new ArrayList<>(List.of(stateAttributes));
       st.seenA = new ArrayList<>(List.of(seenA));
       st.seenB = new ArrayList<>(List.of(seenB));
       st = ObjectState.fromBytes(st.toBytes());  // through the stored form
     }
     List<Read> reads = new ArrayList<>();
     for (int k = 0; k < rps.length; k++) {
-      reads.add(new Read(rps[k], times[k], sources[k], splitAttributes(readAttributes[k])));
+      reads.add(new Read(rps[k], times[k], sources[k], readAttributes[k]));
     }
     StepOut out = new StepOut();
     ObjectState next = step(st, reads, watermarkUs, dwellUs, idleUs, maxVisits, out);
@@ -568,17 +530,9 @@ public final class RelationUpdater {
     }
     String[] nextState = null;
     if (next != null) {
-      List<String> attrs = new ArrayList<>();
-      for (String[] kv : next.attributes) {
-        attrs.add(String.join("\u0001", kv));
-      }
       nextState = new String[] {next.readPoint, Long.toString(next.timeUs),
-          String.join("\u0000", next.visits), String.join("\u0000", attrs)};
+          String.join("\u0000", next.visits), String.join("\u0000", next.attributes)};
     }
     return new Object[] {nextState, rel, sup, late, out.changed};
-  }
-
-  private static String[] splitAttributes(String joined) {
-    return joined == null || joined.isEmpty() ? NO_ATTRIBUTES : joined.split("\u0001", -1);
   }
 }

@@ -53,6 +53,28 @@ def prepare(db_url: str, location: str) -> None:
 # -- relations, late events, scores: one transaction per micro-batch -------------------------
 
 
+def _execute_many(conn, stmt, rows: Sequence[dict]) -> None:
+    """``conn.execute(stmt, rows)`` for the big upserts of a micro-batch. On MySQL the statement
+    is compiled once for the rows' columns and handed to the driver with the rows as they are:
+    SQLAlchemy's per-row parameter processing was a sixth of a sustained micro-batch's
+    transaction (~24,000 rows), and for these values (str, float, int, bool, None, naive
+    datetime) it hands pymysql what pymysql encodes alike. SQLite keeps the processing (its
+    datetimes are SQLAlchemy's text)."""
+    rows = list(rows)
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        conn.execute(stmt, rows)
+        return
+    keys = list(rows[0])
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=keys)
+    if compiled.positional:
+        order = compiled.positiontup
+        conn.exec_driver_sql(compiled.string, [tuple(r[k] for k in order) for r in rows])
+    else:
+        conn.exec_driver_sql(compiled.string, rows)
+
+
 def _upsert_late(conn, rows: Sequence[dict]) -> None:
     if conn.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
@@ -153,13 +175,15 @@ def write_updates(batch: BatchUpdates, batch_id: int, db_url: str | sa.Engine,
     if unscored or unjudged:
         logger.warning("batch %d: %d objects without a mining run (no alignment score), %d "
                        "without a model run (no verdict)", batch_id, unscored, unjudged)
-    rows = [tables._to_row("object_score", {
-        S.OID: oid, S.SCORE: sc, S.RAW: raw, S.PATTERN: pat, S.SURPRISAL: None,
-        S.LAST_TIME: _from_micros(last), S.RUN_ID: rid, S.ANOMALY: anomaly,
-        S.IS_ANOMALY: flagged, S.EXPLANATION: expl, S.MODEL_RUN_ID: mrid,
-        S.BATCH_ID: int(batch_id)})
-        for oid, _, last, sc, raw, pat, rid, anomaly, flagged, expl, mrid, _ in live
-        if rid is not None or mrid is not None]
+    # the object_score columns as tables._to_row writes them (pattern as JSON text; the
+    # explanation is JSON text already), built directly: ~13,000 rows per sustained micro-batch
+    rows = [{S.OID: oid, S.SCORE: sc, S.RAW: raw,
+             S.PATTERN: None if pat is None else json.dumps(list(pat)), S.SURPRISAL: None,
+             S.LAST_TIME: _from_micros(last), S.RUN_ID: rid, S.ANOMALY: anomaly,
+             S.IS_ANOMALY: flagged, S.EXPLANATION: expl, S.MODEL_RUN_ID: mrid,
+             S.BATCH_ID: int(batch_id)}
+            for oid, _, last, sc, raw, pat, rid, anomaly, flagged, expl, mrid, _ in live
+            if rid is not None or mrid is not None]
     verdicts = [{S.OID: oid, S.LAST_TIME: _from_micros(last), S.ANOMALY: anomaly,
                  S.IS_ANOMALY: flagged, S.EXPLANATION: expl, S.MODEL_RUN_ID: mrid,
                  S.BATCH_ID: int(batch_id)}
@@ -291,7 +315,7 @@ def _upsert_verdicts(conn, rows: Sequence[dict]) -> None:
 
         stmt = insert(t)
         stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in cols})
-    conn.execute(stmt, list(rows))
+    _execute_many(conn, stmt, rows)
 
 
 def _write_scores(conn, rows: list[dict], old: dict, window_seconds: int) -> None:
@@ -320,8 +344,20 @@ def _write_scores(conn, rows: list[dict], old: dict, window_seconds: int) -> Non
                              [0.0, 0])
         d[0] += r[S.SCORE]
         d[1] += 1
-    for i in range(0, len(rows), _CHUNK):
-        tables.upsert(conn, "object_score", rows[i:i + _CHUNK])
+    t = tables.TABLE["object_score"]
+    if conn.dialect.name == "sqlite":
+        for i in range(0, len(rows), _CHUNK):
+            tables.upsert(conn, "object_score", rows[i:i + _CHUNK])
+    else:
+        # tables.upsert's statement, without SQLAlchemy's per-row processing (_execute_many)
+        from sqlalchemy.dialects.mysql import insert
+
+        stmt = insert(t)
+        stmt = stmt.on_duplicate_key_update({
+            c: stmt.inserted[c] for c, _ in S.TABLES["object_score"]
+            if c not in S.PRIMARY_KEYS["object_score"]})
+        for i in range(0, len(rows), _CHUNK):
+            _execute_many(conn, stmt, rows[i:i + _CHUNK])
     width = dt.timedelta(seconds=int(window_seconds))
     keys = sorted(delta)
     current = {}

@@ -126,8 +126,9 @@ def start_event_queries(spark, cfg: Config, trigger: bool = True) -> Queries:
     updates = combine_relations(object_updates(
         reads, cfg.sequences.dwell_seconds, stream.idle_seconds, stream.watermark_seconds,
         stream.max_visits, stream.state_operator), stream.state_operator)
-    # + score, raw, pattern, run_id, anomaly, is_anomaly, explanation, model_run_id on the
-    # object rows (the Anomaly Evaluator and the context detector, same stage)
+    # - attributes (judged here, not needed further) + score, raw, pattern, run_id, anomaly,
+    # is_anomaly, explanation, model_run_id on the object rows (the Anomaly Evaluator and the
+    # context detector, same stage)
     scored = updates.mapInArrow(ObjectScorer(db_url, cfg.scoring, cfg.detector), scored_struct())
     w = (scored.writeStream.queryName(QUERY_NAME)
          .foreachBatch(sinks.updates_writer(db_url, cfg.scoring.window_seconds))
