@@ -49,6 +49,8 @@ AM_REPUSH_SECONDS = 60.0
 """Firing alerts are pushed to Alertmanager again this often (its resolve_timeout is 5 min)."""
 QUARANTINE_SPAN_SECONDS = 300.0
 """The quarantine rate is measured over the last five minutes of the Kafka topics."""
+MARK_CHUNK = 50
+"""Outbox rows marked delivered per transaction."""
 KAFKA_RULES_SECONDS = 5.0
 """The consumer-lag and quarantine-rate rules read Kafka's offsets this often (not at every
 evaluation: asking the broker costs tens of milliseconds; between two reads they are not
@@ -377,16 +379,22 @@ class AlertProcess:
                 rs = [r for r in rs if r[key] not in found]
                 if not rs:
                     continue
-                for (i, err), r in zip(topics.send(self._prod(), topic,
-                                                   [(r[key], r[S.PAYLOAD].encode()) for r in rs]),
-                                       rs):
-                    if err is None:
-                        mark(self.eng, i, store.DELIVERED, (r[S.ATTEMPTS] or 0) + 1)
-                        ok += 1
-                    else:  # stays pending, the attempt and its error recorded: sent again next
-                        # evaluation, unless it turns out to be in the topic after all
-                        mark(self.eng, i, store.PENDING, (r[S.ATTEMPTS] or 0) + 1, err)
-                        logger.warning("%s to topic %s not acknowledged: %s", i, topic, err)
+                results = list(zip(topics.send(
+                    self._prod(), topic, [(r[key], r[S.PAYLOAD].encode()) for r in rs]), rs))
+                # the marks go MARK_CHUNK rows to a transaction (a commit per row cost the
+                # database more than the sends); a kill between Kafka's acknowledgement and a
+                # mark leaves rows pending that restore() finds in the topic
+                for c in range(0, len(results), MARK_CHUNK):
+                    with self.eng.begin() as conn:
+                        for (i, err), r in results[c:c + MARK_CHUNK]:
+                            if err is None:
+                                mark(conn, i, store.DELIVERED, (r[S.ATTEMPTS] or 0) + 1)
+                                ok += 1
+                            else:  # stays pending, the attempt and its error recorded: sent
+                                # again next evaluation, unless it is in the topic after all
+                                mark(conn, i, store.PENDING, (r[S.ATTEMPTS] or 0) + 1, err)
+                                logger.warning("%s to topic %s not acknowledged: %s", i, topic,
+                                               err)
             for r in rows:
                 if r[S.CHANNEL] != WEBHOOK:
                     continue

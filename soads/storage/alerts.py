@@ -70,6 +70,10 @@ def _insert_new(conn, name: str, rows: list[dict]) -> None:
 
 
 def _update(db, name: str, key: str, value: str, values: dict) -> int:
+    """Update one row; ``db`` may be a connection inside the caller's transaction."""
+    if isinstance(db, sa.Connection):
+        t = tables.TABLE[name]
+        return db.execute(t.update().where(t.c[key] == value).values(values)).rowcount
     eng, own = _engine(db)
     try:
         with eng.begin() as conn:
@@ -83,7 +87,8 @@ def _update(db, name: str, key: str, value: str, values: dict) -> int:
 def mark_notification(db, notification_id: str, status: str, attempts: int,
                       error: str | None = None, sent_at: dt.datetime | None = None) -> None:
     """Record a delivery attempt's outcome (delivered or failed, how many attempts, the last
-    error)."""
+    error). ``db``: a URL, an engine, or a connection inside the caller's transaction (many
+    marks, one commit)."""
     _update(db, "alert_notification", S.NOTIFICATION_ID, notification_id, {
         S.STATUS: status, S.ATTEMPTS: int(attempts), S.ERROR: error,
         S.SENT_AT: sent_at or _now()})
