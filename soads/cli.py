@@ -1043,8 +1043,8 @@ def _add_bench(sub) -> None:
     b.add_argument("--rate", type=float, default=2000.0, metavar="EVENTS_PER_S",
                    help="publishing rate of the latency run (flat events/s, default 2000)")
     b.add_argument("--seconds", type=float, default=60.0, help="latency run length (default 60)")
-    b.add_argument("--events", type=_positive_int, default=650_000,
-                   help="flat events of the sustained run (default 650,000)")
+    b.add_argument("--events", type=_positive_int, default=1_300_000,
+                   help="flat events of the sustained run (default 1,300,000, as bench stream)")
     b.add_argument("--conf", action="append", metavar="TOML",
                    help="the event job's config files for its [spark] and [stream] sections "
                         "(repeatable; default conf/soads.toml and conf/services-stream.toml)")

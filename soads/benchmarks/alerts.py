@@ -16,7 +16,7 @@ actions topics, the alert table and Prometheus Alertmanager.
 
 Usage::
 
-    soads bench alerts [--rate 2000] [--seconds 60] [--events 650000]
+    soads bench alerts [--rate 2000] [--seconds 60] [--events 1300000]
 
 The last line printed is one JSON object with ``events_per_s``, ``alerts``,
 ``objects_flagged``, ``precision``, ``recall``, ``p50_s``, ``p95_s``, ``action_p95_s``.
@@ -293,7 +293,7 @@ def sustained(spark, conf, patterns, run, events: int, workdir: str, job, model,
             _delete_topics(bootstrap, [alerts_topic, actions_topic])
 
 
-def run(rate: float = 2000.0, seconds: float = 60.0, events: int = 650_000,
+def run(rate: float = 2000.0, seconds: float = 60.0, events: int = 1_300_000,
         services_conf=None, job=None, spark_conf=None) -> list[str]:
     """Both parts; returns the report lines (the last one is JSON)."""
     import dataclasses
