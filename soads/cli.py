@@ -734,7 +734,8 @@ def _demo_live(spark, cfg, n_live: int, n_batch: int) -> str:
     anomalous = {o for o in judged if truth.get(o, (False,))[0]}
     by = {}
     for a in alerts:
-        by[(a[S.ALERTNAME], a[S.SEVERITY])] = by.get((a[S.ALERTNAME], a[S.SEVERITY]), 0) + 1
+        k = (a[S.ALERTNAME], a[S.SEVERITY], a[S.STATE])
+        by[k] = by.get(k, 0) + 1
     actions = query.alert_actions(cfg.storage.db_url)
     kinds = {}
     for r in actions:
@@ -742,8 +743,8 @@ def _demo_live(spark, cfg, n_live: int, n_batch: int) -> str:
     lines = [f"live: {stats.get('events', 0):,} reads of {n_live:,} more objects through the "
              f"event job (file stream, {t_stream:.0f} s): {len(judged):,} objects judged "
              "against the model run above; the alert process raised "
-             f"{len(alerts)} alerts:"]
-    lines += [f"  {n:5d}  {name} {sev}" for (name, sev), n in sorted(by.items())]
+             f"{len(alerts)} alerts (pending: waiting out their rule's `for`):"]
+    lines += [f"  {n:5d}  {name} {sev}, {state}" for (name, sev, state), n in sorted(by.items())]
     if flagged:
         lines.append(f"  ObjectAnomaly vs the simulator's labels: precision "
                      f"{tp / len(flagged):.3f}, recall {tp / max(len(anomalous), 1):.3f} "
@@ -1469,7 +1470,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_conf(s)
     s.set_defaults(func=cmd_fit_detector)
 
-    s = sub.add_parser("demo", help="simulate, ingest, mine, score and evaluate (embedded default)")
+    s = sub.add_parser("demo", help="simulate, ingest, mine, score and evaluate, then a live "
+                                     "part through the event job and the alert process "
+                                     "(embedded default)")
     s.add_argument("--objects", type=_positive_int, help="default: [simulator] objects in conf")
     s.add_argument("--live", type=int, default=2000, metavar="N",
                    help="then N more objects through the event job (file stream) and the "
