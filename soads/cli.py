@@ -1277,9 +1277,7 @@ def cmd_alerts_silence(args) -> int:
                                   created_by=_who(args), comment=args.comment or "")
     except ValueError as e:
         raise UsageError(str(e)) from e
-    row = {k: v.astimezone(dt.timezone.utc).replace(tzinfo=None) if isinstance(v, dt.datetime)
-           else v for k, v in sil.to_dict().items()}
-    store.add_silence(cfg.storage.db_url, {**row, S.CREATED_AT: now.replace(tzinfo=None)})
+    store.add_silence(cfg.storage.db_url, {**sil.to_dict(), S.CREATED_AT: now})
     _out(f"silence {sil.id}: {' '.join(str(m) for m in sil.matchers)} until "
          f"{sil.ends_at:%Y-%m-%d %H:%M:%S} UTC (soads alerts unsilence {sil.id} ends it)")
     return 0

@@ -65,11 +65,6 @@ def _naive(t: dt.datetime | None) -> dt.datetime | None:
     return None if t is None else t.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
-def _row(d: dict) -> dict:
-    """A core row (aware UTC times) as the tables store it (naive UTC)."""
-    return {k: _naive(v) if isinstance(v, dt.datetime) else v for k, v in d.items()}
-
-
 def _digest(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
@@ -131,7 +126,12 @@ class AlertProcess:
         if self.kafka:
             topics.ensure_topics(self.bootstrap, [self.conf.alerts_topic,
                                                   self.conf.actions_topic])
-            self._reconcile()
+        # rows a killed process left pending may be in their topic already (Kafka took them,
+        # the mark did not happen): the next deliver() looks for them there first
+        self._unsure = {r[S.NOTIFICATION_ID] for r in query.alert_notifications(
+            self.eng, store.PENDING) if r[S.CHANNEL] == KAFKA} | {
+            r[S.ACTION_ID] for r in query.alert_actions(self.eng, store.PENDING)
+            if r[S.CHANNEL] == KAFKA}
 
     def _resolved_untold(self, logs, live) -> list[core.Alert]:
         """Resolved alerts whose group was last notified while they fired: their resolution
@@ -144,29 +144,6 @@ class AlertProcess:
                                   fingerprints=told[i:i + 500]):
                 out.setdefault(r[S.FINGERPRINT], core.Alert.from_dict(r))  # newest first
         return [out[fp] for fp in sorted(out)]
-
-    def _reconcile(self) -> None:
-        """Outbox rows a killed process had already put in their topic: marked delivered."""
-        for name, key, topic_of in (
-                ("alert_notification", S.NOTIFICATION_ID, lambda r: r[S.TARGET]),
-                ("alert_action", S.ACTION_ID, lambda r: self.conf.actions_topic)):
-            rows = [r for r in (query.alert_notifications(self.eng, store.PENDING)
-                                if name == "alert_notification"
-                                else query.alert_actions(self.eng, store.PENDING))
-                    if r[S.CHANNEL] == KAFKA]
-            by_topic: dict[str, list[dict]] = {}
-            for r in rows:
-                by_topic.setdefault(topic_of(r), []).append(r)
-            for topic, rs in by_topic.items():
-                found = topics.published_ids(self.bootstrap, topic,
-                                             min(r[S.CREATED_AT] for r in rs))
-                for r in rs:
-                    if r[key] in found:
-                        mark = store.mark_notification if name == "alert_notification" \
-                            else store.mark_action
-                        mark(self.eng, r[key], store.DELIVERED, r[S.ATTEMPTS] or 1)
-                        logger.info("%s %s was already in topic %s: marked delivered",
-                                    name, r[key], topic)
 
     # -- one evaluation ----------------------------------------------------------------------
 
@@ -275,9 +252,9 @@ class AlertProcess:
         due = self.grouper.due(now)
         notifications = self._notifications(changed, due, now)
         actions = self._actions(changed, now)
-        store.write_step(self.eng, [_row(a.to_dict()) for a in changed], notifications, actions,
+        store.write_step(self.eng, [a.to_dict() for a in changed], notifications, actions,
                          self.cursors,
-                         [_row(self.grouper.entries[n.group_key].to_dict()) for n in due])
+                         [self.grouper.entries[n.group_key].to_dict() for n in due])
         report.notifications, report.actions = len(notifications), len(actions)
         if deliver:
             report.delivered, report.failed = self.deliver()
@@ -366,14 +343,15 @@ class AlertProcess:
             for r in kafka_rows:
                 by_topic.setdefault(topic_of(r), []).append(r)
             for topic, rs in by_topic.items():
-                # a row sent before without an acknowledgement (a timeout) may be in the topic
-                # all the same: looked for there first, so it is never in it twice
-                tried = [r for r in rs if (r[S.ATTEMPTS] or 0) > 0]
+                # a row sent before without an acknowledgement (a timeout), or left pending by
+                # a killed process, may be in the topic all the same: looked for there first,
+                # so it is never in it twice
+                tried = [r for r in rs if (r[S.ATTEMPTS] or 0) > 0 or r[key] in self._unsure]
                 found = topics.published_ids(self.bootstrap, topic, min(
                     r[S.CREATED_AT] for r in tried)) if tried else set()
                 for r in tried:
                     if r[key] in found:
-                        mark(self.eng, r[key], store.DELIVERED, r[S.ATTEMPTS])
+                        mark(self.eng, r[key], store.DELIVERED, r[S.ATTEMPTS] or 1)
                         ok += 1
                         logger.info("%s was already in topic %s: marked delivered", r[key], topic)
                 rs = [r for r in rs if r[key] not in found]
@@ -383,7 +361,7 @@ class AlertProcess:
                     self._prod(), topic, [(r[key], r[S.PAYLOAD].encode()) for r in rs]), rs))
                 # the marks go MARK_CHUNK rows to a transaction (a commit per row cost the
                 # database more than the sends); a kill between Kafka's acknowledgement and a
-                # mark leaves rows pending that restore() finds in the topic
+                # mark leaves rows pending that the restarted deliver() finds in the topic
                 for c in range(0, len(results), MARK_CHUNK):
                     with self.eng.begin() as conn:
                         for (i, err), r in results[c:c + MARK_CHUNK]:
@@ -408,6 +386,7 @@ class AlertProcess:
                 mark(self.eng, r[key], store.DELIVERED if res.delivered else store.FAILED,
                      res.attempts, None if res.delivered else res.error)
                 ok, bad = (ok + 1, bad) if res.delivered else (ok, bad + 1)
+        self._unsure = set()
         return ok, bad
 
     def _action_url(self, row: dict) -> str:

@@ -38,6 +38,7 @@ import threading
 import time
 import uuid
 
+from soads.alerts import topics
 from soads.benchmarks import stream as sb
 
 logger = logging.getLogger(__name__)
@@ -123,14 +124,6 @@ class _Reader(threading.Thread):
         self.consumer.close()
 
 
-def _create_topics(bootstrap: str, names: list[str]) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(t, 1, 1) for t in names])
-    admin.close()
-
-
 def _delete_topics(bootstrap: str, names: list[str]) -> None:
     from kafka.admin import KafkaAdminClient
 
@@ -150,7 +143,7 @@ def latency(spark, conf, patterns, run, rate: float, seconds: float, workdir: st
     p = sb._place(conf, "al")
     hexid = uuid.uuid4().hex[:8]
     alerts_topic, actions_topic = f"soads-bench-alerts-{hexid}", f"soads-bench-actions-{hexid}"
-    _create_topics(p["bootstrap"], [alerts_topic, actions_topic])
+    topics.ensure_topics(p["bootstrap"], [alerts_topic, actions_topic])
     truth: dict[str, object] = {}
     doc_last_ms: list[int] = []   # per published document (offset order): its last event time
     sent: list[float] = []        # per document: wall time handed to the producer
@@ -280,7 +273,7 @@ def sustained(spark, conf, patterns, run, events: int, workdir: str, job, model,
     def alongside(p: dict, ck: str):
         nonlocal bootstrap
         bootstrap = p["bootstrap"]
-        _create_topics(bootstrap, [alerts_topic, actions_topic])
+        topics.ensure_topics(bootstrap, [alerts_topic, actions_topic])
         conf_path = _conf_file(workdir, p, ck, alerts_topic, actions_topic, am_url, conf)
         with alert_process(conf_path, os.path.join(workdir, "alerts-sustained.log")):
             yield

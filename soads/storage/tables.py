@@ -7,6 +7,7 @@ people who create the schema by hand (a test keeps the three in step).
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -138,7 +139,7 @@ def _to_row(name: str, rec: dict) -> dict:
         elif hasattr(v, "item"):  # numpy scalar
             v = v.item()
         if kind == "timestamp" and v is not None and getattr(v, "tzinfo", None) is not None:
-            v = v.replace(tzinfo=None)  # stored as naive UTC
+            v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)  # stored as naive UTC
         if hasattr(v, "to_pydatetime"):
             v = v.to_pydatetime()
         row[col] = v
